@@ -1,0 +1,47 @@
+/*
+ * cred.h -- credential classes and fingerprints.
+ *
+ * Every credential keyrail sees (a request header, an env variable, a secret)
+ * is classified by its shape, for routing decisions and for logs. Logs and
+ * errors carry the class name and a fingerprint -- 8 hex digits of a keyed
+ * BLAKE2b hash -- and never any byte of the credential itself. The same
+ * token has the same fingerprint on the server and in the launcher, so an
+ * operator can correlate them.
+ */
+#ifndef KR_CRED_H
+#define KR_CRED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define KR_CRED_MAP(X)                                                                             \
+    X(NONE, "none")                                                                                \
+    X(WORKSPACE_TOKEN, "workspace-token")                                                          \
+    X(ANTHROPIC_OAUTH, "oauth")                                                                    \
+    X(ANTHROPIC_API_KEY, "anthropic-api-key")                                                      \
+    X(OPENAI_KEY, "openai-api-key")                                                                \
+    X(VENDOR_KEY, "vendor-key")                                                                    \
+    X(UNKNOWN, "unknown")
+
+typedef enum {
+#define X(n, s) KR_CRED_##n,
+    KR_CRED_MAP(X)
+#undef X
+} kr_cred_class;
+
+/* Workspace tokens: "krws_" + 43 base64url characters (32 random bytes). */
+#define KR_WS_TOKEN_PREFIX "krws_"
+#define KR_WS_TOKEN_LEN (5 + 43)
+
+const char *kr_cred_class_name(kr_cred_class c);
+/* Classifies by shape only. Empty -> NONE. */
+kr_cred_class kr_cred_classify(const char *s, size_t n);
+/* True for classes that are direct-vendor credentials (OAuth, vendor keys). */
+bool kr_cred_is_vendor(kr_cred_class c);
+/* 8 lowercase hex digits + NUL. */
+#define KR_FP_LEN 9
+void kr_cred_fingerprint(const char *s, size_t n, char out[KR_FP_LEN]);
+/* Length of the token-character run at s (base64url, '.', '~', '+', '/', '='). */
+size_t kr_cred_span(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,1 @@
+/* placeholder */ typedef int kr__placeholder_registry;
