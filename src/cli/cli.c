@@ -1,1 +1,206 @@
-/* placeholder */ typedef int kr__placeholder_cli;
+/*
+ * cli.c -- dispatch, option parsing and the operator context.
+ */
+#include "cli/cli.h"
+#include "core/log.h"
+
+#include <sodium.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kr_cli_errf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("keyrail: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static void print_usage(const char *usage, const kr_opt *opts, size_t n)
+{
+    printf("%s\n", usage);
+    if (n) printf("\noptions:\n");
+    for (size_t i = 0; i < n; i++)
+        printf("  %-22s %s\n", opts[i].takes_value ? opts[i].name : opts[i].name, opts[i].help);
+}
+
+int kr_args_parse(kr_args *a, const kr_opt *opts, size_t nopts, int argc, char **argv,
+                  const char *usage)
+{
+    memset(a, 0, sizeof *a);
+    a->opts = opts;
+    a->nopts = nopts < 32 ? nopts : 32;
+    for (int i = 0; i < argc; i++) {
+        char *arg = argv[i];
+        if (!strcmp(arg, "--")) {
+            a->rest = argv + i + 1;
+            a->nrest = argc - i - 1;
+            break;
+        }
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            print_usage(usage, opts, nopts);
+            return 1;
+        }
+        if (!strncmp(arg, "--", 2)) {
+            const char *eq = strchr(arg, '=');
+            size_t nl = eq ? (size_t)(eq - arg) : strlen(arg);
+            size_t k;
+            for (k = 0; k < a->nopts; k++)
+                if (strlen(opts[k].name) == nl && !strncmp(opts[k].name, arg, nl)) break;
+            if (k == a->nopts) {
+                kr_cli_errf("unknown option '%.*s' (see --help)", (int)nl, arg);
+                return -1;
+            }
+            const char *v = "1";
+            if (opts[k].takes_value) {
+                if (eq) v = eq + 1;
+                else if (i + 1 < argc) v = argv[++i];
+                else {
+                    kr_cli_errf("option %s needs a value", opts[k].name);
+                    return -1;
+                }
+            } else if (eq) {
+                kr_cli_errf("option %s takes no value", opts[k].name);
+                return -1;
+            }
+            a->values[k] = v;
+            if (a->nmulti[k] < 32) a->multi[k][a->nmulti[k]++] = v;
+            continue;
+        }
+        if (a->npos >= 16) {
+            kr_cli_errf("too many arguments");
+            return -1;
+        }
+        a->pos[a->npos++] = arg;
+    }
+    return 0;
+}
+
+static int opt_index(const kr_args *a, const char *name)
+{
+    for (size_t k = 0; k < a->nopts; k++)
+        if (!strcmp(a->opts[k].name, name)) return (int)k;
+    return -1;
+}
+
+const char *kr_arg(const kr_args *a, const char *name)
+{
+    int k = opt_index(a, name);
+    return k < 0 ? NULL : a->values[k];
+}
+
+bool kr_flag(const kr_args *a, const char *name)
+{
+    return kr_arg(a, name) != NULL;
+}
+
+int kr_cli_init(kr_cli *c, const kr_args *a)
+{
+    memset(c, 0, sizeof *c);
+    kr_diag d = {{0}};
+    const char *cfgpath = kr_arg(a, "--config");
+    if (!cfgpath) cfgpath = getenv("KEYRAIL_CONFIG");
+    int rc = kr_config_load(&c->cfg, cfgpath, &d);
+    if (!rc && kr_arg(a, "--db")) rc = kr_config_set(&c->cfg, "store.url", kr_arg(a, "--db"), KR_CFG_FLAG, &d);
+    if (!rc && kr_arg(a, "--registry"))
+        rc = kr_config_set(&c->cfg, "registry.file", kr_arg(a, "--registry"), KR_CFG_FLAG, &d);
+    if (rc) return kr_cli_errf("config: %s", kr_diag_msg(&d, rc));
+    kr_policy_init(&c->pol);
+    if ((rc = kr_policy_add_prefixes(&c->pol, c->cfg.operator_prefixes, &d)))
+        return kr_cli_errf("config: %s", kr_diag_msg(&d, rc));
+    int lvl = kr_log_level_parse(c->cfg.log_level);
+    if (lvl < 0) return kr_cli_errf("config: log_level '%s' is not debug|info|warn|error|off",
+                                    c->cfg.log_level);
+    kr_log_level = lvl;
+    return 0;
+}
+
+int kr_cli_store(kr_cli *c)
+{
+    if (c->st) return 0;
+    kr_diag d = {{0}};
+    int rc = kr_store_open(c->cfg.store_url, &c->st, &d);
+    if (rc) return kr_cli_errf("store: %s", kr_diag_msg(&d, rc));
+    return 0;
+}
+
+int kr_cli_registry(kr_cli *c)
+{
+    if (c->reg) return 0;
+    kr_diag d = {{0}};
+    int rc = kr_registry_load(c->cfg.registry_file, &c->reg, &d);
+    if (rc) return kr_cli_errf("registry: %s", kr_diag_msg(&d, rc));
+    return 0;
+}
+
+int kr_cli_key(kr_cli *c)
+{
+    if (c->have_mk) return 0;
+    kr_diag d = {{0}};
+    int rc = kr_master_key_load(c->cfg.master_key_file, false, &c->mk, NULL, &d);
+    if (rc) return kr_cli_errf("%s", kr_diag_msg(&d, rc));
+    c->have_mk = true;
+    return 0;
+}
+
+void kr_cli_free(kr_cli *c)
+{
+    kr_store_close(c->st);
+    kr_registry_free(c->reg);
+    sodium_memzero(&c->mk, sizeof c->mk);
+    memset(c, 0, sizeof *c);
+}
+
+void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, size_t cap)
+{
+    if (c->cfg.public_url[0]) kr_strlcpy(proxy_url, c->cfg.public_url, cap);
+    else kr_snprintf(proxy_url, cap, "http://%s", c->cfg.listen);
+    size_t l = strlen(proxy_url);
+    while (l && proxy_url[l - 1] == '/') proxy_url[--l] = 0;
+    ctx->reg = c->reg;
+    ctx->policy = &c->pol;
+    ctx->proxy_url = proxy_url;
+    ctx->concierge_default_model = c->cfg.concierge_default_model;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"serve", kr_cmd_serve, "run the LLM proxy and workspace API"},
+    {"org", kr_cmd_org, "create and list orgs"},
+    {"ws", kr_cmd_ws, "create and list workspaces"},
+    {"secret", kr_cmd_secret, "set, unset and list org or workspace secrets"},
+    {"token", kr_cmd_token, "mint, revoke and list workspace tokens"},
+    {"provision", kr_cmd_provision, "build a workspace's environment (fresh or rebuilt)"},
+    {"explain", kr_cmd_explain, "show how a workspace's provider, credentials and hosts are chosen"},
+    {"run", kr_cmd_run, "launch an agent with exactly the right credentials"},
+    {"credits", kr_cmd_credits, "top up and inspect org credits"},
+    {"usage", kr_cmd_usage, "report token usage and cost"},
+    {"config", kr_cmd_config, "print the effective configuration or its reference"},
+    {"keygen", kr_cmd_keygen, "create a master key file"},
+};
+
+int kr_cli_main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        printf("usage: keyrail COMMAND [ARGS…]   (keyrail COMMAND --help for details)\n\ncommands:\n");
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            printf("  %-10s %s\n", commands[i].name, commands[i].help);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("keyrail 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
+    return kr_cli_errf("unknown command '%s' (see keyrail --help)", argv[1]);
+}

@@ -1,1 +1,196 @@
-/* placeholder */ typedef int kr__placeholder_config;
+#include "config/config.h"
+#include "core/ini.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT } opt_type;
+
+typedef struct {
+    const char *section, *key;
+    opt_type type;
+    size_t off, size;
+    const char *def;
+    int64_t min, max;
+    const char *help;
+} opt;
+
+#define S(sec, k, field, dflt, h)                                                                  \
+    {sec, k, T_STR, offsetof(kr_config, field), sizeof(((kr_config *)0)->field), dflt, 0, 0, h}
+#define I(sec, k, field, dflt, lo, hi, h)                                                          \
+    {sec, k, T_INT, offsetof(kr_config, field), sizeof(int64_t), dflt, lo, hi, h}
+
+#ifndef KR_DEFAULT_REGISTRY
+#define KR_DEFAULT_REGISTRY "/etc/keyrail/providers.conf"
+#endif
+
+static const opt opts[] = {
+    S("store", "url", store_url, "keyrail.db",
+      "Store: a SQLite file path (or sqlite:PATH), or a postgres:// URL."),
+    S("secrets", "master_key_file", master_key_file, "",
+      "File holding the 32-byte master key as 64 hex digits, mode 0600. KEYRAIL_MASTER_KEY "
+      "takes precedence."),
+    S("registry", "file", registry_file, KR_DEFAULT_REGISTRY, "Provider registry file."),
+    S("server", "listen", listen, "127.0.0.1:8080", "Address the proxy listens on (HOST:PORT)."),
+    S("server", "public_url", public_url, "",
+      "URL workspaces use to reach this proxy; put into platform-route environments. Empty: "
+      "http://<listen>."),
+    I("server", "max_body_bytes", max_body_bytes, "33554432", 1024, 1LL << 32,
+      "Largest request body accepted (413 beyond)."),
+    I("server", "max_header_bytes", max_header_bytes, "65536", 1024, 1 << 20,
+      "Largest request head (request line + headers) accepted (431 beyond)."),
+    I("server", "max_headers", max_headers, "100", 8, 128, "Most header fields per request (431 beyond)."),
+    I("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
+      "A client must send a complete request head within this time (slow clients are dropped)."),
+    I("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 3600000,
+      "Keep-alive connections idle this long are closed."),
+    I("server", "send_timeout_ms", send_timeout_ms, "60000", 100, 3600000,
+      "A client that accepts no response bytes for this long is dropped."),
+    I("server", "upstream_connect_timeout_ms", upstream_connect_timeout_ms, "10000", 100, 600000,
+      "Connecting to an upstream vendor (502 beyond)."),
+    I("server", "upstream_timeout_ms", upstream_timeout_ms, "600000", 100, 86400000,
+      "Upstream silent this long (no header or body byte) is abandoned (504, or the stream ends)."),
+    I("server", "shutdown_grace_ms", shutdown_grace_ms, "30000", 0, 3600000,
+      "On SIGTERM, running requests get this long to finish."),
+    I("server", "max_connections", max_connections, "10000", 1, 1000000,
+      "Client connections beyond this are refused."),
+    I("server", "token_cache_ms", token_cache_ms, "1000", 0, 600000,
+      "How long a token lookup is cached; bounds how late a revocation on another instance is "
+      "seen. 0 disables the cache."),
+    S("server", "log_file", log_file, "-", "JSON log destination; '-' is stderr."),
+    S("server", "log_level", log_level, "info", "debug, info, warn, error or off."),
+    S("provision", "concierge_default_model", concierge_default_model, "",
+      "Model a concierge gets when neither its payload nor the store names one. Empty: the "
+      "platform route with the agent's own default model."),
+    S("provision", "default_runtime", default_runtime, "claude-code",
+      "Agent runtime for new workspaces (claude-code uses the anthropic protocol, codex openai)."),
+    S("provision", "operator_prefixes", operator_prefixes, "OPERATOR_",
+      "Comma-separated key prefixes reserved to the operator; such keys never reach a tenant."),
+};
+
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static int set_opt(kr_config *c, size_t i, const char *value, int origin, kr_diag *d)
+{
+    const opt *o = &opts[i];
+    char *field = (char *)c + o->off;
+    if (o->type == T_STR) {
+        if (kr_strlcpy(field, value, o->size))
+            return kr_fail(d, KR_ECONFIG, "%s.%s: value longer than %zu bytes", o->section, o->key,
+                           o->size - 1);
+    } else {
+        int64_t v;
+        if (kr_parse_i64(value, strlen(value), &v) || v < o->min || v > o->max)
+            return kr_fail(d, KR_ECONFIG, "%s.%s: '%s' is not an integer in [%lld, %lld]",
+                           o->section, o->key, value, (long long)o->min, (long long)o->max);
+        memcpy(field, &v, sizeof v);
+    }
+    c->origin[i] = (unsigned char)origin;
+    return 0;
+}
+
+int kr_config_set(kr_config *c, const char *name, const char *value, int origin, kr_diag *d)
+{
+    const char *dot = strchr(name, '.');
+    for (size_t i = 0; dot && i < NOPTS; i++)
+        if (strlen(opts[i].section) == (size_t)(dot - name) &&
+            !strncmp(opts[i].section, name, (size_t)(dot - name)) && !strcmp(opts[i].key, dot + 1))
+            return set_opt(c, i, value, origin, d);
+    return kr_fail(d, KR_ECONFIG, "unknown setting '%s'", name);
+}
+
+static int on_kv(void *ud, const char *section, const char *name, const char *key,
+                 const char *value, int line, kr_diag *d)
+{
+    kr_config *c = ud;
+    if (name[0]) return kr_fail(d, KR_ECONFIG, "line %d: [%s %s]: sections take no label", line,
+                                section, name);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (!strcmp(opts[i].section, section) && !strcmp(opts[i].key, key)) {
+            kr_diag inner = {{0}};
+            int rc = set_opt(c, i, value, KR_CFG_FILE, &inner);
+            if (rc) return kr_fail(d, rc, "line %d: %s", line, inner.msg);
+            return 0;
+        }
+    return kr_fail(d, KR_ECONFIG, "line %d: unknown setting %s.%s", line, section[0] ? section : "-",
+                   key);
+}
+
+static void env_name(const opt *o, char *out, size_t cap)
+{
+    kr_snprintf(out, cap, "KEYRAIL_%s_%s", o->section, o->key);
+    for (char *p = out; *p; p++)
+        if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
+}
+
+int kr_config_load(kr_config *c, const char *path, kr_diag *d)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NOPTS; i++) {
+        int rc = set_opt(c, i, opts[i].def, KR_CFG_DEFAULT, d);
+        if (rc) return rc;
+    }
+    if (path) {
+        char *text;
+        size_t n;
+        int rc = kr_read_file(path, KR_INI_MAX_BYTES, &text, &n, d);
+        if (rc) return rc;
+        kr_diag inner = {{0}};
+        rc = kr_ini_parse(text, n, on_kv, c, &inner);
+        free(text);
+        if (rc) return kr_fail(d, rc, "%s: %s", path, kr_diag_msg(&inner, rc));
+    }
+    for (size_t i = 0; i < NOPTS; i++) {
+        char name[96];
+        env_name(&opts[i], name, sizeof name);
+        const char *v = getenv(name);
+        if (v) {
+            kr_diag inner = {{0}};
+            int rc = set_opt(c, i, v, KR_CFG_ENV, &inner);
+            if (rc) return kr_fail(d, rc, "%s: %s", name, inner.msg);
+        }
+    }
+    return 0;
+}
+
+static const char *origin_name(int o)
+{
+    static const char *const n[] = {"default", "file", "env", "flag"};
+    return n[o & 3];
+}
+
+void kr_config_dump(const kr_config *c, kr_buf *out)
+{
+    const char *sec = "";
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        if (strcmp(sec, o->section)) {
+            kr_buf_printf(out, "%s[%s]\n", i ? "\n" : "", o->section);
+            sec = o->section;
+        }
+        const char *field = (const char *)c + o->off;
+        if (o->type == T_STR) kr_buf_printf(out, "%s = %s", o->key, field);
+        else {
+            int64_t v;
+            memcpy(&v, field, sizeof v);
+            kr_buf_printf(out, "%s = %lld", o->key, (long long)v);
+        }
+        kr_buf_printf(out, "    # %s\n", origin_name(c->origin[i]));
+    }
+}
+
+void kr_config_reference(kr_buf *out)
+{
+    kr_buf_puts(out, "| setting | type | default | environment | meaning |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        char env[96];
+        env_name(o, env, sizeof env);
+        kr_buf_printf(out, "| `%s.%s` | %s | `%s` | `%s` | %s", o->section, o->key,
+                      o->type == T_STR ? "string" : "integer", o->def, env, o->help);
+        if (o->type == T_INT)
+            kr_buf_printf(out, " Range %lld..%lld.", (long long)o->min, (long long)o->max);
+        kr_buf_puts(out, " |\n");
+    }
+}

@@ -1,7 +1,9 @@
 #include "core/cred.h"
+#include "core/err.h"
 
 #include <sodium.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const names[] = {
 #define X(n, s) s,
@@ -66,4 +68,49 @@ size_t kr_cred_span(const char *s, size_t n)
             break;
     }
     return i;
+}
+
+int kr_url_origin(const char *url, char *out, size_t cap)
+{
+    const char *p;
+    const char *defport;
+    const char *scheme;
+    if (!strncasecmp(url, "https://", 8)) p = url + 8, defport = "443", scheme = "https";
+    else if (!strncasecmp(url, "http://", 7)) p = url + 7, defport = "80", scheme = "http";
+    else return KR_EINVAL;
+    const char *e = p;
+    while (*e && *e != '/' && *e != '?' && *e != '#') e++;
+    if (e == p || memchr(p, '@', (size_t)(e - p))) return KR_EINVAL; /* no host, or userinfo */
+    const char *colon = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(e - p));
+        if (!rb) return KR_EINVAL;
+        if (rb + 1 < e) {
+            if (rb[1] != ':') return KR_EINVAL;
+            colon = rb + 1;
+        }
+    } else {
+        colon = memchr(p, ':', (size_t)(e - p));
+    }
+    const char *he = colon ? colon : e;
+    if (he == p) return KR_EINVAL;
+    const char *port = colon ? colon + 1 : defport;
+    size_t portlen = colon ? (size_t)(e - colon - 1) : strlen(defport);
+    if (portlen == 0 || portlen > 5) return KR_EINVAL;
+    for (size_t i = 0; i < portlen; i++)
+        if (port[i] < '0' || port[i] > '9') return KR_EINVAL;
+    size_t need = strlen(scheme) + 3 + (size_t)(he - p) + 1 + portlen + 1;
+    if (need > cap) return KR_EINVAL;
+    size_t o = 0;
+    for (const char *s = scheme; *s; s++) out[o++] = *s;
+    out[o++] = ':', out[o++] = '/', out[o++] = '/';
+    for (const char *s = p; s < he; s++) {
+        char c = *s;
+        out[o++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    out[o++] = ':';
+    memcpy(out + o, port, portlen);
+    o += portlen;
+    out[o] = 0;
+    return 0;
 }

@@ -44,4 +44,10 @@ void kr_cred_fingerprint(const char *s, size_t n, char out[KR_FP_LEN]);
 /* Length of the token-character run at s (base64url, '.', '~', '+', '/', '='). */
 size_t kr_cred_span(const char *s, size_t n);
 
+
+
+/* "scheme://host:port" of an http(s) URL, lower-cased, default port filled
+ * in; KR_EINVAL for anything else. Two URLs reach the same host iff their
+ * origins are equal. */
+int kr_url_origin(const char *url, char *out, size_t cap);
 #endif

@@ -1,1 +1,450 @@
-/* placeholder */ typedef int kr__placeholder_provision;
+/*
+ * provision.c -- the secret set, the environment builder and kr_provision(),
+ * the one code path for a fresh create and a rebuild. See provision.h.
+ */
+#include "provision/provision.h"
+
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- secret set ---- */
+
+void kr_secrets_free(kr_secrets *s)
+{
+    for (size_t i = 0; i < s->n; i++) kr_secret_read_free(&s->e[i].read);
+    free(s->e);
+    memset(s, 0, sizeof *s);
+}
+
+static kr_secret_entry *set_find(kr_secrets *s, const char *key)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->e[i].key, key)) return &s->e[i];
+    return NULL;
+}
+
+const kr_secret_entry *kr_secrets_get(const kr_secrets *s, const char *key)
+{
+    return set_find((kr_secrets *)s, key);
+}
+
+void kr_secrets_put(kr_secrets *s, const char *key, kr_secret_state st, const char *value,
+                       kr_origin origin)
+{
+    kr_secret_entry *e = set_find(s, key);
+    bool had_org = false;
+    if (e) {
+        had_org = e->origin == KR_ORIGIN_ORG || e->overrides_org;
+        kr_secret_read_free(&e->read);
+    } else {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 16;
+            s->e = kr_xrealloc(s->e, s->cap * sizeof *s->e);
+        }
+        e = &s->e[s->n++];
+        memset(e, 0, sizeof *e);
+        kr_strlcpy(e->key, key, sizeof e->key);
+    }
+    e->origin = origin;
+    e->overrides_org = had_org && origin != KR_ORIGIN_ORG;
+    e->read.state = st;
+    if (st == KR_SECRET_VALUE) {
+        e->read.value = kr_strdup(value ? value : "");
+        e->read.len = strlen(e->read.value);
+    } else if (st == KR_SECRET_UNREADABLE) {
+        e->read.err = KR_ECRYPTO;
+    }
+}
+
+static int load_scope(kr_store *st, const kr_master_key *mk, kr_scope scope, int64_t owner,
+                      kr_origin origin, kr_secrets *out, kr_diag *d)
+{
+    kr_secret_row *rows;
+    size_t n;
+    int rc = kr_store_secret_list(st, scope, owner, &rows, &n, d);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        kr_buf b = KR_BUF_INIT(KR_SECRET_MAX_VALUE);
+        int orc = kr_secret_open(mk, scope, owner, rows[i].key, rows[i].ciphertext,
+                                 strlen(rows[i].ciphertext), &b);
+        kr_secrets_put(out, rows[i].key, orc ? KR_SECRET_UNREADABLE : KR_SECRET_VALUE,
+                          orc ? NULL : (b.data ? b.data : ""), origin);
+        if (b.data) sodium_memzero(b.data, b.len);
+        kr_buf_free(&b);
+    }
+    kr_secret_rows_free(rows, n);
+    return 0;
+}
+
+int kr_secrets_load(kr_store *st, const kr_master_key *mk, const kr_workspace *ws,
+                       kr_secrets *out, kr_diag *d)
+{
+    memset(out, 0, sizeof *out);
+    int rc = load_scope(st, mk, KR_SCOPE_ORG, ws->org_id, KR_ORIGIN_ORG, out, d);
+    if (!rc) rc = load_scope(st, mk, KR_SCOPE_WORKSPACE, ws->id, KR_ORIGIN_WORKSPACE, out, d);
+    if (rc) kr_secrets_free(out);
+    return rc;
+}
+
+/* ---- environment ---- */
+
+void kr_env_free(kr_env *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        free(e->v[i].key);
+        if (e->v[i].value) {
+            sodium_memzero(e->v[i].value, strlen(e->v[i].value));
+            free(e->v[i].value);
+        }
+    }
+    free(e->v);
+    memset(e, 0, sizeof *e);
+}
+
+const kr_env_var *kr_env_get(const kr_env *e, const char *key)
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (!strcmp(e->v[i].key, key)) return &e->v[i];
+    return NULL;
+}
+
+void kr_env_set(kr_env *e, const char *key, const char *value, kr_origin origin)
+{
+    kr_env_var *v = (kr_env_var *)kr_env_get(e, key);
+    if (v) {
+        free(v->value);
+    } else {
+        if (e->n == e->cap) {
+            e->cap = e->cap ? e->cap * 2 : 32;
+            e->v = kr_xrealloc(e->v, e->cap * sizeof *e->v);
+        }
+        v = &e->v[e->n++];
+        v->key = kr_strdup(key);
+    }
+    v->value = kr_strdup(value);
+    v->origin = origin;
+    v->cls = kr_cred_classify(value, strlen(value));
+    if (v->cls == KR_CRED_UNKNOWN && !kr_env_is_credential_name(NULL, key)) v->cls = KR_CRED_NONE;
+}
+
+void kr_env_unset(kr_env *e, const char *key)
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (!strcmp(e->v[i].key, key)) {
+            free(e->v[i].key);
+            free(e->v[i].value);
+            memmove(&e->v[i], &e->v[i + 1], (e->n - i - 1) * sizeof e->v[0]);
+            e->n--;
+            return;
+        }
+}
+
+static int cmp_var(const void *a, const void *b)
+{
+    return strcmp(((const kr_env_var *)a)->key, ((const kr_env_var *)b)->key);
+}
+
+void kr_env_sort(kr_env *e)
+{
+    if (e->n) qsort(e->v, e->n, sizeof e->v[0], cmp_var);
+}
+
+/* Variables agent CLIs read a vendor credential or base URL from. */
+static const char *const agent_credential_vars[] = {
+    "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY",
+};
+static const char *const agent_base_url_vars[] = {"ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
+                                                  "OPENAI_API_BASE"};
+
+bool kr_env_is_credential_name(const kr_registry *reg, const char *key)
+{
+    for (size_t i = 0; i < sizeof agent_credential_vars / sizeof agent_credential_vars[0]; i++)
+        if (!strcmp(key, agent_credential_vars[i])) return true;
+    for (size_t i = 0; reg && i < reg->nproviders; i++)
+        for (size_t j = 0; j < reg->providers[i].ncredential_env; j++)
+            if (!strcmp(key, reg->providers[i].credential_env[j])) return true;
+    return false;
+}
+
+static bool is_base_url_name(const char *key)
+{
+    for (size_t i = 0; i < sizeof agent_base_url_vars / sizeof agent_base_url_vars[0]; i++)
+        if (!strcmp(key, agent_base_url_vars[i])) return true;
+    return false;
+}
+
+static void trace_rule(kr_resolution *r, const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void trace_rule(kr_resolution *r, const char *rule, const char *fmt, ...)
+{
+    if (r->ntrace >= KR_TRACE_MAX) {
+        /* keep the last slot as a marker that the trace was cut */
+        kr_strlcpy(r->trace[KR_TRACE_MAX - 1].text, "… more environment decisions",
+                   sizeof r->trace[0].text);
+        return;
+    }
+    kr_trace_step *s = &r->trace[r->ntrace++];
+    kr_strlcpy(s->rule, rule, sizeof s->rule);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->text, sizeof s->text, fmt, ap);
+    va_end(ap);
+}
+
+static void base_url_for(const char *root, kr_proto proto, char *out, size_t cap)
+{
+    /* Anthropic clients append /v1/messages; OpenAI clients append to …/v1. */
+    kr_snprintf(out, cap, "%s%s", root, proto == KR_PROTO_OPENAI ? "/v1" : "");
+}
+
+int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_resolution *res,
+                 const char *token, kr_env *out, kr_diag *d)
+{
+    memset(out, 0, sizeof *out);
+    if (res->err) return res->err;
+    /* 1. every stored value, after the forbidden-key check */
+    for (size_t i = 0; i < secrets->n; i++) {
+        const kr_secret_entry *e = &secrets->e[i];
+        if (e->read.state != KR_SECRET_VALUE) continue;
+        kr_diag fd = {{0}};
+        int rc = kr_policy_check_key(ctx->policy, e->key, &fd);
+        if (rc) {
+            kr_env_free(out);
+            res->err = rc;
+            kr_snprintf(res->msg, sizeof res->msg, "%s (found at %s scope)", fd.msg,
+                        kr_origin_name(e->origin));
+            trace_rule(res, "FORBID", "%s: %s", kr_err_name(rc), res->msg);
+            return kr_fail(d, rc, "%s", res->msg);
+        }
+        kr_env_set(out, e->key, e->read.value, e->origin);
+    }
+    /* 2. no direct-vendor credential and no base URL survives from the store:
+     *    the provisioner sets exactly the ones the route needs */
+    const char *keep_cred = res->route == KR_ROUTE_BYOK ? res->credential_key : "";
+    char *cred_value = NULL;
+    for (size_t i = 0; i < out->n;) {
+        kr_env_var *v = &out->v[i];
+        bool is_cred = kr_env_is_credential_name(ctx->reg, v->key) || kr_cred_is_vendor(v->cls) ||
+                       v->cls == KR_CRED_WORKSPACE_TOKEN;
+        if (is_cred || is_base_url_name(v->key)) {
+            if (!strcmp(v->key, keep_cred)) cred_value = kr_strdup(v->value);
+            else if (is_cred)
+                trace_rule(res, "ENV", "removed %s (%s, %s scope): %s", v->key, kr_cred_class_name(v->cls),
+                      kr_origin_name(v->origin),
+                      res->route == KR_ROUTE_PLATFORM
+                          ? "the platform route takes no direct-vendor credential"
+                          : "not the BYOK provider's credential");
+            kr_env_unset(out, v->key);
+            continue;
+        }
+        i++;
+    }
+    /* 3. the route's own base URL and credential */
+    char url[512];
+    if (res->route == KR_ROUTE_PLATFORM) {
+        char root[400];
+        kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name(res->proto));
+        base_url_for(root, res->proto, url, sizeof url);
+        const char *tok = token ? token : KR_TOKEN_PLACEHOLDER;
+        if (res->proto == KR_PROTO_ANTHROPIC) {
+            kr_env_set(out, "ANTHROPIC_BASE_URL", url, KR_ORIGIN_PROVISIONER);
+            kr_env_set(out, "ANTHROPIC_AUTH_TOKEN", tok, KR_ORIGIN_PROVISIONER);
+        } else {
+            kr_env_set(out, "OPENAI_BASE_URL", url, KR_ORIGIN_PROVISIONER);
+            kr_env_set(out, "OPENAI_API_KEY", tok, KR_ORIGIN_PROVISIONER);
+        }
+        trace_rule(res, "ENV", "set %s base URL to the keyrail proxy and the workspace token as its only "
+                   "credential", kr_proto_name(res->proto));
+    } else {
+        const kr_provider *p = kr_registry_provider(ctx->reg, res->provider);
+        int rc = 0;
+        if (!p || !cred_value) {
+            rc = KR_EMISSING_BYOK_CREDENTIAL;
+            kr_snprintf(res->msg, sizeof res->msg, "BYOK credential for '%s' is missing",
+                        res->provider);
+        } else {
+            /* A credential of a recognisable shape only goes to its issuer. */
+            const kr_provider *issuer = kr_registry_key_issuer(ctx->reg, cred_value);
+            char o1[300], o2[300];
+            if (issuer && issuer != p &&
+                (kr_url_origin(issuer->base_url, o1, sizeof o1) ||
+                 kr_url_origin(p->base_url, o2, sizeof o2) || strcmp(o1, o2))) {
+                rc = KR_EMISSING_BYOK_CREDENTIAL;
+                kr_snprintf(res->msg, sizeof res->msg,
+                            "%s holds a %s credential (%s), which is not issued for provider '%s'; "
+                            "it is never sent there",
+                            res->credential_key, issuer->name,
+                            kr_cred_class_name(kr_cred_classify(cred_value, strlen(cred_value))),
+                            p->name);
+            }
+        }
+        if (rc) {
+            free(cred_value);
+            kr_env_free(out);
+            res->err = rc;
+            trace_rule(res, "ENV", "%s: %s", kr_err_name(rc), res->msg);
+            return kr_fail(d, rc, "%s", res->msg);
+        }
+        base_url_for(p->base_url, p->proto, url, sizeof url);
+        kr_cred_class cls = kr_cred_classify(cred_value, strlen(cred_value));
+        const char *var;
+        if (p->proto == KR_PROTO_OPENAI) var = "OPENAI_API_KEY";
+        else if (cls == KR_CRED_ANTHROPIC_OAUTH) var = "CLAUDE_CODE_OAUTH_TOKEN";
+        else if (p->header == KR_AUTH_BEARER) var = "ANTHROPIC_AUTH_TOKEN";
+        else var = "ANTHROPIC_API_KEY";
+        kr_env_set(out, p->proto == KR_PROTO_OPENAI ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL", url,
+                   KR_ORIGIN_PROVISIONER);
+        const kr_secret_entry *ce = kr_secrets_get(secrets, res->credential_key);
+        kr_env_set(out, var, cred_value, ce ? ce->origin : KR_ORIGIN_PROVISIONER);
+        trace_rule(res, "ENV", "set %s base URL to provider '%s' and its key (%s) in %s", kr_proto_name(p->proto),
+              p->name, kr_cred_class_name(cls), var);
+        sodium_memzero(cred_value, strlen(cred_value));
+        free(cred_value);
+    }
+    /* 4. the decision itself travels with the workspace */
+    const kr_secret_entry *pe = kr_secrets_get(secrets, "LLM_PROVIDER");
+    kr_env_set(out, "LLM_PROVIDER", res->provider,
+               pe && pe->read.state == KR_SECRET_VALUE && !strcmp(pe->read.value, res->provider)
+                   ? pe->origin
+                   : KR_ORIGIN_PROVISIONER);
+    if (res->model[0]) {
+        kr_env_set(out, "MODEL", res->model, res->model_origin);
+        if (res->proto == KR_PROTO_ANTHROPIC)
+            kr_env_set(out, "ANTHROPIC_MODEL", res->model, res->model_origin);
+    }
+    kr_env_sort(out);
+    return 0;
+}
+
+/* ---- kr_provision ---- */
+
+void kr_provision_result_free(kr_provision_result *r)
+{
+    kr_env_free(&r->env);
+    kr_secrets_free(&r->secrets);
+}
+
+int kr_provision(kr_store *st, const kr_master_key *mk, const kr_provision_ctx *ctx,
+                 const kr_workspace *ws, const kr_payload_var *payload, size_t npayload,
+                 const char *token, kr_provision_result *out, kr_diag *d)
+{
+    memset(out, 0, sizeof *out);
+    out->ws = *ws;
+    /* Payload keys are checked like every secret writer would. */
+    for (size_t i = 0; i < npayload; i++) {
+        if (!kr_secret_key_valid(payload[i].key))
+            return kr_fail(d, KR_EINVAL, "payload key '%.64s' is not a valid name", payload[i].key);
+        int rc = kr_policy_check_key(ctx->policy, payload[i].key, d);
+        if (rc) return rc;
+    }
+    int rc = kr_secrets_load(st, mk, ws, &out->secrets, d);
+    if (rc) {
+        /* A store error is an unreadable secret set: fail closed. */
+        out->res.err = KR_ESECRET_UNREADABLE;
+        kr_snprintf(out->res.msg, sizeof out->res.msg, "secrets could not be listed: %s",
+                    kr_diag_msg(d, rc));
+        return kr_fail(d, KR_ESECRET_UNREADABLE, "%s", out->res.msg);
+    }
+    for (size_t i = 0; i < npayload; i++)
+        kr_secrets_put(&out->secrets, payload[i].key, KR_SECRET_VALUE, payload[i].value,
+                          KR_ORIGIN_PAYLOAD);
+    kr_resolve(ctx, ws->kind, ws->runtime, &out->secrets, &out->res);
+    if (out->res.err) return kr_fail(d, out->res.err, "%s", out->res.msg);
+    rc = kr_env_build(ctx, &out->secrets, &out->res, token, &out->env, d);
+    if (rc) return rc;
+    /* Everything resolved: now, and only now, persist. */
+    for (size_t i = 0; i < npayload; i++) {
+        rc = kr_secret_set(st, mk, ctx->policy, KR_SCOPE_WORKSPACE, ws->id, payload[i].key,
+                           payload[i].value, d);
+        if (rc) return rc;
+    }
+    if (out->res.pin_platform) {
+        const kr_secret_entry *pe = kr_secrets_get(&out->secrets, "LLM_PROVIDER");
+        if (!pe || pe->read.state != KR_SECRET_VALUE || strcmp(pe->read.value, "platform")) {
+            rc = kr_secret_set(st, mk, ctx->policy, KR_SCOPE_WORKSPACE, ws->id, "LLM_PROVIDER",
+                               "platform", d);
+            if (rc) return rc;
+            kr_trace_step *s = out->res.ntrace < KR_TRACE_MAX ? &out->res.trace[out->res.ntrace++]
+                                                              : &out->res.trace[KR_TRACE_MAX - 1];
+            kr_strlcpy(s->rule, "PIN", sizeof s->rule);
+            kr_strlcpy(s->text, "persisted LLM_PROVIDER=platform at workspace scope", sizeof s->text);
+        }
+    }
+    return 0;
+}
+
+/* ---- rendering ---- */
+
+static void shell_quote(kr_buf *out, const char *s)
+{
+    kr_buf_putc(out, '\'');
+    for (; *s; s++) {
+        if (*s == '\'') kr_buf_puts(out, "'\\''");
+        else kr_buf_putc(out, *s);
+    }
+    kr_buf_putc(out, '\'');
+}
+
+void kr_env_render_env(const kr_env *e, kr_buf *out)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        kr_buf_printf(out, "%s=", e->v[i].key);
+        shell_quote(out, e->v[i].value);
+        kr_buf_putc(out, '\n');
+    }
+}
+
+static void json_str(kr_buf *out, const char *s)
+{
+    kr_buf_putc(out, '"');
+    kr_buf_json_str(out, s, strlen(s));
+    kr_buf_putc(out, '"');
+}
+
+void kr_provision_render_json(const kr_provision_result *r, bool with_values, kr_buf *out)
+{
+    kr_buf_puts(out, "{\"workspace\":");
+    json_str(out, r->ws.name);
+    kr_buf_printf(out, ",\"workspace_id\":%lld,\"kind\":\"%s\",\"runtime\":", (long long)r->ws.id,
+                  kr_ws_kind_name(r->ws.kind));
+    json_str(out, r->ws.runtime);
+    if (r->res.err) {
+        kr_buf_printf(out, ",\"error\":\"%s\",\"message\":", kr_err_name(r->res.err));
+        json_str(out, r->res.msg);
+    } else {
+        kr_buf_printf(out, ",\"route\":\"%s\",\"provider\":", kr_route_name(r->res.route));
+        json_str(out, r->res.provider);
+        kr_buf_printf(out, ",\"protocol\":\"%s\",\"model\":", kr_proto_name(r->res.proto));
+        json_str(out, r->res.model);
+    }
+    kr_buf_puts(out, ",\"trace\":[");
+    for (size_t i = 0; i < r->res.ntrace; i++) {
+        kr_buf_printf(out, "%s{\"rule\":", i ? "," : "");
+        json_str(out, r->res.trace[i].rule);
+        kr_buf_puts(out, ",\"text\":");
+        json_str(out, r->res.trace[i].text);
+        kr_buf_putc(out, '}');
+    }
+    kr_buf_puts(out, "],\"env\":[");
+    for (size_t i = 0; i < r->env.n; i++) {
+        const kr_env_var *v = &r->env.v[i];
+        kr_buf_printf(out, "%s{\"key\":", i ? "," : "");
+        json_str(out, v->key);
+        kr_buf_printf(out, ",\"origin\":\"%s\",\"class\":\"%s\"", kr_origin_name(v->origin),
+                      kr_cred_class_name(v->cls));
+        if (v->cls != KR_CRED_NONE) {
+            char fp[KR_FP_LEN];
+            kr_cred_fingerprint(v->value, strlen(v->value), fp);
+            kr_buf_printf(out, ",\"fingerprint\":\"%s\"", fp);
+        }
+        if (with_values) {
+            kr_buf_puts(out, ",\"value\":");
+            json_str(out, v->value);
+        }
+        kr_buf_putc(out, '}');
+    }
+    kr_buf_puts(out, "]}");
+}

@@ -1,1 +1,226 @@
-/* placeholder */ typedef int kr__placeholder_secrets;
+#include "secrets/secrets.h"
+#include "provision/forbidden.h"
+#include "core/ini.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+int kr_master_key_parse(const char *s, size_t n, kr_master_key *out)
+{
+    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    return kr_unhex(s, n, out->k, sizeof out->k) ? KR_EPARSE : 0;
+}
+
+int kr_master_key_generate(const char *path, kr_diag *d)
+{
+    uint8_t k[KR_MASTER_KEY_BYTES];
+    char hex[2 * KR_MASTER_KEY_BYTES + 2];
+    randombytes_buf(k, sizeof k);
+    kr_hex(k, sizeof k, hex);
+    sodium_memzero(k, sizeof k);
+    size_t hl = strlen(hex);
+    hex[hl++] = '\n';
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return kr_fail(d, KR_EIO, "cannot create key file %s: %s", path, strerror(errno));
+    ssize_t w = write(fd, hex, hl);
+    sodium_memzero(hex, sizeof hex);
+    if (w != (ssize_t)hl || fsync(fd) != 0) {
+        close(fd);
+        unlink(path);
+        return kr_fail(d, KR_EIO, "cannot write key file %s", path);
+    }
+    close(fd);
+    return 0;
+}
+
+int kr_master_key_load(const char *key_file, bool dev_create, kr_master_key *out, bool *created,
+                       kr_diag *d)
+{
+    if (created) *created = false;
+    const char *env = getenv(KR_MASTER_KEY_ENV);
+    if (env && *env) {
+        if (kr_master_key_parse(env, strlen(env), out))
+            return kr_fail(d, KR_ENOKEY, "%s is set but is not 64 hex digits", KR_MASTER_KEY_ENV);
+        return 0;
+    }
+    if (!key_file || !*key_file)
+        return kr_fail(d, KR_ENOKEY,
+                       "no master key: set %s or master_key_file (keyrail will not run without "
+                       "one; `serve --dev` can create one for development)",
+                       KR_MASTER_KEY_ENV);
+    struct stat st;
+    if (stat(key_file, &st) != 0) {
+        if (errno == ENOENT && dev_create) {
+            int rc = kr_master_key_generate(key_file, d);
+            if (rc) return rc;
+            if (created) *created = true;
+        } else {
+            return kr_fail(d, KR_ENOKEY, "master key file %s: %s", key_file, strerror(errno));
+        }
+    } else if (st.st_mode & 077) {
+        return kr_fail(d, KR_ENOKEY, "master key file %s is readable by others (mode %03o); chmod 600 it",
+                       key_file, (unsigned)(st.st_mode & 0777));
+    }
+    char *text;
+    size_t len;
+    int rc = kr_read_file(key_file, 1024, &text, &len, d);
+    if (rc) return kr_fail(d, KR_ENOKEY, "cannot read master key file %s", key_file);
+    rc = kr_master_key_parse(text, len, out);
+    sodium_memzero(text, len);
+    free(text);
+    if (rc) return kr_fail(d, KR_ENOKEY, "master key file %s does not hold 64 hex digits", key_file);
+    return 0;
+}
+
+static void make_ad(char *ad, size_t cap, kr_scope scope, int64_t owner, const char *key)
+{
+    snprintf(ad, cap, "keyrail-secret|%s|%lld|%s", kr_scope_name(scope), (long long)owner, key);
+}
+
+int kr_secret_seal(const kr_master_key *mk, kr_scope scope, int64_t owner, const char *key,
+                   const char *value, size_t n, kr_buf *out)
+{
+    if (n > KR_SECRET_MAX_VALUE) return KR_ETOOBIG;
+    char ad[256];
+    make_ad(ad, sizeof ad, scope, owner, key);
+    size_t blen = 1 + NONCE_LEN + n + TAG_LEN;
+    uint8_t *blob = kr_xmalloc(blen);
+    blob[0] = KR_SECRET_VERSION;
+    randombytes_buf(blob + 1, NONCE_LEN);
+    unsigned long long clen;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(blob + 1 + NONCE_LEN, &clen, (const uint8_t *)value,
+                                               n, (const uint8_t *)ad, strlen(ad), NULL, blob + 1,
+                                               mk->k);
+    size_t b64len = sodium_base64_ENCODED_LEN(blen, sodium_base64_VARIANT_ORIGINAL);
+    int rc = kr_buf_reserve(out, b64len);
+    if (!rc) {
+        sodium_bin2base64(out->data + out->len, b64len, blob, blen, sodium_base64_VARIANT_ORIGINAL);
+        out->len += strlen(out->data + out->len);
+    }
+    free(blob);
+    return rc;
+}
+
+int kr_secret_open(const kr_master_key *mk, kr_scope scope, int64_t owner, const char *key,
+                   const char *sealed, size_t n, kr_buf *out)
+{
+    if (n > 4 * (KR_SECRET_MAX_VALUE + 1 + NONCE_LEN + TAG_LEN) / 3 + 8) return KR_ECRYPTO;
+    size_t cap = n / 4 * 3 + 3;
+    uint8_t *blob = kr_xmalloc(cap);
+    size_t blen;
+    int rc = KR_ECRYPTO;
+    if (sodium_base642bin(blob, cap, sealed, n, NULL, &blen, NULL, sodium_base64_VARIANT_ORIGINAL))
+        goto done;
+    if (blen < 1 + NONCE_LEN + TAG_LEN || blob[0] != KR_SECRET_VERSION) goto done;
+    char ad[256];
+    make_ad(ad, sizeof ad, scope, owner, key);
+    size_t plen = blen - 1 - NONCE_LEN - TAG_LEN;
+    if (kr_buf_reserve(out, plen)) goto done;
+    unsigned long long got;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt((uint8_t *)out->data + out->len, &got, NULL,
+                                                   blob + 1 + NONCE_LEN, blen - 1 - NONCE_LEN,
+                                                   (const uint8_t *)ad, strlen(ad), blob + 1,
+                                                   mk->k) != 0)
+        goto done;
+    out->len += (size_t)got;
+    out->data[out->len] = 0;
+    rc = 0;
+done:
+    sodium_memzero(blob, cap);
+    free(blob);
+    return rc;
+}
+
+void kr_secret_get(kr_store *s, const kr_master_key *mk, kr_scope scope, int64_t owner,
+                   const char *key, kr_secret_read *out)
+{
+    memset(out, 0, sizeof *out);
+    kr_secret_row row;
+    int rc = kr_store_secret_get(s, scope, owner, key, &row, NULL);
+    if (rc == KR_ENOTFOUND) {
+        out->state = KR_SECRET_ABSENT;
+        return;
+    }
+    if (rc) {
+        out->state = KR_SECRET_UNREADABLE;
+        out->err = rc;
+        return;
+    }
+    kr_buf b = KR_BUF_INIT(KR_SECRET_MAX_VALUE);
+    rc = kr_secret_open(mk, scope, owner, key, row.ciphertext, strlen(row.ciphertext), &b);
+    kr_secret_row_free(&row);
+    if (rc) {
+        out->state = KR_SECRET_UNREADABLE;
+        out->err = rc;
+        kr_buf_free(&b);
+        return;
+    }
+    out->state = KR_SECRET_VALUE;
+    out->len = b.len;
+    out->value = kr_buf_steal(&b);
+}
+
+void kr_secret_read_free(kr_secret_read *r)
+{
+    if (r->value) {
+        sodium_memzero(r->value, r->len);
+        free(r->value);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+bool kr_secret_key_valid(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > 127) return false;
+    if (!((key[0] >= 'A' && key[0] <= 'Z') || key[0] == '_')) return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = key[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+    }
+    return true;
+}
+
+int kr_secret_set(kr_store *s, const kr_master_key *mk, const kr_policy *pol, kr_scope scope,
+                  int64_t owner, const char *key, const char *value, kr_diag *d)
+{
+    if (!kr_secret_key_valid(key))
+        return kr_fail(d, KR_EINVAL, "secret key '%.64s' is not a valid name ([A-Z_][A-Z0-9_]*)", key);
+    int rc = kr_policy_check_key(pol, key, d);
+    if (rc) return rc;
+    size_t n = strlen(value);
+    if (n > KR_SECRET_MAX_VALUE)
+        return kr_fail(d, KR_ETOOBIG, "secret '%s' is larger than %d bytes", key, KR_SECRET_MAX_VALUE);
+    kr_buf ct = KR_BUF_INIT(1 << 20);
+    rc = kr_secret_seal(mk, scope, owner, key, value, n, &ct);
+    if (!rc) rc = kr_store_secret_put(s, scope, owner, key, ct.data, KR_SECRET_VERSION, d);
+    kr_buf_free(&ct);
+    return rc;
+}
+
+void kr_token_generate(char *out)
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    memcpy(out, KR_WS_TOKEN_PREFIX, 5);
+    sodium_bin2base64(out + 5, KR_WS_TOKEN_LEN - 5 + 1, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof raw);
+}
+
+void kr_token_hash(const char *tok, size_t n, char hex[65])
+{
+    uint8_t h[32];
+    crypto_generichash(h, sizeof h, (const uint8_t *)tok, n, NULL, 0);
+    kr_hex(h, sizeof h, hex);
+}

@@ -1,1 +1,601 @@
-/* placeholder */ typedef int kr__placeholder_store;
+/*
+ * store.c -- the store operations, in SQL both engines accept. See store.h.
+ */
+#include "store/store.h"
+#include "store/migrations.h"
+#include "core/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define P(...) ((const kr_dbval[]){__VA_ARGS__})
+#define NP(...) (sizeof((const kr_dbval[]){__VA_ARGS__}) / sizeof(kr_dbval))
+#define Q(s, sql, res, d, ...) kr_db_query((s)->db, (sql), P(__VA_ARGS__), NP(__VA_ARGS__), (res), (d))
+
+void kr_dbres_free(kr_dbres *r)
+{
+    if (!r || !r->cells) return;
+    for (size_t i = 0; i < r->nrows * r->ncols; i++) free(r->cells[i]);
+    free(r->cells);
+    memset(r, 0, sizeof *r);
+}
+
+const char *kr_dbres_get(const kr_dbres *r, size_t row, size_t col)
+{
+    if (row >= r->nrows || col >= r->ncols) return NULL;
+    return r->cells[row * r->ncols + col];
+}
+
+int64_t kr_dbres_int(const kr_dbres *r, size_t row, size_t col)
+{
+    const char *s = kr_dbres_get(r, row, col);
+    int64_t v = 0;
+    if (s) kr_parse_i64(s, strlen(s), &v);
+    return v;
+}
+
+static void cpy(char *dst, size_t cap, const char *src)
+{
+    kr_strlcpy(dst, src ? src : "", cap);
+}
+
+void kr_utc_day(int64_t ms, char out[11])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+int kr_db_open(const char *url, kr_db **out, kr_diag *d)
+{
+    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13))
+        return kr_db_open_pg(url, out, d);
+    if (!strncmp(url, "sqlite:", 7)) url += 7;
+    if (!*url) return kr_fail(d, KR_ECONFIG, "empty store path");
+    return kr_db_open_sqlite(url, out, d);
+}
+
+/* ---- migrations ---- */
+
+static int migrate(kr_store *s, kr_diag *d)
+{
+    int rc = kr_db_exec(s->db,
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                        " applied_at BIGINT NOT NULL)",
+                        NULL, 0, d);
+    if (rc) return rc;
+    size_t n;
+    const kr_migration *m = kr_migrations(&n);
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = s->db->ops->begin(s->db, d))) return rc;
+        if (s->db->engine == KR_DB_POSTGRES &&
+            (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(7357001)", NULL, 0, d)))
+            goto fail;
+        kr_dbres r;
+        rc = Q(s, "SELECT version FROM schema_migrations WHERE version = $1", &r, d,
+               KR_DB_INT(m[i].version));
+        if (rc) goto fail;
+        bool applied = r.nrows > 0;
+        kr_dbres_free(&r);
+        if (!applied) {
+            rc = s->db->ops->script(s->db,
+                                    s->db->engine == KR_DB_POSTGRES ? m[i].postgres : m[i].sqlite, d);
+            if (rc) goto fail;
+            rc = Q(s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", NULL,
+                   d, KR_DB_INT(m[i].version), KR_DB_INT(kr_now_ms()));
+            if (rc) goto fail;
+        }
+        if ((rc = s->db->ops->commit(s->db, d))) goto fail;
+        continue;
+    fail:
+        s->db->ops->rollback(s->db);
+        return rc;
+    }
+    return 0;
+}
+
+int kr_store_open(const char *url, kr_store **out, kr_diag *d)
+{
+    kr_db *db;
+    int rc = kr_db_open(url, &db, d);
+    if (rc) return rc;
+    kr_store *s = kr_xcalloc(1, sizeof *s);
+    s->db = db;
+    kr_strlcpy(s->url, url, sizeof s->url);
+    if ((rc = migrate(s, d))) {
+        kr_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void kr_store_close(kr_store *s)
+{
+    if (!s) return;
+    kr_db_close(s->db);
+    free(s);
+}
+
+int kr_store_ping(kr_store *s, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT 1", NULL, 0, &r, d);
+    if (!rc) kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_store_schema_version(kr_store *s, int *version, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT MAX(version) FROM schema_migrations", NULL, 0, &r, d);
+    if (rc) return rc;
+    *version = (int)kr_dbres_int(&r, 0, 0);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+static bool is_int(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return false;
+    return true;
+}
+
+/* ---- orgs ---- */
+
+#define ORG_COLS "id, slug, name, status, created_at"
+
+static void org_from(const kr_dbres *r, size_t i, kr_org *o)
+{
+    o->id = kr_dbres_int(r, i, 0);
+    cpy(o->slug, sizeof o->slug, kr_dbres_get(r, i, 1));
+    cpy(o->name, sizeof o->name, kr_dbres_get(r, i, 2));
+    cpy(o->status, sizeof o->status, kr_dbres_get(r, i, 3));
+    o->created_at = kr_dbres_int(r, i, 4);
+}
+
+static int one_org(kr_store *s, const char *sql, kr_dbval v, kr_org *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, sql, &v, 1, &r, d);
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else org_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_org_create(kr_store *s, const char *slug, const char *name, kr_org *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "INSERT INTO orgs (slug, name, status, created_at) VALUES ($1, $2, 'active', $3)"
+                  " RETURNING " ORG_COLS,
+               &r, d, KR_DB_TEXT(slug), KR_DB_TEXT(name), KR_DB_INT(kr_now_ms()));
+    if (rc == KR_EEXISTS) return kr_fail(d, rc, "org '%s' already exists", slug);
+    if (rc) return rc;
+    if (out) org_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_org_get(kr_store *s, int64_t id, kr_org *out, kr_diag *d)
+{
+    return one_org(s, "SELECT " ORG_COLS " FROM orgs WHERE id = $1", KR_DB_INT(id), out, d);
+}
+
+int kr_org_find(kr_store *s, const char *ref, kr_org *out, kr_diag *d)
+{
+    int rc = one_org(s, "SELECT " ORG_COLS " FROM orgs WHERE slug = $1", KR_DB_TEXT(ref), out, d);
+    if (rc == KR_ENOTFOUND && is_int(ref)) {
+        int64_t id;
+        if (!kr_parse_i64(ref, strlen(ref), &id)) rc = kr_org_get(s, id, out, d);
+    }
+    if (rc == KR_ENOTFOUND) return kr_fail(d, rc, "no org '%s'", ref);
+    return rc;
+}
+
+int kr_org_list(kr_store *s, kr_org **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT " ORG_COLS " FROM orgs ORDER BY id", NULL, 0, &r, d);
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) org_from(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- workspaces ---- */
+
+#define WS_COLS "id, org_id, name, kind, runtime, parent_id, status, created_at"
+
+static void ws_from(const kr_dbres *r, size_t i, kr_workspace *w)
+{
+    w->id = kr_dbres_int(r, i, 0);
+    w->org_id = kr_dbres_int(r, i, 1);
+    cpy(w->name, sizeof w->name, kr_dbres_get(r, i, 2));
+    const char *k = kr_dbres_get(r, i, 3);
+    w->kind = (k && !strcmp(k, "concierge")) ? KR_WS_CONCIERGE : KR_WS_WORKSPACE;
+    cpy(w->runtime, sizeof w->runtime, kr_dbres_get(r, i, 4));
+    w->parent_id = kr_dbres_int(r, i, 5);
+    cpy(w->status, sizeof w->status, kr_dbres_get(r, i, 6));
+    w->created_at = kr_dbres_int(r, i, 7);
+}
+
+int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
+                 const char *runtime, int64_t parent_id, kr_workspace *out, kr_diag *d)
+{
+    kr_dbres r;
+    if (kind == KR_WS_CONCIERGE) {
+        int rc = Q(s, "SELECT name FROM workspaces WHERE org_id = $1 AND kind = 'concierge'", &r, d,
+                   KR_DB_INT(org_id));
+        if (rc) return rc;
+        if (r.nrows) {
+            rc = kr_fail(d, KR_ECONCIERGE_EXISTS, "org already has a concierge ('%s')",
+                         kr_dbres_get(&r, 0, 0));
+            kr_dbres_free(&r);
+            return rc;
+        }
+        kr_dbres_free(&r);
+    }
+    int rc = Q(s,
+               "INSERT INTO workspaces (org_id, name, kind, runtime, parent_id, status, created_at)"
+               " VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING " WS_COLS,
+               &r, d, KR_DB_INT(org_id), KR_DB_TEXT(name), KR_DB_TEXT(kr_ws_kind_name(kind)),
+               KR_DB_TEXT(runtime), parent_id ? KR_DB_INT(parent_id) : KR_DB_NULL,
+               KR_DB_INT(kr_now_ms()));
+    if (rc == KR_EEXISTS) {
+        /* Lost a race for the concierge slot, or the name is taken. */
+        kr_dbres c;
+        if (kind == KR_WS_CONCIERGE &&
+            !Q(s, "SELECT 1 FROM workspaces WHERE org_id = $1 AND kind = 'concierge'", &c, NULL,
+               KR_DB_INT(org_id))) {
+            bool taken = c.nrows > 0;
+            kr_dbres_free(&c);
+            if (taken) return kr_fail(d, KR_ECONCIERGE_EXISTS, "org already has a concierge");
+        }
+        return kr_fail(d, KR_EEXISTS, "workspace '%s' already exists in this org", name);
+    }
+    if (rc) return rc;
+    if (out) ws_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_ws_get(kr_store *s, int64_t id, kr_workspace *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT " WS_COLS " FROM workspaces WHERE id = $1", &r, d, KR_DB_INT(id));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = kr_fail(d, KR_ENOTFOUND, "no workspace %lld", (long long)id);
+    else ws_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
+{
+    const char *slash = strchr(ref, '/');
+    if (!slash) {
+        int64_t id;
+        if (is_int(ref) && !kr_parse_i64(ref, strlen(ref), &id)) return kr_ws_get(s, id, out, d);
+        return kr_fail(d, KR_EINVAL, "workspace reference '%s': use ORG/NAME or an id", ref);
+    }
+    char org[64];
+    if (kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref)))
+        return kr_fail(d, KR_EINVAL, "org name too long");
+    kr_dbres r;
+    int rc = Q(s,
+               "SELECT w.id, w.org_id, w.name, w.kind, w.runtime, w.parent_id, w.status, w.created_at"
+               " FROM workspaces w JOIN orgs o ON o.id = w.org_id WHERE o.slug = $1 AND w.name = $2",
+               &r, d, KR_DB_TEXT(org), KR_DB_TEXT(slash + 1));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = kr_fail(d, KR_ENOTFOUND, "no workspace '%s'", ref);
+    else ws_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_ws_delete(kr_store *s, int64_t id, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    rc = Q(s, "DELETE FROM secrets WHERE scope = 'workspace' AND owner_id = $1", NULL, d,
+           KR_DB_INT(id));
+    if (!rc) rc = Q(s, "DELETE FROM tokens WHERE workspace_id = $1", NULL, d, KR_DB_INT(id));
+    if (!rc) rc = Q(s, "DELETE FROM workspaces WHERE id = $1", NULL, d, KR_DB_INT(id));
+    if (!rc) rc = s->db->ops->commit(s->db, d);
+    if (rc) s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_ws_list(kr_store *s, int64_t org_id, kr_workspace **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = org_id ? Q(s, "SELECT " WS_COLS " FROM workspaces WHERE org_id = $1 ORDER BY id", &r,
+                        d, KR_DB_INT(org_id))
+                    : kr_db_query(s->db, "SELECT " WS_COLS " FROM workspaces ORDER BY id", NULL, 0,
+                                  &r, d);
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) ws_from(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- secrets ---- */
+
+#define SECRET_COLS "scope, owner_id, key, ciphertext, enc_version, created_at, updated_at"
+
+static void secret_from(const kr_dbres *r, size_t i, kr_secret_row *o)
+{
+    const char *sc = kr_dbres_get(r, i, 0);
+    o->scope = (sc && !strcmp(sc, "workspace")) ? KR_SCOPE_WORKSPACE : KR_SCOPE_ORG;
+    o->owner_id = kr_dbres_int(r, i, 1);
+    cpy(o->key, sizeof o->key, kr_dbres_get(r, i, 2));
+    o->ciphertext = kr_strdup(kr_dbres_get(r, i, 3) ? kr_dbres_get(r, i, 3) : "");
+    o->enc_version = (int)kr_dbres_int(r, i, 4);
+    o->created_at = kr_dbres_int(r, i, 5);
+    o->updated_at = kr_dbres_int(r, i, 6);
+}
+
+void kr_secret_row_free(kr_secret_row *r)
+{
+    if (!r) return;
+    free(r->ciphertext);
+    r->ciphertext = NULL;
+}
+
+void kr_secret_rows_free(kr_secret_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) kr_secret_row_free(&rows[i]);
+    free(rows);
+}
+
+int kr_store_secret_put(kr_store *s, kr_scope scope, int64_t owner, const char *key,
+                        const char *ciphertext, int enc_version, kr_diag *d)
+{
+    int64_t now = kr_now_ms();
+    return Q(s,
+             "INSERT INTO secrets (scope, owner_id, key, ciphertext, enc_version, created_at,"
+             " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)"
+             " ON CONFLICT (scope, owner_id, key) DO UPDATE SET ciphertext = excluded.ciphertext,"
+             " enc_version = excluded.enc_version, updated_at = excluded.updated_at",
+             NULL, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_TEXT(key),
+             KR_DB_TEXT(ciphertext), KR_DB_INT(enc_version), KR_DB_INT(now));
+}
+
+int kr_store_secret_get(kr_store *s, kr_scope scope, int64_t owner, const char *key,
+                        kr_secret_row *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT " SECRET_COLS " FROM secrets WHERE scope = $1 AND owner_id = $2 AND key = $3",
+               &r, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_TEXT(key));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else secret_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_store_secret_del(kr_store *s, kr_scope scope, int64_t owner, const char *key, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "DELETE FROM secrets WHERE scope = $1 AND owner_id = $2 AND key = $3 RETURNING key",
+               &r, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_TEXT(key));
+    if (rc) return rc;
+    rc = r.nrows ? 0 : kr_fail(d, KR_ENOTFOUND, "no secret '%s' at %s scope", key,
+                               kr_scope_name(scope));
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_store_secret_list(kr_store *s, kr_scope scope, int64_t owner, kr_secret_row **out,
+                         size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT " SECRET_COLS " FROM secrets WHERE scope = $1 AND owner_id = $2 ORDER BY key",
+               &r, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner));
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) secret_from(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- tokens ---- */
+
+#define TOKEN_COLS "id, workspace_id, prefix, hash, created_at, expires_at, revoked_at"
+
+static void token_from(const kr_dbres *r, size_t i, kr_token *t)
+{
+    t->id = kr_dbres_int(r, i, 0);
+    t->workspace_id = kr_dbres_int(r, i, 1);
+    cpy(t->prefix, sizeof t->prefix, kr_dbres_get(r, i, 2));
+    cpy(t->hash, sizeof t->hash, kr_dbres_get(r, i, 3));
+    t->created_at = kr_dbres_int(r, i, 4);
+    t->expires_at = kr_dbres_int(r, i, 5);
+    t->revoked_at = kr_dbres_int(r, i, 6);
+}
+
+int kr_token_insert(kr_store *s, int64_t ws, const char *hash_hex, const char *prefix,
+                    int64_t expires_at, kr_token *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "INSERT INTO tokens (workspace_id, hash, prefix, created_at, expires_at)"
+               " VALUES ($1, $2, $3, $4, $5) RETURNING " TOKEN_COLS,
+               &r, d, KR_DB_INT(ws), KR_DB_TEXT(hash_hex), KR_DB_TEXT(prefix),
+               KR_DB_INT(kr_now_ms()), expires_at ? KR_DB_INT(expires_at) : KR_DB_NULL);
+    if (rc) return rc;
+    if (out) token_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_token_by_hash(kr_store *s, const char *hash_hex, kr_token *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT " TOKEN_COLS " FROM tokens WHERE hash = $1", &r, d, KR_DB_TEXT(hash_hex));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else token_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_token_find(kr_store *s, const char *ref, kr_token *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc;
+    int64_t id;
+    if (is_int(ref) && !kr_parse_i64(ref, strlen(ref), &id))
+        rc = Q(s, "SELECT " TOKEN_COLS " FROM tokens WHERE id = $1", &r, d, KR_DB_INT(id));
+    else
+        rc = Q(s, "SELECT " TOKEN_COLS " FROM tokens WHERE prefix = $1", &r, d, KR_DB_TEXT(ref));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = kr_fail(d, KR_ENOTFOUND, "no token '%s'", ref);
+    else if (r.nrows > 1) rc = kr_fail(d, KR_EINVAL, "token prefix '%s' is ambiguous; use the id", ref);
+    else token_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_token_revoke(kr_store *s, int64_t id, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id",
+               &r, d, KR_DB_INT(kr_now_ms()), KR_DB_INT(id));
+    if (rc) return rc;
+    rc = r.nrows ? 0 : kr_fail(d, KR_ENOTFOUND, "no active token %lld", (long long)id);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_token_list(kr_store *s, int64_t ws, kr_token **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT " TOKEN_COLS " FROM tokens WHERE workspace_id = $1 ORDER BY id", &r, d,
+               KR_DB_INT(ws));
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) token_from(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- usage and credits ---- */
+
+static int record_one(kr_store *s, const kr_usage_rec *u, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "INSERT INTO usage (request_id, org_id, workspace_id, provider, model, input_tokens,"
+               " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, status,"
+               " started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+               " ON CONFLICT (request_id) DO NOTHING RETURNING id",
+               &r, d, KR_DB_TEXT(u->request_id), KR_DB_INT(u->org_id), KR_DB_INT(u->workspace_id),
+               KR_DB_TEXT(u->provider), KR_DB_TEXT(u->model), KR_DB_INT(u->u.input_tokens),
+               KR_DB_INT(u->u.output_tokens), KR_DB_INT(u->u.cache_read_tokens),
+               KR_DB_INT(u->u.cache_write_tokens), KR_DB_INT(u->cost_micros),
+               KR_DB_TEXT(u->status), KR_DB_INT(u->started_at), KR_DB_INT(u->finished_at));
+    if (rc) return rc;
+    bool inserted = r.nrows > 0;
+    kr_dbres_free(&r);
+    if (!inserted) return 0; /* replay of a recorded request */
+    char day[11];
+    kr_utc_day(u->started_at, day);
+    rc = Q(s,
+           "INSERT INTO usage_daily (day, org_id, workspace_id, model, requests, input_tokens,"
+           " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
+           " VALUES ($1,$2,$3,$4,1,$5,$6,$7,$8,$9) ON CONFLICT (day, workspace_id, model) DO UPDATE"
+           " SET requests = usage_daily.requests + 1,"
+           " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
+           " output_tokens = usage_daily.output_tokens + excluded.output_tokens,"
+           " cache_read_tokens = usage_daily.cache_read_tokens + excluded.cache_read_tokens,"
+           " cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,"
+           " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+           NULL, d, KR_DB_TEXT(day), KR_DB_INT(u->org_id), KR_DB_INT(u->workspace_id),
+           KR_DB_TEXT(u->model), KR_DB_INT(u->u.input_tokens), KR_DB_INT(u->u.output_tokens),
+           KR_DB_INT(u->u.cache_read_tokens), KR_DB_INT(u->u.cache_write_tokens),
+           KR_DB_INT(u->cost_micros));
+    if (rc) return rc;
+    if (u->cost_micros == 0) return 0;
+    int64_t now = kr_now_ms();
+    rc = Q(s,
+           "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
+           " VALUES ($1, -$2, 0, $3) ON CONFLICT (org_id) DO UPDATE"
+           " SET balance_micros = credits.balance_micros - $2, updated_at = $3",
+           NULL, d, KR_DB_INT(u->org_id), KR_DB_INT(u->cost_micros), KR_DB_INT(now));
+    if (rc) return rc;
+    return Q(s,
+             "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
+             " VALUES ($1, $2, 'usage', $3, $4)",
+             NULL, d, KR_DB_INT(u->org_id), KR_DB_INT(-u->cost_micros), KR_DB_TEXT(u->request_id),
+             KR_DB_INT(now));
+}
+
+int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = record_one(s, &recs[i], d))) {
+            s->db->ops->rollback(s->db);
+            return rc;
+        }
+    }
+    rc = s->db->ops->commit(s->db, d);
+    if (rc) s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_credits_get(kr_store *s, int64_t org, int64_t *balance, int64_t *cap, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT balance_micros, overage_cap_micros FROM credits WHERE org_id = $1", &r, d,
+               KR_DB_INT(org));
+    if (rc) return rc;
+    *balance = r.nrows ? kr_dbres_int(&r, 0, 0) : 0;
+    *cap = r.nrows ? kr_dbres_int(&r, 0, 1) : 0;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_credits_add(kr_store *s, int64_t org, int64_t delta, const char *reason, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    int64_t now = kr_now_ms();
+    rc = Q(s,
+           "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
+           " VALUES ($1, $2, 0, $3) ON CONFLICT (org_id) DO UPDATE"
+           " SET balance_micros = credits.balance_micros + $2, updated_at = $3",
+           NULL, d, KR_DB_INT(org), KR_DB_INT(delta), KR_DB_INT(now));
+    if (!rc)
+        rc = Q(s,
+               "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
+               " VALUES ($1, $2, $3, NULL, $4)",
+               NULL, d, KR_DB_INT(org), KR_DB_INT(delta), KR_DB_TEXT(reason), KR_DB_INT(now));
+    if (!rc) rc = s->db->ops->commit(s->db, d);
+    if (rc) s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_credits_set_cap(kr_store *s, int64_t org, int64_t cap, kr_diag *d)
+{
+    return Q(s,
+             "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
+             " VALUES ($1, 0, $2, $3) ON CONFLICT (org_id) DO UPDATE"
+             " SET overage_cap_micros = $2, updated_at = $3",
+             NULL, d, KR_DB_INT(org), KR_DB_INT(cap), KR_DB_INT(kr_now_ms()));
+}

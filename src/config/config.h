@@ -1,0 +1,62 @@
+/*
+ * config.h -- keyrail's settings, from one table.
+ *
+ * The table in config.c (section, key, type, default, range, help) is the
+ * single source for parsing the config file, the KEYRAIL_<SECTION>_<KEY>
+ * environment overrides, `keyrail config` (prints every setting with its
+ * value and origin) and docs/CONFIG.md. Precedence: built-in default <
+ * config file < environment < command-line flags (--db, --listen, …).
+ */
+#ifndef KR_CONFIG_H
+#define KR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+
+typedef struct kr_config {
+    /* [store] */
+    char store_url[512];
+    /* [secrets] */
+    char master_key_file[512];
+    /* [registry] */
+    char registry_file[512];
+    /* [server] */
+    char listen[128];
+    char public_url[256];
+    int64_t max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_headers;
+    int64_t header_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t send_timeout_ms;
+    int64_t upstream_connect_timeout_ms;
+    int64_t upstream_timeout_ms;
+    int64_t shutdown_grace_ms;
+    int64_t max_connections;
+    int64_t token_cache_ms;
+    char log_file[512];
+    char log_level[16];
+    /* [provision] */
+    char concierge_default_model[128];
+    char default_runtime[32];
+    char operator_prefixes[512];
+    /* where each setting came from, parallel to the table */
+    unsigned char origin[64];
+} kr_config;
+
+enum { KR_CFG_DEFAULT = 0, KR_CFG_FILE = 1, KR_CFG_ENV = 2, KR_CFG_FLAG = 3 };
+
+/* Defaults, then the file (if path is non-NULL), then the environment. */
+int kr_config_load(kr_config *c, const char *path, kr_diag *d);
+/* Sets one setting by "section.key" (used for flags). */
+int kr_config_set(kr_config *c, const char *name, const char *value, int origin, kr_diag *d);
+/* Prints every setting (value and origin) as a config file. */
+void kr_config_dump(const kr_config *c, kr_buf *out);
+/* Markdown reference table (docs/CONFIG.md is generated from it). */
+void kr_config_reference(kr_buf *out);
+
+#endif

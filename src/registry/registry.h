@@ -1,0 +1,85 @@
+/*
+ * registry.h -- the provider registry: which LLM providers exist, how to
+ * reach them, which models they serve, what those cost.
+ *
+ * Loaded from a config file (etc/providers.conf is the shipped default; the
+ * format is documented in docs/CONFIG.md):
+ *
+ *   [provider anthropic]                 [model claude-sonnet-4-5]
+ *   protocol = anthropic                 provider = anthropic
+ *   base_url = https://api.anthropic.com aliases = sonnet
+ *   credential_env = ANTHROPIC_API_KEY   price_input = 3.00     (per 1M tokens)
+ *   header = x-api-key                   price_output = 15.00
+ *   platform = true                      price_cache_read = 0.30
+ *   platform_key_env = KEYRAIL_…         price_cache_write = 3.75
+ *   model_prefixes = claude-
+ *
+ * A provider with `platform = true` is platform-managed: keyrail's proxy
+ * serves its models with the platform's key. Others are BYOK-only.
+ */
+#ifndef KR_REGISTRY_H
+#define KR_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/usage.h"
+
+#define KR_REG_MAX_LIST 8
+
+typedef enum { KR_AUTH_X_API_KEY = 0, KR_AUTH_BEARER = 1 } kr_auth_style;
+
+typedef struct kr_provider {
+    char name[32];
+    kr_proto proto;
+    char base_url[256];        /* upstream root; the protocol path is appended */
+    char credential_env[KR_REG_MAX_LIST][64]; /* tenant-side env names of its key, in order */
+    size_t ncredential_env;
+    kr_auth_style header;      /* how its API takes the key */
+    bool platform;             /* platform-managed */
+    char platform_key_env[64]; /* server env var with the platform key */
+    char model_prefixes[KR_REG_MAX_LIST][64];
+    size_t nmodel_prefixes;
+    char key_prefixes[KR_REG_MAX_LIST][32]; /* shapes of its keys, for credential classes */
+    size_t nkey_prefixes;
+} kr_provider;
+
+typedef struct kr_model {
+    char id[128];
+    size_t provider; /* index into providers */
+    char aliases[KR_REG_MAX_LIST][128];
+    size_t naliases;
+    bool priced;
+    /* micro-units of currency per million tokens */
+    int64_t price_input, price_output, price_cache_read, price_cache_write;
+} kr_model;
+
+typedef struct kr_registry {
+    kr_provider *providers;
+    size_t nproviders;
+    kr_model *models;
+    size_t nmodels;
+} kr_registry;
+
+#define KR_REGISTRY_MAX_PROVIDERS 64
+#define KR_REGISTRY_MAX_MODELS 1024
+
+int kr_registry_parse(const char *text, size_t n, kr_registry **out, kr_diag *d);
+int kr_registry_load(const char *path, kr_registry **out, kr_diag *d);
+void kr_registry_free(kr_registry *r);
+
+const kr_provider *kr_registry_provider(const kr_registry *r, const char *name);
+/* The model entry for an id or alias, or NULL. */
+const kr_model *kr_registry_model(const kr_registry *r, const char *name);
+/* The provider that claims a model: its model entry's provider, else the
+ * first provider with a matching model prefix; NULL when none does. */
+const kr_provider *kr_registry_claim(const kr_registry *r, const char *model);
+/* The provider that issued a credential of this shape (longest matching
+ * key_prefixes entry), or NULL when no provider claims the shape. */
+const kr_provider *kr_registry_key_issuer(const kr_registry *r, const char *value);
+/* Cost in micro-units, rounded up to the next micro-unit. */
+int64_t kr_model_cost(const kr_model *m, const kr_usage *u);
+
+#endif

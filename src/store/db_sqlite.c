@@ -1,0 +1,148 @@
+/*
+ * db_sqlite.c -- the embedded SQLite driver. WAL mode, NORMAL sync (a commit
+ * survives a process crash; the last transactions may be lost on power loss,
+ * see docs/SECURITY.md), foreign keys on, a busy timeout so several keyrail
+ * processes (serve + CLI) can share one file.
+ */
+#include "store/db.h"
+#include "core/buf.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    kr_db base;
+    sqlite3 *h;
+} db_sqlite;
+
+static int map_err(sqlite3 *h, int rc, kr_diag *d)
+{
+    int ext = sqlite3_extended_errcode(h);
+    const char *msg = sqlite3_errmsg(h);
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        (void)ext;
+        return kr_fail(d, KR_EEXISTS, "constraint: %s", msg);
+    }
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        return kr_fail(d, KR_EBUSY, "database is locked: %s", msg);
+    return kr_fail(d, KR_ESTORE, "sqlite: %s", msg);
+}
+
+static void sq_close(kr_db *db)
+{
+    db_sqlite *s = (db_sqlite *)db;
+    sqlite3_close_v2(s->h);
+    free(s);
+}
+
+static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t nparams,
+                    kr_dbres *res, kr_diag *d)
+{
+    db_sqlite *s = (db_sqlite *)db;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(s->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) return map_err(s->h, rc, d);
+    for (size_t i = 0; i < nparams; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "$%zu", i + 1);
+        int idx = sqlite3_bind_parameter_index(st, name);
+        if (idx == 0) continue; /* parameter unused by this statement */
+        const kr_dbval *v = &params[i];
+        if (v->type == KR_DBV_TEXT && v->s) rc = sqlite3_bind_text(st, idx, v->s, -1, SQLITE_STATIC);
+        else if (v->type == KR_DBV_INT) rc = sqlite3_bind_int64(st, idx, v->i);
+        else rc = sqlite3_bind_null(st, idx);
+        if (rc != SQLITE_OK) {
+            rc = map_err(s->h, rc, d);
+            sqlite3_finalize(st);
+            return rc;
+        }
+    }
+    if (res) memset(res, 0, sizeof *res);
+    size_t cap = 0;
+    for (;;) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) {
+            rc = map_err(s->h, rc, d);
+            sqlite3_finalize(st);
+            if (res) kr_dbres_free(res);
+            return rc;
+        }
+        if (!res) continue;
+        size_t nc = (size_t)sqlite3_column_count(st);
+        res->ncols = nc;
+        if ((res->nrows + 1) * nc > cap) {
+            cap = cap ? cap * 2 : nc * 8;
+            while (cap < (res->nrows + 1) * nc) cap *= 2;
+            res->cells = kr_xrealloc(res->cells, cap * sizeof(char *));
+        }
+        for (size_t c = 0; c < nc; c++) {
+            const unsigned char *t = sqlite3_column_text(st, (int)c);
+            res->cells[res->nrows * nc + c] =
+                t ? kr_strndup((const char *)t, (size_t)sqlite3_column_bytes(st, (int)c)) : NULL;
+        }
+        res->nrows++;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int sq_script(kr_db *db, const char *sql, kr_diag *d)
+{
+    db_sqlite *s = (db_sqlite *)db;
+    char *err = NULL;
+    int rc = sqlite3_exec(s->h, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        rc = kr_fail(d, KR_ESTORE, "sqlite: %s", err ? err : "error");
+        sqlite3_free(err);
+        return rc;
+    }
+    return 0;
+}
+
+static int sq_begin(kr_db *db, kr_diag *d)
+{
+    return sq_script(db, "BEGIN IMMEDIATE", d);
+}
+
+static int sq_commit(kr_db *db, kr_diag *d)
+{
+    return sq_script(db, "COMMIT", d);
+}
+
+static void sq_rollback(kr_db *db)
+{
+    db_sqlite *s = (db_sqlite *)db;
+    if (!sqlite3_get_autocommit(s->h)) sqlite3_exec(s->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static const kr_db_ops sqlite_ops = {sq_close, sq_query, sq_script, sq_begin, sq_commit,
+                                     sq_rollback};
+
+int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
+{
+    sqlite3 *h = NULL;
+    int rc = sqlite3_open_v2(path, &h,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        rc = kr_fail(d, KR_ESTORE, "cannot open store %s: %s", path,
+                     h ? sqlite3_errmsg(h) : "out of memory");
+        sqlite3_close_v2(h);
+        return rc;
+    }
+    sqlite3_busy_timeout(h, 5000);
+    db_sqlite *s = kr_xcalloc(1, sizeof *s);
+    s->base.ops = &sqlite_ops;
+    s->base.engine = KR_DB_SQLITE;
+    s->h = h;
+    rc = sq_script(&s->base,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", d);
+    if (rc) {
+        sq_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}

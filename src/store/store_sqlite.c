@@ -1,1 +1,0 @@
-/* placeholder */ typedef int kr__placeholder_store_sqlite;
