@@ -104,6 +104,7 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
                  const char *value, int line, kr_diag *d)
 {
     kr_config *c = ud;
+    if (!key) return 0;
     if (name[0]) return kr_fail(d, KR_ECONFIG, "line %d: [%s %s]: sections take no label", line,
                                 section, name);
     for (size_t i = 0; i < NOPTS; i++)

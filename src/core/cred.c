@@ -97,8 +97,12 @@ int kr_url_origin(const char *url, char *out, size_t cap)
     const char *port = colon ? colon + 1 : defport;
     size_t portlen = colon ? (size_t)(e - colon - 1) : strlen(defport);
     if (portlen == 0 || portlen > 5) return KR_EINVAL;
-    for (size_t i = 0; i < portlen; i++)
+    unsigned pv = 0;
+    for (size_t i = 0; i < portlen; i++) {
         if (port[i] < '0' || port[i] > '9') return KR_EINVAL;
+        pv = pv * 10 + (unsigned)(port[i] - '0');
+    }
+    if (pv == 0 || pv > 65535) return KR_EINVAL;
     size_t need = strlen(scheme) + 3 + (size_t)(he - p) + 1 + portlen + 1;
     if (need > cap) return KR_EINVAL;
     size_t o = 0;

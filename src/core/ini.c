@@ -92,6 +92,8 @@ int kr_ini_parse(const char *text, size_t n, kr_ini_cb cb, void *ud, kr_diag *d)
             name[0] = 0;
             if (na < nb && copy_name(na, nb, name, sizeof name))
                 return kr_fail(d, KR_EPARSE, "line %d: bad section label", line);
+            int rc = cb(ud, section, name, NULL, NULL, line, d);
+            if (rc) return rc;
             continue;
         }
         const char *eq = memchr(s, '=', (size_t)(e - s));

@@ -20,7 +20,8 @@
 #define KR_INI_MAX_BYTES (1u << 20)
 #define KR_INI_MAX_LINE 4096
 
-/* Called for every key. section/name are "" when absent. Return 0 to go on,
+/* Called for every section header (key and value NULL) and every key.
+ * section/name are "" when absent. Return 0 to go on,
  * or an error (with d filled) to stop. */
 typedef int (*kr_ini_cb)(void *ud, const char *section, const char *name, const char *key,
                          const char *value, int line, kr_diag *d);

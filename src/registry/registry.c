@@ -60,7 +60,7 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
     kr_registry *r = c->r;
     if (!strcmp(section, "provider")) {
         if (!name[0]) return kr_fail(d, KR_EPARSE, "line %d: [provider NAME] needs a name", line);
-        if (!c->cur_p || strcmp(c->cur_p->name, name)) {
+        if (!key) {
             if (kr_registry_provider(r, name))
                 return kr_fail(d, KR_EPARSE, "line %d: provider '%s' defined twice", line, name);
             if (r->nproviders >= KR_REGISTRY_MAX_PROVIDERS)
@@ -69,6 +69,8 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             memset(c->cur_p, 0, sizeof *c->cur_p);
             if (kr_strlcpy(c->cur_p->name, name, sizeof c->cur_p->name))
                 return kr_fail(d, KR_EPARSE, "line %d: provider name too long", line);
+            c->cur_m = NULL;
+            return 0;
         }
         kr_provider *p = c->cur_p;
         if (!strcmp(key, "protocol")) {
@@ -112,7 +114,7 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
     }
     if (!strcmp(section, "model")) {
         if (!name[0]) return kr_fail(d, KR_EPARSE, "line %d: [model ID] needs an id", line);
-        if (!c->cur_m || strcmp(c->cur_m->id, name)) {
+        if (!key) {
             for (size_t i = 0; i < r->nmodels; i++)
                 if (!strcmp(r->models[i].id, name))
                     return kr_fail(d, KR_EPARSE, "line %d: model '%s' defined twice", line, name);
@@ -124,6 +126,8 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             c->model_provider[c->cur_m - r->models][0] = 0;
             if (kr_strlcpy(c->cur_m->id, name, sizeof c->cur_m->id))
                 return kr_fail(d, KR_EPARSE, "line %d: model id too long", line);
+            c->cur_p = NULL;
+            return 0;
         }
         kr_model *m = c->cur_m;
         size_t mi = (size_t)(m - r->models);
@@ -150,6 +154,7 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
         }
         return 0;
     }
+    if (!key) return kr_fail(d, KR_EPARSE, "line %d: unknown section [%s]", line, section);
     return kr_fail(d, KR_EPARSE, "line %d: '%s' outside a [provider] or [model] section", line, key);
 }
 

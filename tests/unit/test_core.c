@@ -1,1 +1,147 @@
+/* test_core.c -- buffers, errors, credential classes, fingerprints, redaction. */
 #include <criterion/criterion.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/cred.h"
+#include "core/err.h"
+#include "core/log.h"
+
+Test(err, names_and_messages)
+{
+    cr_assert_str_eq(kr_err_name(0), "OK");
+    cr_assert_str_eq(kr_err_name(KR_ESECRET_UNREADABLE), "SECRET_UNREADABLE");
+    cr_assert_str_eq(kr_err_name(KR_EMISSING_BYOK_CREDENTIAL), "MISSING_BYOK_CREDENTIAL");
+    cr_assert_str_eq(kr_err_name(12345), "UNKNOWN_ERROR");
+    cr_assert_str_eq(kr_err_name(-9999), "UNKNOWN_ERROR");
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_fail(&d, KR_EINVAL, "bad %s", "thing"), KR_EINVAL);
+    cr_assert_str_eq(kr_diag_msg(&d, KR_EINVAL), "bad thing");
+    cr_assert_str_eq(kr_diag_msg(NULL, KR_ENOTFOUND), "not found");
+}
+
+Test(buf, cap_is_hard_and_failure_leaves_buffer_unchanged)
+{
+    kr_buf b = KR_BUF_INIT(8);
+    cr_assert_eq(kr_buf_puts(&b, "12345"), 0);
+    cr_assert_eq(kr_buf_puts(&b, "6789"), KR_ETOOBIG);
+    cr_assert_eq(b.len, 5);
+    cr_assert_str_eq(b.data, "12345");
+    cr_assert_eq(kr_buf_puts(&b, "678"), 0);
+    cr_assert_eq(b.len, 8);
+    cr_assert_eq(kr_buf_putc(&b, 'x'), KR_ETOOBIG);
+    kr_buf_consume(&b, 3);
+    cr_assert_str_eq(b.data, "45678");
+    cr_assert_eq(kr_buf_printf(&b, "%d", 123), 0);
+    cr_assert_str_eq(b.data, "45678123");
+    kr_buf_free(&b);
+}
+
+Test(buf, json_string_escaping)
+{
+    kr_buf b = KR_BUF_INIT(1024);
+    const char in[] = "a\"b\\c\n\x01\xff\xc3\xa9";
+    cr_assert_eq(kr_buf_json_str(&b, in, sizeof in - 1), 0);
+    cr_assert_str_eq(b.data, "a\\\"b\\\\c\\n\\u0001\\ufffd\xc3\xa9");
+    kr_buf_free(&b);
+}
+
+Test(buf, strict_number_parsing)
+{
+    uint64_t u;
+    int64_t i;
+    cr_assert_eq(kr_parse_u64("18446744073709551615", 20, &u), 0);
+    cr_assert_eq(u, UINT64_MAX);
+    cr_assert_eq(kr_parse_u64("18446744073709551616", 20, &u), KR_EPARSE);
+    cr_assert_eq(kr_parse_u64("12a", 3, &u), KR_EPARSE);
+    cr_assert_eq(kr_parse_u64("", 0, &u), KR_EPARSE);
+    cr_assert_eq(kr_parse_i64("-42", 3, &i), 0);
+    cr_assert_eq(i, -42);
+    cr_assert_eq(kr_parse_micros("3.75", 4, &i), 0);
+    cr_assert_eq(i, 3750000);
+    cr_assert_eq(kr_parse_micros("0.075", 5, &i), 0);
+    cr_assert_eq(i, 75000);
+    cr_assert_eq(kr_parse_micros("15", 2, &i), 0);
+    cr_assert_eq(i, 15000000);
+    cr_assert_eq(kr_parse_micros("1.1234567", 9, &i), KR_EPARSE);
+    cr_assert_eq(kr_parse_micros(".5", 2, &i), KR_EPARSE);
+    cr_assert_eq(kr_parse_micros("1.", 2, &i), KR_EPARSE);
+}
+
+Test(buf, bounded_copies_report_truncation)
+{
+    char small[4];
+    cr_assert_eq(kr_strlcpy(small, "abc", sizeof small), 0);
+    cr_assert_eq(kr_strlcpy(small, "abcd", sizeof small), KR_ETOOBIG);
+    cr_assert_str_eq(small, "abc");
+    cr_assert_eq(kr_snprintf(small, sizeof small, "%d", 12345), KR_ETOOBIG);
+}
+
+Test(cred, classes_by_shape)
+{
+    struct {
+        const char *s;
+        kr_cred_class c;
+    } t[] = {
+        {"", KR_CRED_NONE},
+        {"krws_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", KR_CRED_WORKSPACE_TOKEN},
+        {"sk-ant-oat01-abcdef", KR_CRED_ANTHROPIC_OAUTH},
+        {"sk-ant-api03-abcdef", KR_CRED_ANTHROPIC_API_KEY},
+        {"sk-proj-abcdef", KR_CRED_OPENAI_KEY},
+        {"sk-svcacct-abcdef", KR_CRED_OPENAI_KEY},
+        {"sk-abcdefghijklmnopqrstuvwxyz", KR_CRED_OPENAI_KEY},
+        {"hello", KR_CRED_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        cr_assert_eq(kr_cred_classify(t[i].s, strlen(t[i].s)), t[i].c, "%s", t[i].s);
+    cr_assert_str_eq(kr_cred_class_name(KR_CRED_ANTHROPIC_OAUTH), "oauth");
+    cr_assert(kr_cred_is_vendor(KR_CRED_ANTHROPIC_OAUTH));
+    cr_assert_not(kr_cred_is_vendor(KR_CRED_WORKSPACE_TOKEN));
+}
+
+Test(cred, fingerprint_is_stable_short_and_not_the_token)
+{
+    cr_assert_eq(sodium_init() >= 0, 1);
+    char a[KR_FP_LEN], b[KR_FP_LEN], c[KR_FP_LEN];
+    kr_cred_fingerprint("sk-ant-oat01-secret", 19, a);
+    kr_cred_fingerprint("sk-ant-oat01-secret", 19, b);
+    kr_cred_fingerprint("sk-ant-oat01-secreT", 19, c);
+    cr_assert_str_eq(a, b);
+    cr_assert_str_neq(a, c);
+    cr_assert_eq(strlen(a), 8);
+    for (int i = 0; i < 8; i++) cr_assert(strchr("0123456789abcdef", a[i]));
+}
+
+Test(cred, url_origin)
+{
+    char o[256];
+    cr_assert_eq(kr_url_origin("https://API.Anthropic.com/v1", o, sizeof o), 0);
+    cr_assert_str_eq(o, "https://api.anthropic.com:443");
+    cr_assert_eq(kr_url_origin("http://127.0.0.1:8080", o, sizeof o), 0);
+    cr_assert_str_eq(o, "http://127.0.0.1:8080");
+    cr_assert_eq(kr_url_origin("http://[::1]:9/x", o, sizeof o), 0);
+    cr_assert_str_eq(o, "http://[::1]:9");
+    cr_assert_eq(kr_url_origin("https://user@evil.com@api.anthropic.com/", o, sizeof o), KR_EINVAL);
+    cr_assert_eq(kr_url_origin("ftp://x", o, sizeof o), KR_EINVAL);
+    cr_assert_eq(kr_url_origin("https://", o, sizeof o), KR_EINVAL);
+    cr_assert_eq(kr_url_origin("https://h:99999", o, sizeof o), KR_EINVAL);
+    cr_assert_eq(kr_url_origin("https://h:", o, sizeof o), KR_EINVAL);
+}
+
+Test(log, redaction_replaces_every_credential_shape)
+{
+    cr_assert_eq(sodium_init() >= 0, 1);
+    const char *in = "auth x-api-key=sk-ant-oat01-AAAABBBBCCCC and Bearer krws_abcdefghijkl, "
+                     "model=sk-proj-zzzzzzzz; gh ghp_1234567890; keep sk- and risky-model";
+    kr_buf out = KR_BUF_INIT(4096);
+    size_t n = kr_redact(in, strlen(in), &out);
+    cr_assert_eq(n, 4, "%s", out.data);
+    cr_assert_null(strstr(out.data, "AAAABBBB"));
+    cr_assert_null(strstr(out.data, "abcdefghijkl"));
+    cr_assert_null(strstr(out.data, "zzzzzzzz"));
+    cr_assert_null(strstr(out.data, "1234567890"));
+    cr_assert(strstr(out.data, "[redacted oauth ") != NULL, "%s", out.data);
+    cr_assert(strstr(out.data, "keep sk- and risky-model") != NULL, "%s", out.data);
+    kr_buf_free(&out);
+}

@@ -1,1 +1,70 @@
-#include <criterion/criterion.h>
+/* test_registry.c -- the provider registry: parsing, lookup, claims, prices, errors. */
+#include "helpers.h"
+
+Test(registry, shipped_default_parses)
+{
+    kr_registry *r;
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_registry_load(KR_DEFAULT_REGISTRY, &r, &d), 0, "%s", d.msg);
+    cr_assert_not_null(kr_registry_provider(r, "anthropic"));
+    cr_assert_not_null(kr_registry_model(r, "claude-sonnet-4-5"));
+    kr_registry_free(r);
+}
+
+Test(registry, lookup_aliases_claims_and_issuers)
+{
+    kr_registry *r = kr_test_registry();
+    const kr_model *m = kr_registry_model(r, "sonnet");
+    cr_assert_not_null(m);
+    cr_assert_str_eq(m->id, "claude-sonnet-4-5");
+    cr_assert_str_eq(kr_registry_claim(r, "claude-opus-9")->name, "anthropic", "claimed by prefix");
+    cr_assert_str_eq(kr_registry_claim(r, "MiniMax-M2")->name, "minimax");
+    cr_assert_null(kr_registry_claim(r, "llama"));
+    const kr_provider *p = kr_registry_provider(r, "minimax");
+    cr_assert_not(p->platform);
+    cr_assert_eq(p->header, KR_AUTH_BEARER);
+    cr_assert_str_eq(kr_registry_key_issuer(r, "sk-ant-oat01-x")->name, "anthropic");
+    cr_assert_str_eq(kr_registry_key_issuer(r, "sk-proj-x")->name, "openai");
+    cr_assert_null(kr_registry_key_issuer(r, "sk-deepseek"));
+    kr_registry_free(r);
+}
+
+Test(registry, cost_in_micros_rounds_up)
+{
+    kr_registry *r = kr_test_registry();
+    const kr_model *m = kr_registry_model(r, "claude-sonnet-4-5");
+    kr_usage u = {.input_tokens = 1000000, .output_tokens = 1000000, .cache_read_tokens = 1000000,
+                  .cache_write_tokens = 1000000};
+    cr_assert_eq(kr_model_cost(m, &u), 3000000 + 15000000 + 300000 + 3750000);
+    kr_usage one = {.input_tokens = 1};
+    cr_assert_eq(kr_model_cost(m, &one), 3, "3 micros per token");
+    kr_usage tiny = {.cache_read_tokens = 1};
+    cr_assert_eq(kr_model_cost(m, &tiny), 1, "0.3 micro rounds up");
+    kr_usage none = {0};
+    cr_assert_eq(kr_model_cost(m, &none), 0);
+    kr_registry_free(r);
+}
+
+Test(registry, rejects_bad_files)
+{
+    const char *bad[] = {
+        "[provider a]\nprotocol = grpc\n",
+        "[provider a]\nprotocol = anthropic\n",                     /* no base_url */
+        "[provider a]\nbase_url = ftp://x\n",
+        "[provider a]\nbase_url = http://x\ncredential_env = A\nplatform = true\n", /* no key env */
+        "[model m]\nprovider = nosuch\nprice_input = 1\n",
+        "[provider a]\nbase_url = http://x\ncredential_env = A\n[model m]\nprovider = a\nprice_input = x\n",
+        "[provider a]\nbase_url = http://x\ncredential_env = A\n[provider a]\n",
+        "stray = 1\n",
+        "[provider a]\nbase_url = http://x\ncredential_env = A\nbogus = 1\n",
+        "[provider a]\nbase_url = http://x\ncredential_env = A\n[model m]\nprovider = a\n"
+        "[model n]\nprovider = a\naliases = m\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kr_registry *r = NULL;
+        kr_diag d = {{0}};
+        cr_assert_neq(kr_registry_parse(bad[i], strlen(bad[i]), &r, &d), 0, "accepted #%zu", i);
+        cr_assert_neq(d.msg[0], 0);
+        cr_assert_null(r);
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# keyrail's test command (what `make test` and .ci/run run): builds with
+# ASan+UBSan, starts a private PostgreSQL, runs the Criterion unit suites,
+# the integration and end-to-end tests (pytest; they start the real
+# binaries on free ports), a brief pass of every fuzz driver, and ends with
+#   N passed, N failed
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${KEYRAIL_TEST_BUILD:-build/test}
+OUT=$ROOT/build/test-results
+rm -rf "$OUT"; mkdir -p "$OUT"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+if [ ! -f "$BUILD/build.ninja" ]; then
+  meson setup "$BUILD" -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug >/dev/null || exit 1
+fi
+ninja -C "$BUILD" >"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; echo "0 passed, 1 failed"; exit 1; }
+# clang must compile the tree warning-free too (the fuzz build uses it).
+if [ ! -f build/clang/build.ninja ]; then
+  CC=clang meson setup build/clang -Dtests=false >/dev/null || exit 1
+fi
+ninja -C build/clang >"$OUT/clang.log" 2>&1 || { cat "$OUT/clang.log"; echo "0 passed, 1 failed"; exit 1; }
+
+PGDIR=$(mktemp -d /tmp/keyrail-pg.XXXXXX)
+cleanup() { scripts/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
+trap cleanup EXIT
+if scripts/pg.sh start "$PGDIR"; then
+  export KR_TEST_PG_URL=$(scripts/pg.sh url "$PGDIR")
+else
+  echo "tests: could not start PostgreSQL" >&2
+fi
+
+passed=0; failed=0
+# ---- unit suites ----
+for t in "$BUILD"/tests/unit/test_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  "$t" --jobs 1 --short-filename >"$OUT/$name.log" 2>&1
+  line=$(grep -a "Synthesis:" "$OUT/$name.log" | tail -1)
+  if [ -z "$line" ]; then
+    echo "FAIL $name (no Criterion summary; see $OUT/$name.log)"; tail -20 "$OUT/$name.log"
+    failed=$((failed + 1)); continue
+  fi
+  p=$(sed -E 's/.*Passing: ([0-9]+).*/\1/' <<<"$line")
+  f=$(sed -E 's/.*Failing: ([0-9]+).*/\1/' <<<"$line")
+  c=$(sed -E 's/.*Crashing: ([0-9]+).*/\1/' <<<"$line")
+  passed=$((passed + p)); failed=$((failed + f + c))
+  if [ $((f + c)) -gt 0 ]; then echo "FAIL $name: $line"; grep -a -E "FAIL|CRASH|\[----\]" "$OUT/$name.log" | head -30
+  else echo "ok   $name: $p passed"; fi
+done
+
+# ---- integration and end-to-end (pytest) ----
+if ls tests/integration/test_*.py tests/e2e/test_*.py >/dev/null 2>&1; then
+  KEYRAIL_BUILD=$ROOT/$BUILD /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    --junitxml="$OUT/pytest.xml" tests/integration tests/e2e >"$OUT/pytest.log" 2>&1
+  read -r p f < <(/usr/bin/python3 - "$OUT/pytest.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    r = ET.parse(sys.argv[1]).getroot()
+    suites = [r] if r.tag == "testsuite" else list(r)
+    t = sum(int(s.get("tests", 0)) for s in suites)
+    f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    sk = sum(int(s.get("skipped", 0)) for s in suites)
+    print(t - f - sk, f + sk)   # a skipped test counts as failed: nothing may be skipped
+except Exception:
+    print(0, 1)
+PY
+)
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$f" -gt 0 ]; then echo "FAIL pytest: $p passed, $f failed"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
+  else echo "ok   pytest: $p passed"; fi
+fi
+
+# ---- brief fuzzing (every driver, a few seconds each) ----
+if [ "${KEYRAIL_SKIP_FUZZ:-0}" != 1 ] && [ -x scripts/fuzz.sh ]; then
+  if scripts/fuzz.sh --brief >"$OUT/fuzz.log" 2>&1; then
+    n=$(grep -c '^ok ' "$OUT/fuzz.log"); passed=$((passed + n)); echo "ok   fuzz: $n drivers"
+  else
+    n=$(grep -c '^ok ' "$OUT/fuzz.log"); m=$(grep -c '^FAIL ' "$OUT/fuzz.log")
+    passed=$((passed + n)); failed=$((failed + (m > 0 ? m : 1))); echo "FAIL fuzz"; tail -30 "$OUT/fuzz.log"
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
