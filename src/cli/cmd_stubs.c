@@ -1,11 +1,6 @@
 /* Commands not built yet. */
 #include "cli/cli.h"
 
-int kr_cmd_serve(int argc, char **argv)
-{
-    (void)argc, (void)argv;
-    return kr_cli_errf("serve: not built yet");
-}
 int kr_cmd_run(int argc, char **argv)
 {
     (void)argc, (void)argv;

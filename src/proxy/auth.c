@@ -1,0 +1,153 @@
+/*
+ * auth.c -- workspace-token authentication.
+ *
+ * The token is hashed (BLAKE2b-256, what the store keeps) and looked up in a
+ * direct-mapped cache of KR_AUTH_SLOTS entries that live token_cache_ms;
+ * a miss becomes a store job: token row by hash (compared again in constant
+ * time), the workspace, and its provider resolution (so a BYOK workspace is
+ * refused here: it must not spend platform credit). Unknown tokens are
+ * cached too, so a stream of bad tokens does not hammer the store. A token
+ * revoked anywhere is refused by every instance within token_cache_ms.
+ */
+#include "proxy/proxy.h"
+#include "core/log.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kr_auth_init(kr_auth_cache *c, int64_t ttl_ms)
+{
+    c->slots = kr_xcalloc(KR_AUTH_SLOTS, sizeof *c->slots);
+    c->ttl_ns = (uint64_t)ttl_ms * 1000000ull;
+    c->hits = c->misses = 0;
+}
+
+void kr_auth_free(kr_auth_cache *c)
+{
+    free(c->slots);
+    c->slots = NULL;
+}
+
+typedef struct {
+    kr_job job; /* first: the queue frees the whole struct */
+    kr_req *req;
+    kr_auth_cb cb;
+    uint8_t hash[32];
+    char hex[65];
+    const kr_registry *reg;
+    const kr_policy *pol;
+    const kr_master_key *mk;
+    const char *proxy_url;
+    const char *concierge_default_model;
+    kr_auth_info info;
+} auth_job;
+
+static void lookup_work(kr_store *st, kr_job *j)
+{
+    auth_job *a = (auth_job *)j;
+    kr_auth_info *in = &a->info;
+    memset(in, 0, sizeof *in);
+    kr_token t;
+    kr_diag d = {{0}};
+    int rc = kr_token_by_hash(st, a->hex, &t, &d);
+    if (rc == KR_ENOTFOUND || (!rc && sodium_memcmp(t.hash, a->hex, 64) != 0)) {
+        in->rc = KR_ENOTFOUND;
+        kr_strlcpy(in->reason, "unknown workspace token", sizeof in->reason);
+        return;
+    }
+    if (rc) {
+        in->rc = KR_ESTORE;
+        kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
+        j->rc = rc;
+        return;
+    }
+    in->token_id = t.id;
+    in->expires_at = t.expires_at;
+    if (t.revoked_at) {
+        in->rc = KR_EDENIED;
+        kr_strlcpy(in->reason, "this workspace token has been revoked", sizeof in->reason);
+        return;
+    }
+    kr_workspace ws;
+    if ((rc = kr_ws_get(st, t.workspace_id, &ws, &d))) {
+        in->rc = rc == KR_ENOTFOUND ? KR_ENOTFOUND : KR_ESTORE;
+        kr_strlcpy(in->reason, rc == KR_ENOTFOUND ? "unknown workspace token" : "the store is unavailable",
+                   sizeof in->reason);
+        return;
+    }
+    in->ws_id = ws.id;
+    in->org_id = ws.org_id;
+    kr_secrets secrets;
+    if ((rc = kr_secrets_load(st, a->mk, &ws, &secrets, &d))) {
+        in->rc = KR_ESTORE;
+        kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
+        return;
+    }
+    kr_provision_ctx ctx = {a->reg, a->pol, a->proxy_url, a->concierge_default_model};
+    kr_resolution res;
+    kr_resolve(&ctx, ws.kind, ws.runtime, &secrets, &res);
+    kr_secrets_free(&secrets);
+    if (res.err) {
+        in->rc = res.err;
+        kr_snprintf(in->reason, sizeof in->reason,
+                    "the workspace's provider cannot be resolved (%s); ask the operator to run "
+                    "`keyrail explain`",
+                    kr_err_name(res.err));
+        return;
+    }
+    in->route = res.route;
+    in->proto = res.proto;
+    kr_strlcpy(in->provider, res.provider, sizeof in->provider);
+}
+
+static kr_auth_slot *slot_for(kr_auth_cache *c, const uint8_t *hash)
+{
+    uint32_t i;
+    memcpy(&i, hash, sizeof i);
+    return &c->slots[i % KR_AUTH_SLOTS];
+}
+
+static void lookup_done(kr_job *j)
+{
+    auth_job *a = (auth_job *)j;
+    kr_server *s = a->req->srv;
+    /* store failures are not cached: the next request retries */
+    if (a->info.rc != KR_ESTORE && s->auth.ttl_ns) {
+        kr_auth_slot *sl = slot_for(&s->auth, a->hash);
+        memcpy(sl->hash, a->hash, 32);
+        sl->until_ns = kr_mono_ns() + s->auth.ttl_ns;
+        sl->used = true;
+        sl->info = a->info;
+    }
+    a->req->job = NULL;
+    a->cb(a->req, &a->info);
+}
+
+bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
+{
+    uint8_t hash[32];
+    crypto_generichash(hash, sizeof hash, (const uint8_t *)tok, n, NULL, 0);
+    kr_auth_slot *sl = slot_for(&s->auth, hash);
+    if (sl->used && sodium_memcmp(sl->hash, hash, 32) == 0 && kr_mono_ns() < sl->until_ns) {
+        s->auth.hits++;
+        cb(r, &sl->info);
+        return true;
+    }
+    s->auth.misses++;
+    auth_job *a = kr_xcalloc(1, sizeof *a);
+    a->job.work = lookup_work;
+    a->job.done = lookup_done;
+    a->req = r;
+    a->cb = cb;
+    memcpy(a->hash, hash, 32);
+    kr_hex(hash, 32, a->hex);
+    a->reg = s->reg;
+    a->pol = &s->pol;
+    a->mk = &s->mk;
+    a->proxy_url = s->proxy_url;
+    a->concierge_default_model = s->cfg->concierge_default_model;
+    r->job = &a->job;
+    kr_workq_submit(s->workers, &a->job);
+    return false;
+}

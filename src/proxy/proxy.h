@@ -1,0 +1,215 @@
+/*
+ * proxy.h -- the LLM proxy (`keyrail serve`): what its parts own and the
+ * structs they share. A request flows through the files in this order:
+ *
+ *   server.c    listener, connections, reads, writes with back-pressure,
+ *               timeouts (slow clients, idle keep-alive, stuck writes),
+ *               graceful shutdown on SIGTERM
+ *   http1.c     the strict request parser (one request at a time; pipelined
+ *               bytes wait in conn->pending)
+ *   routes.c    routing, local endpoints (/healthz, /readyz, /metrics,
+ *               models, the workspace environment), request checks, the
+ *               upstream request, response relay, metering, the log line
+ *   auth.c      workspace-token authentication with a short-lived cache;
+ *               lookups and provider resolution run on the store workers
+ *   upstream.c  libcurl multi on the libuv loop: sockets, timers, handles
+ *   jscan.c     the non-DOM scan of request bodies
+ *   sse_usage.c usage read from the response as it streams by
+ *   meter.c     usage rows, rollup and credit debit, batched on a thread
+ *   workq.c     store work off the loop
+ *   metrics.c   Prometheus counters
+ *   errors.c    error bodies in each protocol's own shape
+ *
+ * Everything here runs on the one loop thread except the work done inside
+ * workq/meter jobs.
+ */
+#ifndef KR_PROXY_H
+#define KR_PROXY_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/usage.h"
+#include "provision/provision.h"
+#include "proxy/http1.h"
+#include "proxy/meter.h"
+#include "proxy/metrics.h"
+#include "proxy/sse_usage.h"
+#include "proxy/workq.h"
+#include "registry/registry.h"
+#include "secrets/secrets.h"
+
+typedef struct kr_server kr_server;
+typedef struct kr_conn kr_conn;
+typedef struct kr_req kr_req;
+
+/* ---- auth (auth.c) ---- */
+
+typedef struct kr_auth_info {
+    int rc;             /* 0, or why the token is refused (KR_ENOTFOUND, KR_EDENIED, …) */
+    char reason[160];   /* for rc != 0: safe to show the client */
+    int64_t token_id, ws_id, org_id;
+    int64_t expires_at; /* 0 = never; checked at every use */
+    kr_route route;     /* the workspace's resolved route */
+    kr_proto proto;
+    char provider[32];
+} kr_auth_info;
+
+typedef void (*kr_auth_cb)(kr_req *r, const kr_auth_info *info);
+
+typedef struct kr_auth_slot {
+    uint8_t hash[32];
+    uint64_t until_ns;
+    bool used;
+    kr_auth_info info;
+} kr_auth_slot;
+
+#define KR_AUTH_SLOTS 8192
+
+typedef struct kr_auth_cache {
+    kr_auth_slot *slots;
+    uint64_t ttl_ns;
+    uint64_t hits, misses;
+} kr_auth_cache;
+
+void kr_auth_init(kr_auth_cache *c, int64_t ttl_ms);
+void kr_auth_free(kr_auth_cache *c);
+/* Looks the token up (cache, else a store job). Calls cb now or later;
+ * returns true when the answer came from the cache (cb already called). */
+bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb);
+
+/* ---- upstream (upstream.c) ---- */
+
+int kr_upstream_init(kr_server *s);
+void kr_upstream_free(kr_server *s);
+/* Starts the transfer of an easy handle set up by routes.c. */
+int kr_upstream_start(kr_server *s, CURL *easy);
+/* Removes a transfer (client gone, timeout); no completion is reported. */
+void kr_upstream_cancel(kr_server *s, CURL *easy);
+CURL *kr_upstream_easy(kr_server *s);
+void kr_upstream_release(kr_server *s, CURL *easy);
+/* Called by upstream.c when a transfer ends (routes.c implements it). */
+void kr_req_upstream_done(kr_req *r, CURLcode rc);
+
+/* ---- server and connections (server.c) ---- */
+
+struct kr_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    const kr_config *cfg;
+    kr_registry *reg;
+    kr_policy pol;
+    kr_master_key mk;
+    char proxy_url[300];
+    kr_http_limits limits;
+    /* platform credentials, one per registry provider (NULL: none) */
+    char *platform_auth[KR_REGISTRY_MAX_PROVIDERS]; /* full header line */
+    /* upstream */
+    CURLM *multi;
+    uv_timer_t curl_timer;
+    CURL *easy_pool[256];
+    int neasy;
+    /* state */
+    kr_auth_cache auth;
+    kr_workq *workers;
+    kr_meter *meter;
+    kr_metrics metrics;
+    kr_conn *conns; /* all open connections */
+    bool draining;
+    bool stopped;
+    uint64_t reqseq;
+    char instance[17]; /* random per process: request ids are unique across instances */
+    bool usage_sync;   /* hold the end of a metered response until its usage row committed */
+    int port;          /* bound port */
+};
+
+struct kr_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;   /* client-side timeouts */
+    uv_timer_t uptimer; /* upstream inactivity of the in-flight request */
+    kr_server *srv;
+    kr_conn *prev, *next;
+    kr_http_parser parser;
+    kr_buf pending;       /* bytes after the current request (pipelining), capped */
+    kr_req *req;          /* the request being served */
+    size_t write_pending; /* bytes handed to uv_write and not yet written */
+    int handles_open;
+    bool reading;
+    bool closing;
+    bool close_after;     /* close once the response is written */
+    bool read_eof;
+    bool in_body;         /* head parsed, body arriving */
+    bool got_bytes;       /* some bytes of the current request arrived */
+};
+
+void kr_conn_write(kr_conn *c, const uv_buf_t *bufs, unsigned n);
+void kr_conn_close(kr_conn *c);
+/* The request is finished: free it and continue with pipelined bytes. */
+void kr_conn_request_done(kr_conn *c);
+
+int kr_server_run(const kr_config *cfg, bool dev);
+
+/* ---- requests (routes.c) ---- */
+
+struct kr_req {
+    kr_server *srv;
+    kr_conn *conn;   /* NULL once the client is gone */
+    kr_route_id route;
+    kr_proto proto;
+    char id[40];
+    uint64_t t0_ns, t_up_ns;
+    const kr_http_req *http;
+    int status;
+    bool keep_alive;
+    /* auth */
+    kr_job *job;
+    kr_auth_info auth;
+    char cred_class[24];
+    /* request body facts */
+    const kr_model *model;
+    const kr_provider *prov;
+    char model_id[128];
+    bool stream;
+    kr_buf upbody; /* rewritten body, when the body had to change */
+    /* upstream */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    bool upstream_active;
+    bool head_sent;
+    bool chunked;
+    bool paused;
+    bool is_sse;
+    bool timed_out;
+    bool meter;      /* record usage for this request */
+    int up_status;
+    kr_buf resp_head; /* response head being assembled from the upstream's */
+    kr_sse_usage sse;
+    kr_buf json;      /* non-streaming body copy for usage (capped) */
+    char error_type[32];
+    bool finished;    /* response complete on the wire (or abandoned) */
+    bool client_gone;
+    int refs;         /* the connection + a pending meter callback */
+};
+
+void kr_req_start(kr_conn *c, const kr_http_req *http);
+/* The client went away: cancel upstream work, record what was used. */
+void kr_req_abort(kr_req *r);
+void kr_req_unref(kr_req *r);
+void kr_req_resume_upstream(kr_req *r);
+
+/* ---- errors (errors.c) ---- */
+
+/* Writes a complete response with a JSON error body in the protocol's
+ * shape. type: the vendor-style error type (authentication_error, …). */
+void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers);
+const char *kr_status_text(int status);
+
+#endif

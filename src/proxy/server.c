@@ -1,0 +1,523 @@
+/*
+ * server.c -- the listener and client connections of `keyrail serve`.
+ *
+ * A connection reads, feeds the parser, and hands a complete request to
+ * routes.c. One request is served at a time per connection; bytes of a
+ * pipelined next request wait in conn->pending (capped; reading pauses at
+ * the cap). Writes go out with uv_try_write first and queue the rest; the
+ * queued byte count is the back-pressure signal routes.c uses to pause the
+ * upstream. Timers: a complete head must arrive within header_timeout_ms,
+ * the body must keep moving, idle keep-alive connections close after
+ * idle_timeout_ms, and a client that accepts no bytes for send_timeout_ms
+ * is dropped.
+ */
+#include "proxy/proxy.h"
+#include "core/log.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PENDING_CAP (64 * 1024)
+
+static char read_buf[64 * 1024];
+
+static void conn_process(kr_conn *c);
+
+/* ---- writes ---- */
+
+typedef struct {
+    uv_write_t req;
+    kr_conn *conn;
+    size_t len;
+    char data[];
+} write_req;
+
+static void timer_arm(kr_conn *c, uint64_t ms);
+static void on_timeout(uv_timer_t *t);
+
+static void on_write(uv_write_t *w, int status)
+{
+    write_req *wr = (write_req *)w;
+    kr_conn *c = wr->conn;
+    c->write_pending -= wr->len;
+    free(wr);
+    if (status < 0) {
+        kr_conn_close(c);
+        return;
+    }
+    if (c->req && c->req->paused && c->write_pending < 64 * 1024) kr_req_resume_upstream(c->req);
+    if (c->write_pending == 0) {
+        if (c->close_after && !c->req) kr_conn_close(c);
+        else if (!c->req) timer_arm(c, (uint64_t)c->srv->cfg->idle_timeout_ms);
+    }
+}
+
+void kr_conn_write(kr_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing) return;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+    if (total == 0) return;
+    size_t done = 0;
+    if (c->write_pending == 0) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (w > 0) done = (size_t)w;
+        else if (w < 0 && w != UV_EAGAIN) {
+            kr_conn_close(c);
+            return;
+        }
+    }
+    if (done == total) return;
+    write_req *wr = kr_xmalloc(sizeof *wr + total - done);
+    wr->conn = c;
+    wr->len = total - done;
+    size_t skip = done, o = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t l = bufs[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(wr->data + o, bufs[i].base + skip, l - skip);
+        o += l - skip;
+        skip = 0;
+    }
+    c->write_pending += wr->len;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+    int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc) {
+        c->write_pending -= wr->len;
+        free(wr);
+        kr_conn_close(c);
+        return;
+    }
+    /* a client that takes nothing for send_timeout_ms is dropped */
+    timer_arm(c, (uint64_t)c->srv->cfg->send_timeout_ms);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    kr_conn *c = h->data;
+    if (--c->handles_open > 0) return;
+    kr_http_parser_free(&c->parser);
+    kr_buf_free(&c->pending);
+    free(c);
+}
+
+void kr_conn_close(kr_conn *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    kr_server *s = c->srv;
+    if (c->req) {
+        kr_req *r = c->req;
+        c->req = NULL;
+        r->conn = NULL;
+        kr_req_abort(r);
+        kr_req_unref(r);
+    }
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->metrics.open_connections--;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->uptimer, on_handle_closed);
+}
+
+static void timer_arm(kr_conn *c, uint64_t ms)
+{
+    if (!c->closing) uv_timer_start(&c->timer, on_timeout, ms, 0);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    kr_conn *c = t->data;
+    if (c->write_pending > 0) {
+        KR_INFO("dropping a client that accepted no bytes for %lld ms",
+                (long long)c->srv->cfg->send_timeout_ms);
+        kr_conn_close(c);
+        return;
+    }
+    if (c->req) return; /* the request's own timers decide */
+    if (c->got_bytes) KR_INFO("dropping a slow client: request not complete in time");
+    kr_conn_close(c);
+}
+
+/* ---- reads ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h, (void)hint;
+    buf->base = read_buf;
+    buf->len = sizeof read_buf;
+}
+
+static void reading(kr_conn *c, bool on);
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    kr_conn *c = st->data;
+    if (n == 0) return;
+    if (n < 0) {
+        c->read_eof = true;
+        if (c->req && !c->req->finished) c->srv->metrics.client_disconnects++;
+        kr_conn_close(c);
+        return;
+    }
+    if (kr_buf_append(&c->pending, buf->base, (size_t)n)) {
+        /* cannot happen: reading stops at the cap */
+        kr_conn_close(c);
+        return;
+    }
+    if (c->req) {
+        if (c->pending.len >= PENDING_CAP) reading(c, false);
+        return;
+    }
+    conn_process(c);
+}
+
+static void reading(kr_conn *c, bool on)
+{
+    if (c->closing || c->reading == on) return;
+    c->reading = on;
+    if (on) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    else uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void respond_parse_error(kr_conn *c)
+{
+    int status = c->parser.status ? c->parser.status : 400;
+    char body[256];
+    int bl = snprintf(body, sizeof body,
+                      "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+                      "\"message\":\"%s\"}}",
+                      c->parser.error ? c->parser.error : "bad request");
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                      "connection: close\r\n\r\n",
+                      status, kr_status_text(status), bl);
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body, (unsigned)bl)};
+    kr_metrics_request(&c->srv->metrics, KR_ROUTE_OTHER, status);
+    KR_INFO("refused a malformed request: %d %s", status, c->parser.error ? c->parser.error : "");
+    c->close_after = true;
+    reading(c, false);
+    kr_conn_write(c, b, 2);
+    if (c->write_pending == 0) kr_conn_close(c);
+}
+
+/* Feeds pending bytes to the parser until a request is complete. */
+static void conn_process(kr_conn *c)
+{
+    while (!c->closing && !c->req && c->pending.len > 0) {
+        size_t used = 0;
+        if (!c->got_bytes) {
+            c->got_bytes = true;
+            timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        }
+        int rc = kr_http_feed(&c->parser, c->pending.data, c->pending.len, &used);
+        kr_buf_consume(&c->pending, used);
+        if (rc == KR_HTTP_ERROR) {
+            respond_parse_error(c);
+            return;
+        }
+        if (rc == KR_HTTP_HEAD) {
+            c->in_body = true;
+            if (c->parser.req.expect_continue) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+                kr_conn_write(c, &b, 1);
+            }
+            timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+            continue;
+        }
+        if (rc == KR_HTTP_DONE) {
+            c->in_body = false;
+            c->got_bytes = false;
+            uv_timer_stop(&c->timer);
+            if (c->srv->draining) c->parser.req.keep_alive = false;
+            kr_req_start(c, &c->parser.req);
+            return;
+        }
+        /* KR_HTTP_AGAIN: everything consumed */
+        if (c->in_body) timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        break;
+    }
+    /* a body may be complete with zero further bytes (HEAD returned first) */
+    if (!c->closing && !c->req && c->in_body && c->pending.len == 0) {
+        size_t used = 0;
+        int rc = kr_http_feed(&c->parser, "", 0, &used);
+        if (rc == KR_HTTP_DONE) {
+            c->in_body = false;
+            c->got_bytes = false;
+            uv_timer_stop(&c->timer);
+            if (c->srv->draining) c->parser.req.keep_alive = false;
+            kr_req_start(c, &c->parser.req);
+        } else if (rc == KR_HTTP_ERROR) {
+            respond_parse_error(c);
+        }
+    }
+}
+
+void kr_conn_request_done(kr_conn *c)
+{
+    kr_req *r = c->req;
+    c->req = NULL;
+    bool keep = r && r->keep_alive && !c->srv->draining;
+    if (r) kr_req_unref(r);
+    if (c->closing) return;
+    uv_timer_stop(&c->uptimer);
+    if (!keep) {
+        c->close_after = true;
+        reading(c, false);
+        if (c->write_pending == 0) kr_conn_close(c);
+        return;
+    }
+    kr_http_parser_reset(&c->parser);
+    reading(c, true);
+    if (c->write_pending == 0) timer_arm(c, (uint64_t)c->srv->cfg->idle_timeout_ms);
+    conn_process(c);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    kr_server *s = l->data;
+    if (status < 0) return;
+    kr_conn *c = kr_xcalloc(1, sizeof *c);
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles_open = 1;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    uv_timer_init(s->loop, &c->timer);
+    uv_timer_init(s->loop, &c->uptimer);
+    c->timer.data = c->uptimer.data = c;
+    c->handles_open = 3;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->metrics.open_connections++;
+    if (s->draining || s->metrics.open_connections > s->cfg->max_connections) {
+        kr_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    kr_http_parser_init(&c->parser, &s->limits);
+    kr_buf_init(&c->pending, PENDING_CAP + sizeof read_buf);
+    reading(c, true);
+    timer_arm(c, (uint64_t)s->cfg->idle_timeout_ms);
+}
+
+/* ---- shutdown ---- */
+
+static void stop_everything(kr_server *s)
+{
+    if (s->stopped) return;
+    s->stopped = true;
+    for (kr_conn *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        kr_conn_close(c);
+    }
+    uv_timer_stop(&s->drain_timer);
+    uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    kr_upstream_free(s);
+    kr_workq_stop(s->workers);
+    s->workers = NULL;
+    kr_meter_stop(s->meter); /* flushes every usage row */
+    s->meter = NULL;
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    kr_server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    static uint64_t deadline;
+    if (!deadline) deadline = now + (uint64_t)s->cfg->shutdown_grace_ms;
+    /* idle keep-alive connections go now; busy ones finish */
+    for (kr_conn *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        if (!c->req && c->write_pending == 0) kr_conn_close(c);
+    }
+    if (!s->conns) {
+        KR_INFO("drained: every request finished");
+        stop_everything(s);
+    } else if (now >= deadline) {
+        KR_WARN("shutdown grace of %lld ms over: closing %lld connection(s)",
+                (long long)s->cfg->shutdown_grace_ms, (long long)s->metrics.open_connections);
+        stop_everything(s);
+    }
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    kr_server *s = sig->data;
+    if (s->draining) {
+        KR_WARN("second signal: stopping now");
+        stop_everything(s);
+        return;
+    }
+    KR_INFO("signal %d: draining (no new connections, running requests may finish within %lld ms)",
+            signum, (long long)s->cfg->shutdown_grace_ms);
+    s->draining = true;
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_timer_start(&s->drain_timer, on_drain_tick, 0, 50);
+}
+
+/* ---- start ---- */
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, kr_diag *d)
+{
+    char host[128];
+    const char *colon = strrchr(listen, ':');
+    if (!colon) return kr_fail(d, KR_ECONFIG, "listen '%s' is not HOST:PORT", listen);
+    if (kr_memlcpy(host, sizeof host, listen, (size_t)(colon - listen)))
+        return kr_fail(d, KR_ECONFIG, "listen host too long");
+    uint64_t port;
+    if (kr_parse_u64(colon + 1, strlen(colon + 1), &port) || port > 65535)
+        return kr_fail(d, KR_ECONFIG, "listen port in '%s' is not 0..65535", listen);
+    char *h = host;
+    if (h[0] == '[') {
+        h++;
+        h[strlen(h) - 1] = 0;
+    }
+    if (uv_ip4_addr(h, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(h, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
+    return kr_fail(d, KR_ECONFIG, "listen host '%s' is not an IP address", host);
+}
+
+static int load_platform_keys(kr_server *s)
+{
+    int n = 0;
+    for (size_t i = 0; i < s->reg->nproviders; i++) {
+        const kr_provider *p = &s->reg->providers[i];
+        if (!p->platform) continue;
+        const char *k = getenv(p->platform_key_env);
+        if (!k || !*k) {
+            KR_WARN("platform provider '%s': %s is not set; its models will answer 503",
+                    p->name, p->platform_key_env);
+            continue;
+        }
+        kr_buf b = KR_BUF_INIT(8192);
+        if (kr_buf_printf(&b, p->header == KR_AUTH_BEARER ? "Authorization: Bearer %s" : "x-api-key: %s",
+                          k)) {
+            kr_buf_free(&b);
+            continue;
+        }
+        s->platform_auth[i] = kr_buf_steal(&b);
+        char fp[KR_FP_LEN];
+        kr_cred_fingerprint(k, strlen(k), fp);
+        KR_INFO("platform provider '%s': key loaded (%s %s)", p->name,
+                kr_cred_class_name(kr_cred_classify(k, strlen(k))), fp);
+        n++;
+    }
+    return n;
+}
+
+int kr_server_run(const kr_config *cfg, bool dev)
+{
+    kr_server *s = kr_xcalloc(1, sizeof *s);
+    kr_diag d = {{0}};
+    int rc;
+    s->cfg = cfg;
+    s->loop = uv_default_loop();
+    s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,
+                                 (uint64_t)cfg->max_body_bytes};
+    bool created = false;
+    if ((rc = kr_master_key_load(cfg->master_key_file, dev, &s->mk, &created, &d))) {
+        KR_ERROR("refusing to start: %s", d.msg);
+        return 1;
+    }
+    if (created)
+        KR_WARN("DEVELOPMENT MODE: created a new master key at %s (mode 0600). Secrets encrypted "
+                "with it are lost if it is lost. Never use --dev in production.",
+                cfg->master_key_file);
+    if ((rc = kr_registry_load(cfg->registry_file, &s->reg, &d))) {
+        KR_ERROR("refusing to start: registry: %s", d.msg);
+        return 1;
+    }
+    kr_policy_init(&s->pol);
+    if ((rc = kr_policy_add_prefixes(&s->pol, cfg->operator_prefixes, &d))) {
+        KR_ERROR("refusing to start: %s", d.msg);
+        return 1;
+    }
+    /* the store must open (and migrate) before we listen */
+    kr_store *probe;
+    if ((rc = kr_store_open(cfg->store_url, &probe, &d))) {
+        KR_ERROR("refusing to start: store: %s", d.msg);
+        return 1;
+    }
+    kr_store_close(probe);
+    if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
+        (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, &d))) {
+        KR_ERROR("refusing to start: store: %s", d.msg);
+        return 1;
+    }
+    load_platform_keys(s);
+    if (kr_upstream_init(s)) {
+        KR_ERROR("refusing to start: libcurl multi could not be created");
+        return 1;
+    }
+    kr_auth_init(&s->auth, cfg->token_cache_ms);
+    uint8_t inst[8];
+    randombytes_buf(inst, sizeof inst);
+    kr_hex(inst, sizeof inst, s->instance);
+    s->usage_sync = true;
+
+    struct sockaddr_storage ss;
+    if ((rc = parse_listen(cfg->listen, &ss, &d))) {
+        KR_ERROR("refusing to start: %s", d.msg);
+        return 1;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
+        KR_ERROR("refusing to start: cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
+        return 1;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    if (cfg->public_url[0]) kr_strlcpy(s->proxy_url, cfg->public_url, sizeof s->proxy_url);
+    else kr_snprintf(s->proxy_url, sizeof s->proxy_url, "http://127.0.0.1:%d", s->port);
+    size_t ul = strlen(s->proxy_url);
+    while (ul && s->proxy_url[ul - 1] == '/') s->proxy_url[--ul] = 0;
+
+    uv_signal_init(s->loop, &s->sigterm);
+    uv_signal_init(s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_timer_init(s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    signal(SIGPIPE, SIG_IGN);
+    KR_INFO("keyrail serving on %s port %d (store %s)", cfg->listen, s->port,
+            strncmp(cfg->store_url, "postgres", 8) ? cfg->store_url : "postgres");
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    uv_run(s->loop, UV_RUN_NOWAIT);
+    kr_auth_free(&s->auth);
+    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
+        if (s->platform_auth[i]) {
+            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
+            free(s->platform_auth[i]);
+        }
+    kr_registry_free(s->reg);
+    sodium_memzero(&s->mk, sizeof s->mk);
+    int loop_rc = uv_loop_close(s->loop);
+    if (loop_rc) KR_WARN("event loop closed with open handles");
+    free(s);
+    KR_INFO("keyrail stopped");
+    return 0;
+}

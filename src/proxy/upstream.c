@@ -1,0 +1,154 @@
+/*
+ * upstream.c -- libcurl's multi interface driven by the libuv loop.
+ *
+ * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when
+ * to wake it (CURLMOPT_TIMERFUNCTION); we watch them with uv_poll and a
+ * uv_timer and hand events back with curl_multi_socket_action. The multi
+ * handle keeps the connection cache, so upstream connections (HTTP/1.1
+ * keep-alive, HTTP/2 over TLS) are reused across requests. Easy handles are
+ * pooled and reset between requests.
+ */
+#include "proxy/proxy.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    kr_server *srv;
+} sock_ctx;
+
+static void check_done(kr_server *s)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(s->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL *e = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        kr_req *r = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+        curl_multi_remove_handle(s->multi, e);
+        if (r) kr_req_upstream_done(r, rc);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    sock_ctx *sc = p->data;
+    kr_server *s = sc->srv;
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    int running;
+    curl_multi_socket_action(s->multi, sc->fd, flags, &running);
+    check_done(s);
+}
+
+static void on_curl_timer(uv_timer_t *t)
+{
+    kr_server *s = t->data;
+    int running;
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(s);
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *ud)
+{
+    (void)m;
+    kr_server *s = ud;
+    if (timeout_ms < 0) uv_timer_stop(&s->curl_timer);
+    else uv_timer_start(&s->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static int socket_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
+{
+    (void)e;
+    kr_server *s = ud;
+    sock_ctx *sc = sockp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
+            curl_multi_assign(s->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = kr_xcalloc(1, sizeof *sc);
+        sc->fd = fd;
+        sc->srv = s;
+        if (uv_poll_init_socket(s->loop, &sc->poll, fd) != 0) {
+            free(sc);
+            return -1;
+        }
+        sc->poll.data = sc;
+        curl_multi_assign(s->multi, fd, sc);
+    }
+    int ev = 0;
+    if (what & CURL_POLL_IN) ev |= UV_READABLE;
+    if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, ev, on_poll);
+    return 0;
+}
+
+int kr_upstream_init(kr_server *s)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT)) return -1;
+    s->multi = curl_multi_init();
+    if (!s->multi) return -1;
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    uv_timer_init(s->loop, &s->curl_timer);
+    s->curl_timer.data = s;
+    return 0;
+}
+
+void kr_upstream_free(kr_server *s)
+{
+    if (!s->multi) return;
+    for (int i = 0; i < s->neasy; i++) curl_easy_cleanup(s->easy_pool[i]);
+    s->neasy = 0;
+    curl_multi_cleanup(s->multi); /* closes cached connections: sockets are removed */
+    s->multi = NULL;
+    uv_timer_stop(&s->curl_timer);
+    uv_close((uv_handle_t *)&s->curl_timer, NULL);
+}
+
+CURL *kr_upstream_easy(kr_server *s)
+{
+    if (s->neasy > 0) return s->easy_pool[--s->neasy];
+    return curl_easy_init();
+}
+
+void kr_upstream_release(kr_server *s, CURL *e)
+{
+    if (!e) return;
+    curl_easy_reset(e);
+    if (s->multi && s->neasy < (int)(sizeof s->easy_pool / sizeof s->easy_pool[0]))
+        s->easy_pool[s->neasy++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
+int kr_upstream_start(kr_server *s, CURL *e)
+{
+    return curl_multi_add_handle(s->multi, e) == CURLM_OK ? 0 : -1;
+}
+
+void kr_upstream_cancel(kr_server *s, CURL *e)
+{
+    if (s->multi && e) curl_multi_remove_handle(s->multi, e);
+}
