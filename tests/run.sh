@@ -24,7 +24,7 @@ if [ ! -f build/clang/build.ninja ]; then
 fi
 ninja -C build/clang >"$OUT/clang.log" 2>&1 || { cat "$OUT/clang.log"; echo "0 passed, 1 failed"; exit 1; }
 
-PGDIR=$(mktemp -d /tmp/keyrail-pg.XXXXXX)
+PGDIR=$(mktemp -d /tmp/keyrail-pg.XXXXXX); chmod 755 "$PGDIR"
 cleanup() { scripts/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
 trap cleanup EXIT
 if scripts/pg.sh start "$PGDIR"; then
@@ -36,7 +36,7 @@ fi
 passed=0; failed=0
 # ---- unit suites ----
 for t in "$BUILD"/tests/unit/test_*; do
-  [ -x "$t" ] || continue
+  [ -f "$t" ] && [ -x "$t" ] || continue
   name=$(basename "$t")
   "$t" --jobs 1 --short-filename >"$OUT/$name.log" 2>&1
   line=$(grep -a "Synthesis:" "$OUT/$name.log" | tail -1)
@@ -53,9 +53,11 @@ for t in "$BUILD"/tests/unit/test_*; do
 done
 
 # ---- integration and end-to-end (pytest) ----
-if ls tests/integration/test_*.py tests/e2e/test_*.py >/dev/null 2>&1; then
+pydirs=()
+for d in tests/integration tests/e2e; do compgen -G "$d/test_*.py" >/dev/null && pydirs+=("$d"); done
+if [ ${#pydirs[@]} -gt 0 ]; then
   KEYRAIL_BUILD=$ROOT/$BUILD /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    --junitxml="$OUT/pytest.xml" tests/integration tests/e2e >"$OUT/pytest.log" 2>&1
+    --junitxml="$OUT/pytest.xml" "${pydirs[@]}" >"$OUT/pytest.log" 2>&1
   read -r p f < <(/usr/bin/python3 - "$OUT/pytest.xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:

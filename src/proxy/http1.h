@@ -72,6 +72,11 @@ typedef struct kr_http_parser {
     kr_buf line;       /* chunk-size / trailer line being collected */
     size_t trailer_bytes;
     bool head_reported;
+
+    size_t skipped;     /* empty lines skipped before the request line (count against max_head) */
+    unsigned ntrailers; /* trailer fields seen (capped like header fields) */
+    /* name/value offsets into head while it may still move; slices are set at the end */
+    size_t hoff[KR_HTTP_MAX_HEADERS][2];
 } kr_http_parser;
 
 void kr_http_parser_init(kr_http_parser *p, const kr_http_limits *lim);

@@ -146,6 +146,9 @@ struct kr_conn {
     bool read_eof;
     bool in_body;         /* head parsed, body arriving */
     bool got_bytes;       /* some bytes of the current request arrived */
+    bool linger;          /* after an error reply: half-close, drain input, then close */
+    size_t discarded;     /* bytes drained while lingering */
+    uv_shutdown_t shutdown_req;
 };
 
 void kr_conn_write(kr_conn *c, const uv_buf_t *bufs, unsigned n);

@@ -505,6 +505,8 @@ static bool header_forwarded(const kr_http_req *h, kr_slice name)
         "http2-settings"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         if (kr_slice_eq_ci(name, drop[i])) return false;
+    /* some servers read '_' as '-': Content_Length could smuggle a length */
+    if (memchr(name.p, '_', name.n)) return false;
     /* headers the client named in Connection are hop-by-hop too */
     const kr_http_header *conn = kr_http_find(h, "connection");
     if (conn) {

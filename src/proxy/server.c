@@ -36,6 +36,7 @@ typedef struct {
 
 static void timer_arm(kr_conn *c, uint64_t ms);
 static void on_timeout(uv_timer_t *t);
+static void close_or_linger(kr_conn *c);
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -49,7 +50,7 @@ static void on_write(uv_write_t *w, int status)
     }
     if (c->req && c->req->paused && c->write_pending < 64 * 1024) kr_req_resume_upstream(c->req);
     if (c->write_pending == 0) {
-        if (c->close_after && !c->req) kr_conn_close(c);
+        if (c->close_after && !c->req) close_or_linger(c);
         else if (!c->req) timer_arm(c, (uint64_t)c->srv->cfg->idle_timeout_ms);
     }
 }
@@ -144,6 +145,10 @@ static void on_timeout(uv_timer_t *t)
         return;
     }
     if (c->req) return; /* the request's own timers decide */
+    if (c->linger) {
+        kr_conn_close(c);
+        return;
+    }
     if (c->got_bytes) KR_INFO("dropping a slow client: request not complete in time");
     kr_conn_close(c);
 }
@@ -163,6 +168,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     kr_conn *c = st->data;
     if (n == 0) return;
+    if (c->linger && n > 0) {
+        /* the client may still be sending the body we refused: drain it so
+         * our error reply is not destroyed by a reset */
+        c->discarded += (size_t)n;
+        if (c->discarded > (8u << 20)) kr_conn_close(c);
+        return;
+    }
     if (n < 0) {
         c->read_eof = true;
         if (c->req && !c->req->finished) c->srv->metrics.client_disconnects++;
@@ -206,9 +218,33 @@ static void respond_parse_error(kr_conn *c)
     kr_metrics_request(&c->srv->metrics, KR_ROUTE_OTHER, status);
     KR_INFO("refused a malformed request: %d %s", status, c->parser.error ? c->parser.error : "");
     c->close_after = true;
-    reading(c, false);
+    c->linger = true;
     kr_conn_write(c, b, 2);
-    if (c->write_pending == 0) kr_conn_close(c);
+    if (c->write_pending == 0) close_or_linger(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req, (void)status;
+}
+
+/* Lingering close: after an error reply to a request whose body may still
+ * be arriving, shut down our side, read and discard for up to two seconds,
+ * then close. Closing at once would make the kernel reset the connection
+ * and the client would never read the reply. */
+static void close_or_linger(kr_conn *c)
+{
+    if (c->closing) return;
+    if (!c->linger || c->read_eof) {
+        kr_conn_close(c);
+        return;
+    }
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        kr_conn_close(c);
+        return;
+    }
+    reading(c, true);
+    uv_timer_start(&c->timer, on_timeout, 2000, 0);
 }
 
 /* Feeds pending bytes to the parser until a request is complete. */

@@ -1,0 +1,298 @@
+"""Fixtures for keyrail's integration tests.
+
+Every test starts the real binaries: `keyrail serve` and `keyrail-fakevendor`
+on free loopback ports, with a private store, master key and registry in a
+temp directory. Readiness is awaited by polling, never by sleeping. At the
+end of each test the keyrail log is checked: no sanitizer report, and none
+of the test's canary credentials anywhere in it.
+"""
+import hashlib
+import http.client as httpclient
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("KEYRAIL_BUILD", os.path.join(ROOT, "build", "test"))
+KEYRAIL = os.path.join(BUILD, "keyrail")
+FAKEVENDOR = os.path.join(BUILD, "keyrail-fakevendor")
+
+# Canary credentials: recognisable, so the hygiene checks can find any leak.
+PLATFORM_ANTHROPIC_KEY = "sk-ant-api03-CANARYPLATFORMANTHROPIC0000000000000000"
+PLATFORM_OPENAI_KEY = "sk-proj-CANARYPLATFORMOPENAI00000000000000000000"
+TENANT_OAUTH = "sk-ant-oat01-CANARYTENANTOAUTH000000000000000000000000"
+TENANT_ANTHROPIC_KEY = "sk-ant-api03-CANARYTENANTANTHROPIC000000000000000000"
+TENANT_OPENAI_KEY = "sk-proj-CANARYTENANTOPENAI0000000000000000000000"
+TENANT_MINIMAX_KEY = "mmk-CANARYTENANTMINIMAX000000000000000000"
+CANARIES = [PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, TENANT_ANTHROPIC_KEY,
+            TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY]
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "UndefinedBehaviorSanitizer", "AddressSanitizer:")
+
+
+def sha256(s):
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # not up yet
+            last = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+def http(port, method, path, body=None, headers=None, timeout=30):
+    c = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        hdrs.setdefault("content-type", "application/json")
+    c.request(method, path, body=body, headers=hdrs)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+class FakeVendor:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.port_file = os.path.join(tmp, "fv.port")
+        self.proc = subprocess.Popen([FAKEVENDOR, "--port-file", self.port_file, "--quiet"],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(tmp, "fakevendor.log"), "w"))
+        self.port = int(wait_until(lambda: open(self.port_file).read().strip(), what="fakevendor port"))
+        wait_until(lambda: http(self.port, "GET", "/_fake/healthz")[0] == 200, what="fakevendor")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self):
+        st, _, body = http(self.port, "GET", "/_fake/requests")
+        assert st == 200
+        return json.loads(body)
+
+    def clear(self):
+        http(self.port, "DELETE", "/_fake/requests")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+REGISTRY = """
+[provider anthropic]
+protocol = anthropic
+base_url = {fv}
+credential_env = ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN
+header = x-api-key
+platform = true
+platform_key_env = KEYRAIL_ANTHROPIC_KEY
+model_prefixes = claude-
+key_prefixes = sk-ant-
+
+[provider openai]
+protocol = openai
+base_url = {fv}
+credential_env = OPENAI_API_KEY
+header = bearer
+platform = true
+platform_key_env = KEYRAIL_OPENAI_KEY
+model_prefixes = gpt-
+key_prefixes = sk-proj-
+
+[provider minimax]
+protocol = anthropic
+base_url = {fv}/minimax/anthropic
+credential_env = MINIMAX_API_KEY
+header = bearer
+platform = false
+model_prefixes = MiniMax-
+
+[model claude-sonnet-4-5]
+provider = anthropic
+aliases = sonnet
+price_input = 3.00
+price_output = 15.00
+price_cache_read = 0.30
+price_cache_write = 3.75
+
+[model claude-haiku-4-5]
+provider = anthropic
+aliases = haiku
+price_input = 1.00
+price_output = 5.00
+
+[model claude-unpriced]
+provider = anthropic
+
+[model gpt-4o]
+provider = openai
+price_input = 2.50
+price_output = 10.00
+price_cache_read = 1.25
+"""
+
+
+class Keyrail:
+    """A keyrail instance: its files, its CLI, and (once started) its server."""
+
+    def __init__(self, tmp, vendor, store_url=None, extra_config="", name="kr"):
+        self.tmp = tmp
+        self.vendor = vendor
+        self.name = name
+        self.db = os.path.join(tmp, "keyrail.db")
+        self.store_url = store_url or self.db
+        self.key_file = os.path.join(tmp, "master.key")
+        self.registry = os.path.join(tmp, "providers.conf")
+        self.config = os.path.join(tmp, f"{name}.conf")
+        self.log = os.path.join(tmp, f"{name}.log")
+        self.port = None
+        self.proc = None
+        if not os.path.exists(self.registry):
+            with open(self.registry, "w") as f:
+                f.write(REGISTRY.format(fv=vendor.url))
+        if not os.path.exists(self.key_file):
+            subprocess.run([KEYRAIL, "keygen", self.key_file], check=True, capture_output=True)
+        self.extra_config = extra_config
+        self.write_config()
+
+    def write_config(self, port=None):
+        self.port = port or self.port or free_port()
+        with open(self.config, "w") as f:
+            f.write(f"""[store]
+url = {self.store_url}
+[secrets]
+master_key_file = {self.key_file}
+[registry]
+file = {self.registry}
+[server]
+listen = 127.0.0.1:{self.port}
+public_url = http://127.0.0.1:{self.port}
+log_file = {self.log}
+header_timeout_ms = 1500
+idle_timeout_ms = 5000
+upstream_timeout_ms = 2000
+upstream_connect_timeout_ms = 2000
+token_cache_ms = 200
+shutdown_grace_ms = 5000
+max_body_bytes = 1048576
+{self.extra_config}
+""")
+
+    def env(self):
+        e = dict(os.environ)
+        for k in list(e):
+            if k.startswith("KEYRAIL_"):
+                del e[k]
+        e["KEYRAIL_CONFIG"] = self.config
+        e["KEYRAIL_ANTHROPIC_KEY"] = PLATFORM_ANTHROPIC_KEY
+        e["KEYRAIL_OPENAI_KEY"] = PLATFORM_OPENAI_KEY
+        return e
+
+    def cli(self, *args, input=None, check=True):
+        p = subprocess.run([KEYRAIL, *args], env=self.env(), input=input, capture_output=True,
+                           text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"keyrail {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+        return p
+
+    def start(self):
+        self.proc = subprocess.Popen([KEYRAIL, "serve"], env=self.env(),
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log + ".stderr", "w"))
+        wait_until(lambda: self.proc.poll() is None and
+                   http(self.port, "GET", "/readyz", timeout=2)[0] == 200, what="keyrail ready")
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        rc = self.proc.returncode if self.proc else 0
+        self.proc = None
+        return rc
+
+    # -- helpers --
+    def setup_org(self, org="acme", concierge="boss"):
+        self.cli("org", "create", org)
+        self.cli("ws", "create", org, concierge, "--concierge")
+        return self.mint(f"{org}/{concierge}")
+
+    def mint(self, ws):
+        return self.cli("token", "mint", ws).stdout.strip()
+
+    def secret(self, scope, owner, key, value):
+        self.cli("secret", "set", scope, owner, key, input=value)
+
+    def db_rows(self, sql, args=()):
+        c = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return c.execute(sql, args).fetchall()
+        finally:
+            c.close()
+
+    def usage(self, request_id=None):
+        q = ("select request_id, workspace_id, model, input_tokens, output_tokens, cache_read_tokens,"
+             " cache_write_tokens, cost_micros, status from usage")
+        rows = self.db_rows(q + (" where request_id = ?" if request_id else "") + " order by id",
+                            (request_id,) if request_id else ())
+        keys = ["request_id", "workspace_id", "model", "input", "output", "cache_read",
+                "cache_write", "cost_micros", "status"]
+        return [dict(zip(keys, r)) for r in rows]
+
+    def wait_usage(self, request_id, timeout=10):
+        return wait_until(lambda: (self.usage(request_id) or [None])[0], timeout,
+                          what=f"usage row {request_id}")
+
+    def log_text(self):
+        out = ""
+        for p in (self.log, self.log + ".stderr"):
+            if os.path.exists(p):
+                out += open(p, errors="replace").read()
+        return out
+
+
+def check_log_clean(text, label="keyrail log"):
+    for m in SANITIZER_MARKERS:
+        assert m not in text, f"{label}: sanitizer report:\n{text[-4000:]}"
+    for c in CANARIES:
+        assert c not in text, f"{label}: a credential leaked into the log ({c[:14]}…)"
+
+
+@pytest.fixture
+def vendor(tmp_path):
+    v = FakeVendor(str(tmp_path))
+    yield v
+    v.stop()
+
+
+@pytest.fixture
+def kr(tmp_path, vendor):
+    k = Keyrail(str(tmp_path), vendor)
+    yield k
+    rc = k.stop()
+    text = k.log_text()
+    check_log_clean(text)
+    assert rc == 0, f"keyrail exited {rc}:\n{text[-3000:]}"
