@@ -1,0 +1,46 @@
+"""The official Node SDKs (pinned in tests/js) against a real keyrail."""
+import json
+import os
+import subprocess
+
+from conftest import ROOT, sha256, PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY
+
+JS = os.path.join(ROOT, "tests", "js")
+
+
+def run_node(script, env):
+    p = subprocess.run(["node", os.path.join(JS, script)], cwd=JS, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_anthropic_sdk_stream_and_non_stream(kr, vendor):
+    tok = kr.setup_org()
+    kr.start()
+    out = run_node("sdk_anthropic.mjs", dict(os.environ, KR_BASE_URL=f"http://127.0.0.1:{kr.port}/anthropic",
+                                             KR_TOKEN=tok))
+    assert out["text"] == "Hello from fakevendor."
+    assert out["usage"]["input_tokens"] == 111 and out["usage"]["output_tokens"] == 12
+    assert out["streamed"] == "Hello from fakevendor."
+    assert out["stream_usage"]["output_tokens"] == 20
+    assert out["refused"]["status"] == 401 and out["refused"]["type"] == "authentication_error"
+    assert "oauth" in out["refused"]["message"] and "NOTAWORKSPACETOKEN" not in out["refused"]["message"]
+    rows = kr.usage()
+    assert [(r["input"], r["output"], r["status"]) for r in rows] == [(111, 12, "complete"), (222, 20, "complete")]
+    assert all(r["auth_sha256"] == sha256(PLATFORM_ANTHROPIC_KEY) for r in vendor.requests())
+
+
+def test_openai_sdk_stream_and_non_stream(kr, vendor):
+    tok = kr.setup_org()
+    kr.start()
+    out = run_node("sdk_openai.mjs", dict(os.environ, KR_BASE_URL=f"http://127.0.0.1:{kr.port}/openai/v1",
+                                          KR_TOKEN=tok))
+    assert out["text"] == "Hello from fakevendor."
+    assert out["usage"]["prompt_tokens"] == 333 and out["usage"]["completion_tokens"] == 7
+    assert out["streamed"] == "Hello from fakevendor."
+    assert out["stream_usage"]["prompt_tokens"] == 444
+    assert out["refused"]["status"] == 401 and out["refused"]["code"] == "invalid_api_key"
+    rows = kr.usage()
+    assert [(r["input"], r["output"]) for r in rows] == [(333, 7), (444, 9)]
+    assert all(r["auth_sha256"] == sha256(PLATFORM_OPENAI_KEY) for r in vendor.requests())
