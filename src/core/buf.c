@@ -273,8 +273,8 @@ int kr_parse_i64(const char *s, size_t n, int64_t *out)
     uint64_t u;
     int rc = kr_parse_u64(s + neg, n - neg, &u);
     if (rc) return rc;
-    if (u > (uint64_t)INT64_MAX) return KR_EPARSE;
-    *out = neg ? -(int64_t)u : (int64_t)u;
+    if (u > (uint64_t)INT64_MAX + (neg ? 1 : 0)) return KR_EPARSE;
+    *out = neg ? (int64_t)(0 - u) : (int64_t)u;
     return 0;
 }
 

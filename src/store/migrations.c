@@ -61,9 +61,11 @@ static const kr_migration migrations[] = {
      " parent_id BIGINT REFERENCES workspaces(id), status TEXT NOT NULL DEFAULT 'active',"
      " created_at BIGINT NOT NULL, UNIQUE (org_id, name));"
      "CREATE UNIQUE INDEX workspaces_one_concierge ON workspaces(org_id) WHERE kind = 'concierge';"
+     /* key in byte order, as SQLite compares it (kr_store_secret_list
+      * orders by key), whatever the database's collation */
      "CREATE TABLE secrets ("
      " scope TEXT NOT NULL CHECK (scope IN ('org','workspace')), owner_id BIGINT NOT NULL,"
-     " key TEXT NOT NULL, ciphertext TEXT NOT NULL, enc_version INTEGER NOT NULL,"
+     " key TEXT COLLATE \"C\" NOT NULL, ciphertext TEXT NOT NULL, enc_version INTEGER NOT NULL,"
      " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
      " PRIMARY KEY (scope, owner_id, key));"
      "CREATE TABLE tokens ("

@@ -62,39 +62,41 @@ int kr_db_open(const char *url, kr_db **out, kr_diag *d)
 
 static int migrate(kr_store *s, kr_diag *d)
 {
-    int rc = kr_db_exec(s->db,
-                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                        " applied_at BIGINT NOT NULL)",
-                        NULL, 0, d);
+    /* One transaction for the whole check-and-apply. On PostgreSQL the
+     * advisory lock comes first, so instances starting together on a fresh
+     * database take turns; SQLite's BEGIN IMMEDIATE serialises writers. */
+    int rc = s->db->ops->begin(s->db, d);
     if (rc) return rc;
+    if (s->db->engine == KR_DB_POSTGRES &&
+        (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(7357001)", NULL, 0, d)))
+        goto fail;
+    rc = kr_db_exec(s->db,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " applied_at BIGINT NOT NULL)",
+                    NULL, 0, d);
+    if (rc) goto fail;
     size_t n;
     const kr_migration *m = kr_migrations(&n);
     for (size_t i = 0; i < n; i++) {
-        if ((rc = s->db->ops->begin(s->db, d))) return rc;
-        if (s->db->engine == KR_DB_POSTGRES &&
-            (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(7357001)", NULL, 0, d)))
-            goto fail;
         kr_dbres r;
         rc = Q(s, "SELECT version FROM schema_migrations WHERE version = $1", &r, d,
                KR_DB_INT(m[i].version));
         if (rc) goto fail;
         bool applied = r.nrows > 0;
         kr_dbres_free(&r);
-        if (!applied) {
-            rc = s->db->ops->script(s->db,
-                                    s->db->engine == KR_DB_POSTGRES ? m[i].postgres : m[i].sqlite, d);
-            if (rc) goto fail;
-            rc = Q(s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", NULL,
-                   d, KR_DB_INT(m[i].version), KR_DB_INT(kr_now_ms()));
-            if (rc) goto fail;
-        }
-        if ((rc = s->db->ops->commit(s->db, d))) goto fail;
-        continue;
-    fail:
-        s->db->ops->rollback(s->db);
-        return rc;
+        if (applied) continue;
+        rc = s->db->ops->script(s->db, s->db->engine == KR_DB_POSTGRES ? m[i].postgres : m[i].sqlite,
+                                d);
+        if (rc) goto fail;
+        rc = Q(s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", NULL, d,
+               KR_DB_INT(m[i].version), KR_DB_INT(kr_now_ms()));
+        if (rc) goto fail;
     }
+    if ((rc = s->db->ops->commit(s->db, d))) goto fail;
     return 0;
+fail:
+    s->db->ops->rollback(s->db);
+    return rc;
 }
 
 int kr_store_open(const char *url, kr_store **out, kr_diag *d)
@@ -533,7 +535,7 @@ static int record_one(kr_store *s, const kr_usage_rec *u, kr_diag *d)
     int64_t now = kr_now_ms();
     rc = Q(s,
            "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
-           " VALUES ($1, -$2, 0, $3) ON CONFLICT (org_id) DO UPDATE"
+           " VALUES ($1, -CAST($2 AS BIGINT), 0, $3) ON CONFLICT (org_id) DO UPDATE"
            " SET balance_micros = credits.balance_micros - $2, updated_at = $3",
            NULL, d, KR_DB_INT(u->org_id), KR_DB_INT(u->cost_micros), KR_DB_INT(now));
     if (rc) return rc;
@@ -544,16 +546,33 @@ static int record_one(kr_store *s, const kr_usage_rec *u, kr_diag *d)
              KR_DB_INT(now));
 }
 
+static int by_org(const void *a, const void *b)
+{
+    const kr_usage_rec *x = *(const kr_usage_rec *const *)a, *y = *(const kr_usage_rec *const *)b;
+    if (x->org_id != y->org_id) return x->org_id < y->org_id ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
 int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
 {
+    /* Rows touch credits rows; taking them in org order keeps two instances'
+     * concurrent batches from deadlocking on PostgreSQL. */
+    const kr_usage_rec **order = kr_xmalloc((n ? n : 1) * sizeof *order);
+    for (size_t i = 0; i < n; i++) order[i] = &recs[i];
+    qsort(order, n, sizeof *order, by_org);
     int rc = s->db->ops->begin(s->db, d);
-    if (rc) return rc;
+    if (rc) {
+        free(order);
+        return rc;
+    }
     for (size_t i = 0; i < n; i++) {
-        if ((rc = record_one(s, &recs[i], d))) {
+        if ((rc = record_one(s, order[i], d))) {
+            free(order);
             s->db->ops->rollback(s->db);
             return rc;
         }
     }
+    free(order);
     rc = s->db->ops->commit(s->db, d);
     if (rc) s->db->ops->rollback(s->db);
     return rc;

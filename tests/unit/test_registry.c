@@ -57,8 +57,8 @@ Test(registry, rejects_bad_files)
         "[provider a]\nbase_url = http://x\ncredential_env = A\n[provider a]\n",
         "stray = 1\n",
         "[provider a]\nbase_url = http://x\ncredential_env = A\nbogus = 1\n",
-        "[provider a]\nbase_url = http://x\ncredential_env = A\n[model m]\nprovider = a\n"
-        "[model n]\nprovider = a\naliases = m\n",
+        ("[provider a]\nbase_url = http://x\ncredential_env = A\n[model m]\nprovider = a\n"
+         "[model n]\nprovider = a\naliases = m\n"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kr_registry *r = NULL;
