@@ -33,11 +33,14 @@ typedef struct kr_sse_usage {
     size_t events;    /* events seen */
     /* private */
     size_t max_event;
-    kr_buf line;  /* partial line carried between chunks */
-    kr_buf data;  /* data lines of the current event */
+    kr_buf line; /* partial line carried between chunks */
+    kr_buf data; /* data lines of the current event */
     char event[64];
-    bool skip_line; /* current line overflowed the cap: discard to its end */
-    bool cr;        /* previous chunk ended in CR */
+    bool skip_line;  /* current line overflowed the cap: discard to its end */
+    bool cr;         /* previous chunk ended in CR */
+    bool skip_event; /* current event overflowed: ignore its lines until the blank line */
+    bool has_data;   /* current event has at least one data line */
+    bool first_line; /* no line completed yet (a leading UTF-8 BOM is dropped) */
 } kr_sse_usage;
 
 /* max_event caps one event's data (and one line); 1 MiB is plenty. */
