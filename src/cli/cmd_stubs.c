@@ -1,11 +1,6 @@
 /* Commands not built yet. */
 #include "cli/cli.h"
 
-int kr_cmd_run(int argc, char **argv)
-{
-    (void)argc, (void)argv;
-    return kr_cli_errf("run: not built yet");
-}
 int kr_cmd_credits(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -15,9 +10,4 @@ int kr_cmd_usage(int argc, char **argv)
 {
     (void)argc, (void)argv;
     return kr_cli_errf("usage: not built yet");
-}
-int kr_cmd_explain(int argc, char **argv)
-{
-    (void)argc, (void)argv;
-    return kr_cli_errf("explain: not built yet");
 }

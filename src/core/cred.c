@@ -33,7 +33,9 @@ kr_cred_class kr_cred_classify(const char *s, size_t n)
     if (starts(s, n, "sk-ant-")) return KR_CRED_ANTHROPIC_API_KEY;
     if (starts(s, n, "sk-proj-") || starts(s, n, "sk-svcacct-") || starts(s, n, "sk-admin-"))
         return KR_CRED_OPENAI_KEY;
-    if (starts(s, n, "sk-") && n >= 20) return KR_CRED_OPENAI_KEY;
+    /* a bare "sk-" key may be OpenAI's (legacy) or another vendor's (DeepSeek,
+     * …): a vendor key, but not one whose issuer can be told by its shape */
+    if (starts(s, n, "sk-") && n >= 20) return KR_CRED_VENDOR_KEY;
     return KR_CRED_UNKNOWN;
 }
 

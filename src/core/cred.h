@@ -36,6 +36,10 @@ typedef enum {
 const char *kr_cred_class_name(kr_cred_class c);
 /* Classifies by shape only. Empty -> NONE. */
 kr_cred_class kr_cred_classify(const char *s, size_t n);
+/* sk-ant-oat… oauth; sk-ant-… anthropic-api-key; sk-proj-/sk-svcacct-/
+ * sk-admin-… openai-api-key; any other sk-… vendor-key (its issuer cannot be
+ * told by shape); krws_… workspace-token. */
+
 /* True for classes that are direct-vendor credentials (OAuth, vendor keys). */
 bool kr_cred_is_vendor(kr_cred_class c);
 /* 8 lowercase hex digits + NUL. */

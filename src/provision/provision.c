@@ -245,19 +245,19 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
     /* 3. the route's own base URL and credential */
     char url[512];
     if (res->route == KR_ROUTE_PLATFORM) {
-        char root[400];
-        kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name(res->proto));
-        base_url_for(root, res->proto, url, sizeof url);
+        /* Both protocols go to the proxy with the workspace token, so an
+         * agent of either protocol has exactly one credential, and it is the
+         * one issued for the host it calls. */
         const char *tok = token ? token : KR_TOKEN_PLACEHOLDER;
-        if (res->proto == KR_PROTO_ANTHROPIC) {
-            kr_env_set(out, "ANTHROPIC_BASE_URL", url, KR_ORIGIN_PROVISIONER);
-            kr_env_set(out, "ANTHROPIC_AUTH_TOKEN", tok, KR_ORIGIN_PROVISIONER);
-        } else {
-            kr_env_set(out, "OPENAI_BASE_URL", url, KR_ORIGIN_PROVISIONER);
-            kr_env_set(out, "OPENAI_API_KEY", tok, KR_ORIGIN_PROVISIONER);
+        for (int p = 0; p < 2; p++) {
+            char root[400];
+            kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name((kr_proto)p));
+            base_url_for(root, (kr_proto)p, url, sizeof url);
+            kr_env_set(out, p ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL", url, KR_ORIGIN_PROVISIONER);
+            kr_env_set(out, p ? "OPENAI_API_KEY" : "ANTHROPIC_AUTH_TOKEN", tok, KR_ORIGIN_PROVISIONER);
         }
-        trace_rule(res, "ENV", "set %s base URL to the keyrail proxy and the workspace token as its only "
-                   "credential", kr_proto_name(res->proto));
+        trace_rule(res, "ENV", "set both protocols' base URLs to the keyrail proxy and the workspace "
+                               "token as their only credential");
     } else {
         const kr_provider *p = kr_registry_provider(ctx->reg, res->provider);
         int rc = 0;
@@ -355,6 +355,7 @@ int kr_provision(kr_store *st, const kr_master_key *mk, const kr_provision_ctx *
     if (out->res.err) return kr_fail(d, out->res.err, "%s", out->res.msg);
     rc = kr_env_build(ctx, &out->secrets, &out->res, token, &out->env, d);
     if (rc) return rc;
+    if (ctx->dry_run) return 0; /* explain: never writes */
     /* Everything resolved: now, and only now, persist. */
     for (size_t i = 0; i < npayload; i++) {
         rc = kr_secret_set(st, mk, ctx->policy, KR_SCOPE_WORKSPACE, ws->id, payload[i].key,

@@ -21,8 +21,8 @@
  *       credential must be present (MISSING_BYOK_CREDENTIAL)
  *   R5  UNKNOWN_MODEL, MISSING_MODEL, MISSING_PLATFORM_PROXY
  * Environment rules: the platform route removes every direct-vendor
- * credential and sets the proxy URL and the workspace token for the
- * runtime's protocol; the BYOK route sets the provider's base URL and key and
+ * credential and sets the proxy URL and the workspace token for both
+ * protocols (anthropic and openai; the runtime's is the one its agent uses); the BYOK route sets the provider's base URL and key and
  * removes every other vendor credential; a forbidden key aborts.
  */
 #ifndef KR_PROVISION_H
@@ -88,6 +88,7 @@ typedef struct kr_provision_ctx {
     const kr_policy *policy;
     const char *proxy_url;               /* "" = none configured */
     const char *concierge_default_model; /* "" = none */
+    bool dry_run;                        /* resolve and build, persist nothing (explain) */
 } kr_provision_ctx;
 
 /* ---- resolution ---- */

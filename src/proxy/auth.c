@@ -84,7 +84,7 @@ static void lookup_work(kr_store *st, kr_job *j)
         kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
         return;
     }
-    kr_provision_ctx ctx = {a->reg, a->pol, a->proxy_url, a->concierge_default_model};
+    kr_provision_ctx ctx = {a->reg, a->pol, a->proxy_url, a->concierge_default_model, false};
     kr_resolution res;
     kr_resolve(&ctx, ws.kind, ws.runtime, &secrets, &res);
     kr_secrets_free(&secrets);

@@ -177,6 +177,7 @@ static bool take_credential(kr_req *r, const char **tok, size_t *n)
         const char *what = cls == KR_CRED_ANTHROPIC_OAUTH    ? "an Anthropic OAuth token"
                            : cls == KR_CRED_ANTHROPIC_API_KEY ? "an Anthropic API key"
                            : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
+                           : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
                                                               : "a credential that is not a keyrail "
                                                                 "workspace token";
         kr_respond_error(r, 401, "authentication_error",
@@ -289,7 +290,7 @@ static void env_work(kr_store *st, kr_job *j)
         kr_strlcpy(e->msg, "workspace not found", sizeof e->msg);
         return;
     }
-    kr_provision_ctx ctx = {e->reg, e->pol, e->proxy_url, e->default_model};
+    kr_provision_ctx ctx = {e->reg, e->pol, e->proxy_url, e->default_model, false};
     kr_provision_result res;
     rc = kr_provision(st, e->mk, &ctx, &ws, NULL, 0, e->token, &res, &d);
     sodium_memzero(e->token, sizeof e->token);

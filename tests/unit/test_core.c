@@ -90,7 +90,7 @@ Test(cred, classes_by_shape)
         {"sk-ant-api03-abcdef", KR_CRED_ANTHROPIC_API_KEY},
         {"sk-proj-abcdef", KR_CRED_OPENAI_KEY},
         {"sk-svcacct-abcdef", KR_CRED_OPENAI_KEY},
-        {"sk-abcdefghijklmnopqrstuvwxyz", KR_CRED_OPENAI_KEY},
+        {"sk-abcdefghijklmnopqrstuvwxyz", KR_CRED_VENDOR_KEY},
         {"hello", KR_CRED_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)

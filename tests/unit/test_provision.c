@@ -26,7 +26,7 @@ static void fx_init(fx *f)
     f->reg = kr_test_registry();
     kr_test_key(&f->mk);
     kr_policy_init(&f->pol);
-    f->ctx = (kr_provision_ctx){f->reg, &f->pol, "http://proxy.test:8080", ""};
+    f->ctx = (kr_provision_ctx){f->reg, &f->pol, "http://proxy.test:8080", "", false};
     cr_assert_eq(kr_org_create(f->st, "acme", "Acme", &f->org, NULL), 0);
 }
 
@@ -392,7 +392,8 @@ Test(rules, r3_platform_model_for_codex_runtime_uses_openai_protocol)
     cr_assert_eq(r.res.route, KR_ROUTE_PLATFORM);
     cr_assert_str_eq(env(&r, "OPENAI_BASE_URL"), "http://proxy.test:8080/openai/v1");
     cr_assert_str_eq(env(&r, "OPENAI_API_KEY"), KR_TOKEN_PLACEHOLDER);
-    cr_assert_null(env(&r, "ANTHROPIC_BASE_URL"));
+    cr_assert_str_eq(env(&r, "ANTHROPIC_BASE_URL"), "http://proxy.test:8080/anthropic");
+    cr_assert_null(env(&r, "ANTHROPIC_MODEL"), "the model of an openai runtime is not Claude's");
     kr_provision_result_free(&r);
     fx_free(&f);
 }
@@ -552,7 +553,9 @@ static void render(const kr_provision_result *r, kr_buf *b)
         kr_buf_printf(b, "%s=%s\n", r->env.v[i].key, r->env.v[i].value);
 }
 
-/* The environment invariants every successful provision must hold. */
+/* The environment invariants every successful provision must hold: one
+ * credential per configured protocol (both on the platform route, the
+ * provider's on BYOK), and no vendor credential on the platform route. */
 static void check_env_invariants(const kr_provision_result *r, const char *label)
 {
     size_t creds = 0;
@@ -565,7 +568,8 @@ static void check_env_invariants(const kr_provision_result *r, const char *label
             cr_assert_not(kr_cred_is_vendor(v->cls), "%s: platform env has vendor credential %s",
                           label, v->key);
     }
-    cr_assert_eq(creds, 1, "%s: %zu credentials in the environment", label, creds);
+    size_t want = r->res.route == KR_ROUTE_PLATFORM ? 2 : 1;
+    cr_assert_eq(creds, want, "%s: %zu credentials in the environment", label, creds);
 }
 
 Test(generated, rebuild_resolves_exactly_like_fresh_create, .timeout = 240)
@@ -586,7 +590,7 @@ Test(generated, rebuild_resolves_exactly_like_fresh_create, .timeout = 240)
                             kr_test_key(&f.mk);
                             kr_policy_init(&f.pol);
                             f.ctx = (kr_provision_ctx){reg, &f.pol, "http://proxy.test:8080",
-                                                       kind ? "claude-sonnet-4-5" : ""};
+                                                       kind ? "claude-sonnet-4-5" : "", false};
                             cr_assert_eq(kr_org_create(f.st, "o", "o", &f.org, NULL), 0);
                             kr_workspace w = mkws(&f, "w", kind ? KR_WS_CONCIERGE : KR_WS_WORKSPACE);
                             for (size_t k = 0; org_sets[os][k]; k++)

@@ -1,0 +1,185 @@
+/*
+ * cmd_run.c -- `keyrail run`, the workspace launcher: fetch the provisioned
+ * environment (or read it from a file), apply the launcher rules
+ * (launcher/launcher.h) to the inherited environment, exec the agent.
+ * Nothing is guessed: when the server cannot be reached or refuses the
+ * token, the agent is not started.
+ */
+#include "cli/cli.h"
+#include "core/ini.h"
+#include "launcher/launcher.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    kr_buf *b = ud;
+    return kr_buf_append(b, p, size * n) ? 0 : size * n;
+}
+
+/* The error message of a keyrail JSON error body, if any. */
+static void error_message(const kr_buf *b, char *out, size_t cap)
+{
+    out[0] = 0;
+    cJSON *j = cJSON_ParseWithLength(b->data ? b->data : "", b->len);
+    const cJSON *e = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+    const cJSON *m = e ? cJSON_GetObjectItemCaseSensitive(e, "message") : NULL;
+    if (cJSON_IsString(m)) kr_strlcpy(out, m->valuestring, cap);
+    cJSON_Delete(j);
+}
+
+static int fetch_payload(const char *server, const char *token, kr_buf *out)
+{
+    char url[600];
+    size_t l = strlen(server);
+    while (l && server[l - 1] == '/') l--;
+    if (kr_snprintf(url, sizeof url, "%.*s/v1/workspace/env", (int)l, server))
+        return kr_cli_errf("--server URL too long");
+    char auth[256];
+    if (kr_snprintf(auth, sizeof auth, "Authorization: Bearer %s", token))
+        return kr_cli_errf("--token too long");
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    sodium_memzero(auth, sizeof auth);
+    if (rc != CURLE_OK)
+        return kr_cli_errf("cannot reach the keyrail server at %s (%s); the agent was not started",
+                           server, curl_easy_strerror(rc));
+    if (status != 200) {
+        char msg[400];
+        error_message(out, msg, sizeof msg);
+        if (status == 401)
+            return kr_cli_errf("the keyrail server refused the workspace token: %s; the agent was "
+                               "not started",
+                               msg[0] ? msg : "401");
+        return kr_cli_errf("the keyrail server could not provide the environment (HTTP %ld): %s; "
+                           "the agent was not started",
+                           status, msg[0] ? msg : "no detail");
+    }
+    return 0;
+}
+
+int kr_cmd_run(int argc, char **argv)
+{
+    static const kr_opt opts[] = {
+        {"--server", true, "keyrail server URL (or KEYRAIL_SERVER)"},
+        {"--token", true, "workspace token (or KEYRAIL_WORKSPACE_TOKEN)"},
+        {"--payload", true, "read the environment from a file written by `keyrail provision`"},
+        {"--explain", false, "print every decision and do not start the agent"},
+        {"--format", true, "with --explain: text (default) or json"},
+        {"--quiet", false, "do not print dropped credentials on stderr"},
+        {"--help", false, "show this help"},
+    };
+    const char *usage =
+        "usage: keyrail run [--server URL --token T | --payload FILE] [--explain] -- CMD [ARGS…]\n\n"
+        "Starts CMD with the workspace's provisioned environment merged into the inherited one,\n"
+        "so that each protocol keeps at most one credential -- the one issued for the host the\n"
+        "agent will call. Other credentials are dropped, never moved. KEYRAIL_* variables are\n"
+        "never passed on. Without a reachable server or with a refused token, CMD is not run.";
+    kr_args a;
+    int prc = kr_args_parse(&a, opts, sizeof opts / sizeof opts[0], argc, argv, usage);
+    if (prc) return prc < 0 ? 2 : 0;
+    bool explain = kr_flag(&a, "--explain");
+    if (a.npos) return kr_cli_errf("unexpected argument '%s' (the agent command goes after --)", a.pos[0]), 2;
+    if (!explain && a.nrest == 0) return kr_cli_errf("%s", usage), 2;
+    const char *server = kr_arg(&a, "--server") ? kr_arg(&a, "--server") : getenv("KEYRAIL_SERVER");
+    const char *token = kr_arg(&a, "--token") ? kr_arg(&a, "--token") : getenv("KEYRAIL_WORKSPACE_TOKEN");
+    const char *file = kr_arg(&a, "--payload");
+    if (!!file == !!(server && *server))
+        return kr_cli_errf("give exactly one of --server URL (with a token) or --payload FILE"), 2;
+    if (token && *token && kr_cred_classify(token, strlen(token)) != KR_CRED_WORKSPACE_TOKEN)
+        return kr_cli_errf("the token given is not a keyrail workspace token (class %s)",
+                           kr_cred_class_name(kr_cred_classify(token, strlen(token)))), 2;
+    kr_buf text = KR_BUF_INIT(KR_LAUNCH_MAX_PAYLOAD);
+    char proxy_origin[300] = "";
+    kr_diag d = {{0}};
+    if (file) {
+        char *t;
+        size_t n;
+        int rc = kr_read_file(file, KR_LAUNCH_MAX_PAYLOAD, &t, &n, &d);
+        if (rc) return kr_cli_errf("payload: %s; the agent was not started", kr_diag_msg(&d, rc));
+        kr_buf_append(&text, t, n);
+        sodium_memzero(t, n);
+        free(t);
+    } else {
+        if (!token || !*token) return kr_cli_errf("--server needs a workspace token (--token)"), 2;
+        if (kr_url_origin(server, proxy_origin, sizeof proxy_origin))
+            return kr_cli_errf("--server '%s' is not an http(s) URL", server), 2;
+        if (fetch_payload(server, token, &text)) {
+            kr_buf_free(&text);
+            return 1;
+        }
+    }
+    kr_env payload, inherited = {0};
+    int rc = kr_payload_parse(text.data ? text.data : "", text.len, &payload, &d);
+    if (text.data) sodium_memzero(text.data, text.len);
+    kr_buf_free(&text);
+    if (rc) return kr_cli_errf("payload: %s; the agent was not started", kr_diag_msg(&d, rc));
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq == *e) continue;
+        char key[256];
+        if (kr_memlcpy(key, sizeof key, *e, (size_t)(eq - *e))) continue;
+        kr_env_set(&inherited, key, eq + 1, KR_ORIGIN_INHERITED);
+    }
+    kr_launch l;
+    rc = kr_launch_compute(&payload, &inherited, token, proxy_origin[0] ? proxy_origin : NULL, &l, &d);
+    kr_env_free(&payload);
+    kr_env_free(&inherited);
+    if (rc) return kr_cli_errf("%s; the agent was not started", kr_diag_msg(&d, rc));
+    if (explain) {
+        kr_buf out = KR_BUF_INIT(1 << 20);
+        const char *fmt = kr_arg(&a, "--format");
+        if (fmt && !strcmp(fmt, "json")) {
+            kr_launch_render_json(&l, &out);
+            kr_buf_putc(&out, '\n');
+        } else {
+            kr_launch_render_text(&l, &out);
+        }
+        fwrite(out.data, 1, out.len, stdout);
+        kr_buf_free(&out);
+        kr_launch_free(&l);
+        return 0;
+    }
+    if (!kr_flag(&a, "--quiet"))
+        for (size_t i = 0; i < l.nd; i++)
+            if (l.d[i].action == KR_ACT_DROP && l.d[i].cls != KR_CRED_NONE)
+                fprintf(stderr, "keyrail run: dropped %s (%s %s, %s): %s\n", l.d[i].var,
+                        kr_cred_class_name(l.d[i].cls), l.d[i].fp, kr_origin_name(l.d[i].origin),
+                        l.d[i].why);
+    char **envp = kr_xcalloc(l.env.n + 1, sizeof *envp);
+    for (size_t i = 0; i < l.env.n; i++) {
+        size_t kl = strlen(l.env.v[i].key), vl = strlen(l.env.v[i].value);
+        envp[i] = kr_xmalloc(kl + vl + 2);
+        memcpy(envp[i], l.env.v[i].key, kl);
+        envp[i][kl] = '=';
+        memcpy(envp[i] + kl + 1, l.env.v[i].value, vl + 1);
+    }
+    fflush(NULL);
+    execvpe(a.rest[0], a.rest, envp);
+    int err = errno;
+    kr_launch_free(&l);
+    return kr_cli_errf("cannot start %s: %s", a.rest[0], strerror(err)) ? 127 : 127;
+}
