@@ -1,0 +1,115 @@
+"""End to end with the real Claude Code CLI (pinned in tests/js): the incident
+and its fix (issue 4).
+
+A concierge is created with no MODEL, provisioned, keyrail is restarted (the
+environment is then rebuilt from the store), and `keyrail run … -- claude -p`
+starts Claude Code inside a hostile environment: an OAuth token in
+CLAUDE_CODE_OAUTH_TOKEN and in ANTHROPIC_AUTH_TOKEN, a vendor key in
+ANTHROPIC_API_KEY. The fake vendor must answer, having received the platform
+key; the usage must be recorded. A BYOK workspace must reach the vendor
+directly with the org's key. Without the launcher the same environment gets
+keyrail's 401 with the class diagnosis.
+"""
+import os
+import subprocess
+
+import kr_integration_fixtures as fx
+
+CLAUDE = os.path.join(fx.ROOT, "tests", "js", "node_modules", ".bin", "claude")
+HOSTILE = {
+    "CLAUDE_CODE_OAUTH_TOKEN": fx.TENANT_OAUTH,
+    "ANTHROPIC_AUTH_TOKEN": fx.TENANT_OAUTH,
+    "ANTHROPIC_API_KEY": fx.TENANT_ANTHROPIC_KEY,
+}
+
+
+def agent_env(tmp, extra):
+    home = os.path.join(tmp, "home")
+    os.makedirs(home, exist_ok=True)
+    e = {"PATH": os.environ["PATH"], "HOME": home, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+         "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_MAX_RETRIES": "0"}
+    e.update(extra)
+    return e
+
+
+def run(cmd, env, timeout=120):
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def launch(kr, token, tmp, prompt, extra=None):
+    env = agent_env(tmp, dict(HOSTILE, **(extra or {})))
+    return run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--token", token, "--",
+                CLAUDE, "-p", prompt], env)
+
+
+def test_concierge_through_launcher_with_hostile_env(tmp_path, kr, vendor):
+    kr.extra_config = "[provision]\nconcierge_default_model = claude-sonnet-4-5"
+    kr.write_config()
+    kr.cli("org", "create", "acme")
+    kr.cli("ws", "create", "acme", "boss", "--concierge")  # no MODEL anywhere
+    kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)  # an org-wide OAuth token
+    token = kr.mint("acme/boss")
+    fresh = kr.cli("provision", "acme/boss", "--format", "json").stdout
+    kr.start()
+    kr.stop()
+    kr.start()  # the environment is rebuilt from the store from now on
+    rebuilt = kr.cli("provision", "acme/boss", "--rebuild", "--format", "json").stdout
+    assert fresh == rebuilt
+    p = launch(kr, token, str(tmp_path), "say hello")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Hello from fakevendor." in p.stdout
+    # the launcher said what it dropped, by class and fingerprint only
+    assert "dropped CLAUDE_CODE_OAUTH_TOKEN (oauth" in p.stderr
+    assert "dropped ANTHROPIC_API_KEY (anthropic-api-key" in p.stderr
+    for c in fx.CANARIES:
+        assert c not in p.stderr and c not in p.stdout
+    reqs = [r for r in vendor.requests() if r["path"].endswith("/v1/messages")]
+    assert reqs, "Claude Code never reached the vendor"
+    for r in reqs:
+        assert r["auth_sha256"] == fx.sha256(fx.PLATFORM_ANTHROPIC_KEY), r
+    rows = kr.usage()
+    assert len(rows) == len(reqs)
+    assert all(r["status"] == "complete" and r["workspace_id"] == 1 for r in rows)
+    assert sum(r["input"] for r in rows) == sum(r["served"]["input"] for r in reqs)
+    assert sum(r["output"] for r in rows) == sum(r["served"]["output"] for r in reqs)
+
+
+def test_byok_workspace_goes_to_its_vendor_directly(tmp_path, kr, vendor):
+    kr.cli("org", "create", "acme")
+    kr.secret("--org", "acme", "MINIMAX_API_KEY", fx.TENANT_MINIMAX_KEY)
+    kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)
+    kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
+    token = kr.mint("acme/mm")
+    kr.start()
+    p = launch(kr, token, str(tmp_path), "say hello")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Hello from fakevendor." in p.stdout
+    reqs = [r for r in vendor.requests() if r["path"].endswith("/v1/messages")]
+    assert reqs
+    for r in reqs:
+        assert r["path"].startswith("/minimax/anthropic/"), "BYOK traffic must go to its vendor"
+        assert r["auth_sha256"] == fx.sha256(fx.TENANT_MINIMAX_KEY)
+        assert r["model"] == "MiniMax-M2"
+    assert kr.usage() == [], "BYOK traffic never passes the proxy"
+    assert '"route":"anthropic_messages"' not in kr.log_text()
+
+
+def test_incident_reproduced_without_the_launcher(tmp_path, kr, vendor):
+    kr.extra_config = "[provision]\nconcierge_default_model = claude-sonnet-4-5"
+    kr.write_config()
+    kr.setup_org()
+    kr.start()
+    base = {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{kr.port}/anthropic",
+            "ANTHROPIC_MODEL": "claude-sonnet-4-5"}
+    # the incident: an inherited OAuth token, in CLAUDE_CODE_OAUTH_TOKEN and ANTHROPIC_AUTH_TOKEN
+    p = run([CLAUDE, "-p", "say hello"], agent_env(str(tmp_path), dict(base, CLAUDE_CODE_OAUTH_TOKEN=fx.TENANT_OAUTH,
+                                                                      ANTHROPIC_AUTH_TOKEN=fx.TENANT_OAUTH)))
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "401" in out and "an Anthropic OAuth token was presented" in out, out
+    assert fx.TENANT_OAUTH not in out
+    # the full hostile environment: Claude Code prefers the vendor key; keyrail names that class
+    p = run([CLAUDE, "-p", "say hello"], agent_env(str(tmp_path), dict(base, **HOSTILE)))
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "401" in out and "class anthropic-api-key" in out, out
+    assert vendor.requests() == [], "no tenant credential reached the vendor"
