@@ -42,8 +42,9 @@ export KEYRAIL_CONFIG=$DIR/keyrail.conf
 export KEYRAIL_ANTHROPIC_KEY=sk-ant-api03-DEMO-PLATFORM-KEY-0000000000000000
 "$BIN/keyrail" keygen "$DIR/master.key"
 
-step "3. an org, a concierge with no MODEL, an org-wide OAuth token, a workspace token"
+step "3. an org with credits, a concierge with no MODEL, an org-wide OAuth token, a workspace token"
 "$BIN/keyrail" org create acme
+"$BIN/keyrail" credits add acme 25.00
 "$BIN/keyrail" ws create acme concierge --concierge
 echo "sk-ant-oat01-DEMO-TENANT-OAUTH-000000000000" | "$BIN/keyrail" secret set --org acme CLAUDE_CODE_OAUTH_TOKEN
 TOKEN=$("$BIN/keyrail" token mint acme/concierge 2>/dev/null)
@@ -76,9 +77,6 @@ import json, sys
 for r in json.load(sys.stdin):
     print("vendor got %s %s model=%s credential=%s via %s tokens=%s" % (r["method"], r["path"],
           r["model"], r["auth_class"], r["auth_header"], r["served"]))'
-"$BIN/keyrail" usage 2>/dev/null || /usr/bin/python3 - "$DIR/keyrail.db" <<'PY'
-import sqlite3, sys
-for r in sqlite3.connect(sys.argv[1]).execute("select workspace_id, model, input_tokens, output_tokens, cost_micros, status from usage"):
-    print("keyrail metered: workspace=%s model=%s input=%s output=%s cost_micros=%s status=%s" % r)
-PY
+"$BIN/keyrail" usage
+"$BIN/keyrail" credits show acme
 echo; echo "done: the vendor saw the platform key (anthropic-api-key), never the inherited OAuth token."

@@ -52,13 +52,14 @@ for t in "$BUILD"/tests/unit/test_*; do
   else echo "ok   $name: $p passed"; fi
 done
 
-# ---- integration and end-to-end (pytest) ----
-pydirs=()
-for d in tests/integration tests/e2e; do compgen -G "$d/test_*.py" >/dev/null && pydirs+=("$d"); done
-if [ ${#pydirs[@]} -gt 0 ]; then
+# ---- integration and end-to-end (pytest; one run per directory, since each
+# has its own conftest) ----
+for d in tests/integration tests/e2e; do
+  compgen -G "$d/test_*.py" >/dev/null || continue
+  name=$(basename "$d")
   KEYRAIL_BUILD=$ROOT/$BUILD /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    --junitxml="$OUT/pytest.xml" "${pydirs[@]}" >"$OUT/pytest.log" 2>&1
-  read -r p f < <(/usr/bin/python3 - "$OUT/pytest.xml" <<'PY'
+    --basetemp="$OUT/tmp-$name" --junitxml="$OUT/pytest-$name.xml" "$d" >"$OUT/pytest-$name.log" 2>&1
+  read -r p f < <(/usr/bin/python3 - "$OUT/pytest-$name.xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
     r = ET.parse(sys.argv[1]).getroot()
@@ -72,9 +73,9 @@ except Exception:
 PY
 )
   passed=$((passed + p)); failed=$((failed + f))
-  if [ "$f" -gt 0 ]; then echo "FAIL pytest: $p passed, $f failed"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
-  else echo "ok   pytest: $p passed"; fi
-fi
+  if [ "$f" -gt 0 ]; then echo "FAIL pytest $name: $p passed, $f failed"; grep -E "^(FAILED|ERROR)" "$OUT/pytest-$name.log" | head -40
+  else echo "ok   pytest $name: $p passed"; fi
+done
 
 # ---- brief fuzzing (every driver, a few seconds each) ----
 if [ "${KEYRAIL_SKIP_FUZZ:-0}" != 1 ] && [ -x scripts/fuzz.sh ]; then

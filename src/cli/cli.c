@@ -183,6 +183,7 @@ static const struct {
     {"explain", kr_cmd_explain, "show how a workspace's provider, credentials and hosts are chosen"},
     {"run", kr_cmd_run, "launch an agent with exactly the right credentials"},
     {"credits", kr_cmd_credits, "top up and inspect org credits"},
+    {"limits", kr_cmd_limits, "rate limits and model allow-lists per org or workspace"},
     {"usage", kr_cmd_usage, "report token usage and cost"},
     {"config", kr_cmd_config, "print the effective configuration or its reference"},
     {"keygen", kr_cmd_keygen, "create a master key file"},

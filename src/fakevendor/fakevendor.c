@@ -33,6 +33,9 @@
  *                                      OpenAI {"object":"list",...} shape
  *   GET    /_fake/requests[?since=SEQ] JSON array of recorded requests
  *   DELETE /_fake/requests             hide all records so far, reset storm
+ *                                      and the /_fake/stats counters
+ *   GET    /_fake/stats                cumulative counters since start or the
+ *                                      last DELETE (see STATS below)
  *   GET    /_fake/healthz              200 {"ok":true}
  *   anything else                      404, Anthropic-shaped JSON error
  *   /_fake/... requests are never recorded and ignore overrides/fault modes.
@@ -131,6 +134,18 @@
  *   after 10,000 newer ones (e.g. a long stall) loses its slot and is never
  *   written to the --record file.  "completed" for a record means the bytes
  *   were accepted by the local socket, not that the peer read them.
+ *
+ * STATS (GET /_fake/stats; exact however many requests, unlike the 10,000
+ * records kept in memory -- for benchmarks comparing metered with served):
+ *   {"requests": N   requests since start or the last DELETE (= records),
+ *    "completed": N, "incomplete": N   of those, finished with completed
+ *                 true / false (a request whose record lost its slot, see
+ *                 above, is in neither),
+ *    "errors": N     of the finished ones, those answered with status >= 400,
+ *    "served": {"input","output","cache_read","cache_write"}  the sum of the
+ *              records' "served" over those requests, updated as it goes out}
+ *   Requests that began before the last DELETE add nothing, even if they
+ *   finish after it.
  *
  * HTTP NOTES: HTTP/1.1 keep-alive (and HTTP/1.0 keep-alive), pipelining,
  * Expect: 100-continue, chunked request bodies, absolute-form targets and
@@ -860,6 +875,7 @@ typedef struct {
     int      ev_idx, ev_total;
     int      http_status;
     int64_t  s_in, s_out, s_cr, s_cw; /* served so far */
+    int64_t  a_in, a_out, a_cr, a_cw; /* of those, already added to g_stats */
     int64_t  created;
     char     model[MODEL_MAX];
     size_t   model_len;
@@ -902,6 +918,10 @@ static uint64_t             g_seq, g_visible_from = 1, g_storm;
 static uint64_t             g_start_ms;
 static char                 g_readbuf[READBUF_SIZE];
 static buf_t                g_body, g_ev, g_line;
+static struct {
+    uint64_t completed, incomplete, errors;
+    int64_t  in, out, cr, cw;
+} g_stats; /* GET /_fake/stats; reset by DELETE /_fake/requests */
 
 static const char MODELS_ANTHROPIC[] =
     "{\"data\":["
@@ -951,8 +971,25 @@ static void rec_render(buf_t *b, const rec_t *r)
     BUF_LIT(b, "}");
 }
 
-static void rec_result(const job_t *j)
+/* Add what the job served since the last call to the /_fake/stats totals
+ * (jobs from before the last DELETE add nothing). */
+static void stats_served(job_t *j)
 {
+    if (j->seq >= g_visible_from) {
+        g_stats.in += j->s_in - j->a_in;
+        g_stats.out += j->s_out - j->a_out;
+        g_stats.cr += j->s_cr - j->a_cr;
+        g_stats.cw += j->s_cw - j->a_cw;
+    }
+    j->a_in = j->s_in;
+    j->a_out = j->s_out;
+    j->a_cr = j->s_cr;
+    j->a_cw = j->s_cw;
+}
+
+static void rec_result(job_t *j)
+{
+    stats_served(j);
     rec_t *r = rec_get(j->seq);
     if (!r)
         return;
@@ -970,6 +1007,14 @@ static void rec_done(uint64_t seq, bool completed)
         return;
     r->pending = false;
     r->completed = completed;
+    if (seq >= g_visible_from) {
+        if (completed)
+            g_stats.completed++;
+        else
+            g_stats.incomplete++;
+        if (r->status >= 400)
+            g_stats.errors++;
+    }
     if (g_rec_fd >= 0) {
         g_line.len = 0;
         rec_render(&g_line, r);
@@ -1542,6 +1587,7 @@ static void fake_requests(conn_t *c, int method, const char *q, size_t ql)
         uint64_t n = g_seq + 1 - g_visible_from;
         g_visible_from = g_seq + 1;
         g_storm = 0;
+        memset(&g_stats, 0, sizeof g_stats);
         BUF_LIT(b, "{\"cleared\":");
         buf_u64(b, n);
         BUF_LIT(b, "}");
@@ -1578,6 +1624,34 @@ static void fake_requests(conn_t *c, int method, const char *q, size_t ql)
         rec_render(b, r);
     }
     BUF_LIT(b, "\n]\n");
+    send_body(c, 200, 0, false);
+}
+
+static void fake_stats(conn_t *c, int method)
+{
+    buf_t *b = &g_body;
+    if (method != HTTP_GET) {
+        send_error(c, 405, false, 0, "fakevendor: use GET");
+        return;
+    }
+    b->len = 0;
+    BUF_LIT(b, "{\"requests\":");
+    buf_u64(b, g_seq + 1 - g_visible_from);
+    BUF_LIT(b, ",\"completed\":");
+    buf_u64(b, g_stats.completed);
+    BUF_LIT(b, ",\"incomplete\":");
+    buf_u64(b, g_stats.incomplete);
+    BUF_LIT(b, ",\"errors\":");
+    buf_u64(b, g_stats.errors);
+    BUF_LIT(b, ",\"served\":{\"input\":");
+    buf_num(b, g_stats.in);
+    BUF_LIT(b, ",\"output\":");
+    buf_num(b, g_stats.out);
+    BUF_LIT(b, ",\"cache_read\":");
+    buf_num(b, g_stats.cr);
+    BUF_LIT(b, ",\"cache_write\":");
+    buf_num(b, g_stats.cw);
+    BUF_LIT(b, "}}\n");
     send_body(c, 200, 0, false);
 }
 
@@ -1717,6 +1791,12 @@ static void handle_request(conn_t *c)
 
     if (path_is(url, plen, "/_fake/requests")) {
         fake_requests(c, method, query, qlen);
+        if (!c->keep_alive)
+            c->close_after_flush = true;
+        return;
+    }
+    if (path_is(url, plen, "/_fake/stats")) {
+        fake_stats(c, method);
         if (!c->keep_alive)
             c->close_after_flush = true;
         return;

@@ -25,6 +25,8 @@ void kr_auth_init(kr_auth_cache *c, int64_t ttl_ms)
 
 void kr_auth_free(kr_auth_cache *c)
 {
+    for (size_t i = 0; c->slots && i < KR_AUTH_SLOTS; i++)
+        if (c->slots[i].used) free(c->slots[i].info.allow);
     free(c->slots);
     c->slots = NULL;
 }
@@ -99,6 +101,34 @@ static void lookup_work(kr_store *st, kr_job *j)
     in->route = res.route;
     in->proto = res.proto;
     kr_strlcpy(in->provider, res.provider, sizeof in->provider);
+    /* the admission policy travels with the token (and is as fresh) */
+    char **wl = NULL, **ol = NULL;
+    size_t wn = 0, on = 0;
+    if ((rc = kr_limits_get(st, KR_SCOPE_WORKSPACE, ws.id, &in->ws_rpm, &in->ws_tpm, &d)) ||
+        (rc = kr_limits_get(st, KR_SCOPE_ORG, ws.org_id, &in->org_rpm, &in->org_tpm, &d)) ||
+        (rc = kr_credits_get(st, ws.org_id, &in->balance, &in->cap, &d)) ||
+        (rc = kr_allow_get(st, KR_SCOPE_WORKSPACE, ws.id, &wl, &wn, &d)) ||
+        (rc = kr_allow_get(st, KR_SCOPE_ORG, ws.org_id, &ol, &on, &d))) {
+        kr_strv_free(wl, wn);
+        in->rc = KR_ESTORE;
+        kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
+        return;
+    }
+    if (wn || on) {
+        /* both lists apply: a workspace never gets more than its org */
+        kr_buf b = KR_BUF_INIT(1 << 20);
+        kr_buf_putc(&b, '\n');
+        char **base = wn ? wl : ol, **other = wn ? ol : NULL;
+        size_t bn = wn ? wn : on, othern = wn ? on : 0;
+        for (size_t i = 0; i < bn; i++) {
+            bool ok = othern == 0;
+            for (size_t k = 0; k < othern && !ok; k++) ok = !strcmp(base[i], other[k]);
+            if (ok) kr_buf_printf(&b, "%s\n", base[i]);
+        }
+        in->allow = kr_buf_steal(&b);
+    }
+    kr_strv_free(wl, wn);
+    kr_strv_free(ol, on);
 }
 
 static kr_auth_slot *slot_for(kr_auth_cache *c, const uint8_t *hash)
@@ -113,15 +143,23 @@ static void lookup_done(kr_job *j)
     auth_job *a = (auth_job *)j;
     kr_server *s = a->req->srv;
     /* store failures are not cached: the next request retries */
-    if (a->info.rc != KR_ESTORE && s->auth.ttl_ns) {
+    bool cached = a->info.rc != KR_ESTORE && s->auth.ttl_ns;
+    if (cached) {
         kr_auth_slot *sl = slot_for(&s->auth, a->hash);
+        if (sl->used) free(sl->info.allow);
         memcpy(sl->hash, a->hash, 32);
         sl->until_ns = kr_mono_ns() + s->auth.ttl_ns;
         sl->used = true;
-        sl->info = a->info;
+        sl->info = a->info; /* the slot owns info.allow now */
     }
     a->req->job = NULL;
-    a->cb(a->req, &a->info);
+    a->cb(a->req, &a->info); /* allow is valid during the callback */
+    if (cached) a->info.allow = NULL;
+}
+
+static void lookup_cleanup(kr_job *j)
+{
+    free(((auth_job *)j)->info.allow);
 }
 
 bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
@@ -138,6 +176,7 @@ bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_
     auth_job *a = kr_xcalloc(1, sizeof *a);
     a->job.work = lookup_work;
     a->job.done = lookup_done;
+    a->job.cleanup = lookup_cleanup;
     a->req = r;
     a->cb = cb;
     memcpy(a->hash, hash, 32);

@@ -70,6 +70,8 @@ void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, 
         kr_buf_printf(&b, "\"},\"request_id\":\"%s\"}", r->id);
     }
     char extra[96] = "";
+    if (status == 429 && r->retry_after > 0)
+        snprintf(extra, sizeof extra, "retry-after: %d\r\n", r->retry_after);
     if (status == 405)
         kr_strlcpy(extra, r->route == KR_ROUTE_ANTHROPIC_MODELS || r->route == KR_ROUTE_OPENAI_MODELS ||
                                r->route == KR_ROUTE_WORKSPACE_ENV || r->route < KR_ROUTE_ANTHROPIC_MESSAGES

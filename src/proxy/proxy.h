@@ -36,6 +36,7 @@
 #include "core/usage.h"
 #include "provision/provision.h"
 #include "proxy/http1.h"
+#include "proxy/limits.h"
 #include "proxy/meter.h"
 #include "proxy/metrics.h"
 #include "proxy/sse_usage.h"
@@ -57,6 +58,11 @@ typedef struct kr_auth_info {
     kr_route route;     /* the workspace's resolved route */
     kr_proto proto;
     char provider[32];
+    /* admission policy, read with the token */
+    int64_t ws_rpm, ws_tpm, org_rpm, org_tpm; /* 0 = unlimited */
+    char *allow;        /* "\nm1\nm2\n": effective allow-list; NULL = all priced
+                           platform models; owned by the cache slot (or the job) */
+    int64_t balance, cap; /* the org's credits when read */
 } kr_auth_info;
 
 typedef void (*kr_auth_cb)(kr_req *r, const kr_auth_info *info);
@@ -117,6 +123,8 @@ struct kr_server {
     int neasy;
     /* state */
     kr_auth_cache auth;
+    kr_limits adm; /* admission control state (limits.c) */
+    uv_timer_t limits_timer;
     kr_workq *workers;
     kr_meter *meter;
     kr_metrics metrics;
@@ -195,6 +203,10 @@ struct kr_req {
     kr_sse_usage sse;
     kr_buf json;      /* non-streaming body copy for usage (capped) */
     char error_type[32];
+    uint64_t est_tokens; /* admission estimate, settled at the end */
+    bool admitted;       /* counted in the rate windows */
+    int64_t cost;        /* priced usage, handed to the usage writer */
+    int retry_after;     /* seconds, for a 429 */
     bool finished;    /* response complete on the wire (or abandoned) */
     bool client_gone;
     int refs;         /* the connection + a pending meter callback */

@@ -43,6 +43,10 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
 void kr_req_unref(kr_req *r)
 {
     if (--r->refs > 0) return;
+    if (r->admitted) {
+        kr_usage none = {0};
+        kr_limits_settle(r->srv, r, &none, 0); /* admitted, never served */
+    }
     if (r->hdrs) curl_slist_free_all(r->hdrs);
     if (r->easy) kr_upstream_release(r->srv, r->easy);
     kr_buf_free(&r->upbody);
@@ -314,8 +318,14 @@ static void env_done(kr_job *j)
     } else {
         kr_respond_json(r, 200, e->out.data, e->out.len, "cache-control: no-store\r\n");
     }
+}
+
+static void env_cleanup(kr_job *j)
+{
+    env_job *e = (env_job *)j;
     if (e->out.data) sodium_memzero(e->out.data, e->out.len);
     kr_buf_free(&e->out);
+    sodium_memzero(e->token, sizeof e->token);
 }
 
 typedef struct {
@@ -396,6 +406,7 @@ static void on_auth(kr_req *r, const kr_auth_info *a)
         env_job *e = kr_xcalloc(1, sizeof *e);
         e->job.work = env_work;
         e->job.done = env_done;
+        e->job.cleanup = env_cleanup;
         e->req = r;
         e->ws_id = a->ws_id;
         const char *tok;
@@ -583,6 +594,14 @@ static void forward(kr_req *r)
     }
     r->model = m;
     r->prov = claim;
+    /* admission: allow-list, credits, rate limits (limits.h) */
+    uint64_t max_tokens = 0;
+    if (v[2].type != KR_JSON_ABSENT && kr_jval_u64(&v[2], &max_tokens)) {
+        kr_respond_error(r, 400, "invalid_request_error", "max_tokens must be a positive integer");
+        return;
+    }
+    uint64_t est = n / 4 + (max_tokens ? max_tokens : 4096);
+    if (kr_limits_admit(s, r, est, r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS)) return;
     if (rewrite_body(r, &body, &n, &v[0])) {
         kr_respond_error(r, 413, "request_too_large", "the request body is too large");
         return;
@@ -778,10 +797,18 @@ static void end_response(kr_req *r)
     finish(r);
 }
 
+typedef struct {
+    kr_req *r;
+    bool hold;
+} metered_arg;
+
 static void on_metered(void *arg)
 {
-    kr_req *r = arg;
-    if (!r->finished) end_response(r);
+    metered_arg *m = arg;
+    kr_req *r = m->r;
+    kr_limits_committed(r->srv, r->auth.org_id, r->cost);
+    if (m->hold && !r->finished) end_response(r);
+    free(m);
     kr_req_unref(r);
 }
 
@@ -799,7 +826,12 @@ static bool record_usage(kr_req *r, const char *status, bool hold)
     int64_t cost = r->model ? kr_model_cost(r->model, &u) : 0;
     kr_metrics_tokens(&r->srv->metrics, &u);
     log_request(r, &u, cost);
-    if (!r->meter) return false;
+    if (!r->meter) {
+        kr_limits_settle(r->srv, r, &u, 0);
+        return false;
+    }
+    r->cost = cost;
+    kr_limits_settle(r->srv, r, &u, cost);
     kr_usage_rec rec;
     memset(&rec, 0, sizeof rec);
     kr_strlcpy(rec.request_id, r->id, sizeof rec.request_id);
@@ -813,13 +845,12 @@ static bool record_usage(kr_req *r, const char *status, bool hold)
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->t0_ns) / 1000000);
-    if (hold) {
-        r->refs++;
-        kr_meter_submit(r->srv->meter, &rec, on_metered, r);
-        return true;
-    }
-    kr_meter_submit(r->srv->meter, &rec, NULL, NULL);
-    return false;
+    metered_arg *ma = kr_xmalloc(sizeof *ma);
+    ma->r = r;
+    ma->hold = hold;
+    r->refs++;
+    kr_meter_submit(r->srv->meter, &rec, on_metered, ma);
+    return hold;
 }
 
 void kr_req_upstream_done(kr_req *r, CURLcode rc)

@@ -364,6 +364,7 @@ static void stop_everything(kr_server *s)
     }
     uv_timer_stop(&s->drain_timer);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    kr_limits_stop(s);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     kr_upstream_free(s);
@@ -504,6 +505,8 @@ int kr_server_run(const kr_config *cfg, bool dev)
         return 1;
     }
     kr_auth_init(&s->auth, cfg->token_cache_ms);
+    kr_limits_init(&s->adm);
+    kr_limits_start(s);
     uint8_t inst[8];
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
@@ -544,6 +547,7 @@ int kr_server_run(const kr_config *cfg, bool dev)
     uv_run(s->loop, UV_RUN_DEFAULT);
     uv_run(s->loop, UV_RUN_NOWAIT);
     kr_auth_free(&s->auth);
+    kr_limits_free(&s->adm);
     for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
         if (s->platform_auth[i]) {
             sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));

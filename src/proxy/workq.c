@@ -64,6 +64,7 @@ static void on_async(uv_async_t *a)
         q->depth--;
         pthread_mutex_unlock(&q->mu);
         if (!j->cancelled && j->done) j->done(j);
+        if (j->cleanup) j->cleanup(j);
         free(j);
         j = next;
     }

@@ -6,7 +6,8 @@
  * run beside the writer). The loop submits a job; `work` runs on a worker
  * thread with that thread's store; `done` runs back on the loop thread. A
  * job whose requester has gone away is cancelled with kr_job_cancel():
- * `work` may still run, `done` is not called, and the job is freed.
+ * `work` may still run, `done` is not called, `cleanup` is, and the job is
+ * freed.
  */
 #ifndef KR_WORKQ_H
 #define KR_WORKQ_H
@@ -26,6 +27,7 @@ typedef void (*kr_done_fn)(kr_job *job);               /* loop thread */
 struct kr_job {
     kr_work_fn work;
     kr_done_fn done;
+    kr_done_fn cleanup; /* optional; runs after done, and for cancelled jobs too */
     void *arg;      /* the requester's */
     int rc;         /* set by work, for done */
     bool cancelled; /* loop thread only */

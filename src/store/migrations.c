@@ -95,6 +95,31 @@ static const kr_migration migrations[] = {
      " delta_micros BIGINT NOT NULL, reason TEXT NOT NULL, request_id TEXT,"
      " created_at BIGINT NOT NULL);"
      "CREATE INDEX credit_ledger_org ON credit_ledger(org_id, id);"},
+    {2, "rate limits, model allow-lists, shared rate windows",
+     /* sqlite */
+     "CREATE TABLE limits ("
+     " scope TEXT NOT NULL CHECK (scope IN ('org','workspace')), owner_id INTEGER NOT NULL,"
+     " rpm INTEGER NOT NULL DEFAULT 0, tpm INTEGER NOT NULL DEFAULT 0,"
+     " PRIMARY KEY (scope, owner_id));"
+     "CREATE TABLE model_allow ("
+     " scope TEXT NOT NULL CHECK (scope IN ('org','workspace')), owner_id INTEGER NOT NULL,"
+     " model TEXT NOT NULL, PRIMARY KEY (scope, owner_id, model));"
+     "CREATE TABLE rate_windows ("
+     " scope TEXT NOT NULL, owner_id INTEGER NOT NULL, window_start INTEGER NOT NULL,"
+     " requests INTEGER NOT NULL, tokens INTEGER NOT NULL,"
+     " PRIMARY KEY (scope, owner_id, window_start));",
+     /* postgres */
+     "CREATE TABLE limits ("
+     " scope TEXT NOT NULL CHECK (scope IN ('org','workspace')), owner_id BIGINT NOT NULL,"
+     " rpm BIGINT NOT NULL DEFAULT 0, tpm BIGINT NOT NULL DEFAULT 0,"
+     " PRIMARY KEY (scope, owner_id));"
+     "CREATE TABLE model_allow ("
+     " scope TEXT NOT NULL CHECK (scope IN ('org','workspace')), owner_id BIGINT NOT NULL,"
+     " model TEXT COLLATE \"C\" NOT NULL, PRIMARY KEY (scope, owner_id, model));"
+     "CREATE TABLE rate_windows ("
+     " scope TEXT NOT NULL, owner_id BIGINT NOT NULL, window_start BIGINT NOT NULL,"
+     " requests BIGINT NOT NULL, tokens BIGINT NOT NULL,"
+     " PRIMARY KEY (scope, owner_id, window_start));"},
 };
 
 const kr_migration *kr_migrations(size_t *n)

@@ -618,3 +618,152 @@ int kr_credits_set_cap(kr_store *s, int64_t org, int64_t cap, kr_diag *d)
              " SET overage_cap_micros = $2, updated_at = $3",
              NULL, d, KR_DB_INT(org), KR_DB_INT(cap), KR_DB_INT(kr_now_ms()));
 }
+
+/* ---- credits history, limits, allow-lists, rate windows, reports ---- */
+
+int kr_credits_history(kr_store *s, int64_t org, size_t limit, kr_ledger_row **out, size_t *n,
+                       kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "SELECT id, delta_micros, reason, request_id, created_at FROM credit_ledger"
+               " WHERE org_id = $1 ORDER BY id DESC LIMIT $2",
+               &r, d, KR_DB_INT(org), KR_DB_INT((int64_t)limit));
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) {
+        kr_ledger_row *l = &(*out)[i];
+        l->id = kr_dbres_int(&r, i, 0);
+        l->delta_micros = kr_dbres_int(&r, i, 1);
+        cpy(l->reason, sizeof l->reason, kr_dbres_get(&r, i, 2));
+        cpy(l->request_id, sizeof l->request_id, kr_dbres_get(&r, i, 3));
+        l->created_at = kr_dbres_int(&r, i, 4);
+    }
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_limits_get(kr_store *s, kr_scope scope, int64_t owner, int64_t *rpm, int64_t *tpm, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT rpm, tpm FROM limits WHERE scope = $1 AND owner_id = $2", &r, d,
+               KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner));
+    if (rc) return rc;
+    *rpm = r.nrows ? kr_dbres_int(&r, 0, 0) : 0;
+    *tpm = r.nrows ? kr_dbres_int(&r, 0, 1) : 0;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_limits_set(kr_store *s, kr_scope scope, int64_t owner, int64_t rpm, int64_t tpm, kr_diag *d)
+{
+    return Q(s,
+             "INSERT INTO limits (scope, owner_id, rpm, tpm) VALUES ($1, $2, $3, $4)"
+             " ON CONFLICT (scope, owner_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm",
+             NULL, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_INT(rpm),
+             KR_DB_INT(tpm));
+}
+
+void kr_strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+int kr_allow_get(kr_store *s, kr_scope scope, int64_t owner, char ***models, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT model FROM model_allow WHERE scope = $1 AND owner_id = $2 ORDER BY model",
+               &r, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner));
+    if (rc) return rc;
+    *models = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **models);
+    for (size_t i = 0; i < r.nrows; i++) (*models)[i] = kr_strdup(kr_dbres_get(&r, i, 0));
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_allow_set(kr_store *s, kr_scope scope, int64_t owner, const char *const *models, size_t n,
+                 kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    rc = Q(s, "DELETE FROM model_allow WHERE scope = $1 AND owner_id = $2", NULL, d,
+           KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner));
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = Q(s,
+               "INSERT INTO model_allow (scope, owner_id, model) VALUES ($1, $2, $3)"
+               " ON CONFLICT (scope, owner_id, model) DO NOTHING",
+               NULL, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_TEXT(models[i]));
+    if (!rc) rc = s->db->ops->commit(s->db, d);
+    if (rc) s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    for (size_t i = 0; !rc && i < n; i++) {
+        kr_rate_key *k = &keys[i];
+        kr_dbres r;
+        rc = Q(s,
+               "INSERT INTO rate_windows (scope, owner_id, window_start, requests, tokens)"
+               " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, owner_id, window_start) DO UPDATE"
+               " SET requests = rate_windows.requests + excluded.requests,"
+               " tokens = rate_windows.tokens + excluded.tokens RETURNING requests, tokens",
+               &r, d, KR_DB_TEXT(kr_scope_name(k->scope)), KR_DB_INT(k->owner),
+               KR_DB_INT(k->window_start), KR_DB_INT(k->add_requests), KR_DB_INT(k->add_tokens));
+        if (rc) break;
+        k->total_requests = kr_dbres_int(&r, 0, 0);
+        k->total_tokens = kr_dbres_int(&r, 0, 1);
+        kr_dbres_free(&r);
+    }
+    /* old windows are of no use to anyone */
+    if (!rc)
+        rc = Q(s, "DELETE FROM rate_windows WHERE window_start < $1", NULL, d,
+               KR_DB_INT(kr_now_ms() / 1000 - 600));
+    if (!rc) rc = s->db->ops->commit(s->db, d);
+    if (rc) s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr_dbres *out,
+                    kr_diag *d)
+{
+    static const struct {
+        const char *name, *col;
+    } cols[] = {{"org", "u.org_id"}, {"workspace", "u.workspace_id"}, {"model", "u.model"}, {"day", "u.day"}};
+    char sel[256] = "", grp[256] = "";
+    bool want[4] = {false, false, false, false};
+    const char *g = group ? group : "";
+    while (*g) {
+        const char *e = strchr(g, ',');
+        size_t l = e ? (size_t)(e - g) : strlen(g);
+        bool ok = false;
+        for (int i = 0; i < 4; i++)
+            if (strlen(cols[i].name) == l && !strncmp(g, cols[i].name, l)) want[i] = ok = true;
+        if (!ok) return kr_fail(d, KR_EINVAL, "unknown grouping '%.*s' (org, workspace, model, day)", (int)l, g);
+        g += l + (e ? 1 : 0);
+    }
+    for (int i = 0; i < 4; i++)
+        if (want[i]) {
+            size_t sl = strlen(sel), gl = strlen(grp);
+            snprintf(sel + sl, sizeof sel - sl, "%s, ", cols[i].col);
+            snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].col);
+        }
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "SELECT %sSUM(u.requests), SUM(u.input_tokens), SUM(u.output_tokens),"
+             " SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.cost_micros)"
+             " FROM usage_daily u WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
+             " AND ($3 = '' OR u.model = $3) AND ($4 = '' OR u.day >= $4) AND ($5 = '' OR u.day <= $5)"
+             "%s%s%s%s",
+             sel, grp[0] ? " GROUP BY " : "", grp, grp[0] ? " ORDER BY " : "", grp);
+    return kr_db_query(s->db, sql,
+                       P(KR_DB_INT(f->org_id), KR_DB_INT(f->workspace_id),
+                         KR_DB_TEXT(f->model ? f->model : ""), KR_DB_TEXT(f->from_day ? f->from_day : ""),
+                         KR_DB_TEXT(f->to_day ? f->to_day : "")),
+                       5, out, d);
+}

@@ -138,6 +138,50 @@ int kr_credits_get(kr_store *s, int64_t org, int64_t *balance, int64_t *cap, kr_
 int kr_credits_add(kr_store *s, int64_t org, int64_t delta, const char *reason, kr_diag *d);
 int kr_credits_set_cap(kr_store *s, int64_t org, int64_t cap, kr_diag *d);
 
+typedef struct kr_ledger_row {
+    int64_t id;
+    int64_t delta_micros;
+    char reason[64];
+    char request_id[40];
+    int64_t created_at;
+} kr_ledger_row;
+
+/* The newest `limit` ledger entries of an org, newest first. */
+int kr_credits_history(kr_store *s, int64_t org, size_t limit, kr_ledger_row **out, size_t *n,
+                       kr_diag *d);
+
+/* Rate limits per scope (0 = unlimited). Absent row: 0/0. */
+int kr_limits_get(kr_store *s, kr_scope scope, int64_t owner, int64_t *rpm, int64_t *tpm, kr_diag *d);
+int kr_limits_set(kr_store *s, kr_scope scope, int64_t owner, int64_t rpm, int64_t tpm, kr_diag *d);
+
+/* Model allow-list of a scope: the canonical model ids it may use, sorted.
+ * An empty list means "no list": every priced platform model. */
+int kr_allow_get(kr_store *s, kr_scope scope, int64_t owner, char ***models, size_t *n, kr_diag *d);
+int kr_allow_set(kr_store *s, kr_scope scope, int64_t owner, const char *const *models, size_t n,
+                 kr_diag *d);
+void kr_strv_free(char **v, size_t n);
+
+/* Shared fixed-window rate counters (one window per UTC minute). Adds the
+ * deltas and returns the totals after the add, in one transaction. */
+typedef struct kr_rate_key {
+    kr_scope scope;
+    int64_t owner;
+    int64_t window_start; /* unix seconds, a multiple of 60 */
+    int64_t add_requests, add_tokens;
+    int64_t total_requests, total_tokens; /* out */
+} kr_rate_key;
+int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d);
+
+/* Usage report from the daily rollup. group: any of "org", "workspace",
+ * "model", "day" (comma-separated, in that order of columns). Filters are
+ * 0 / NULL when unused; days are "YYYY-MM-DD", inclusive. */
+typedef struct kr_usage_filter {
+    int64_t org_id, workspace_id;
+    const char *model, *from_day, *to_day;
+} kr_usage_filter;
+int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr_dbres *out,
+                    kr_diag *d);
+
 /* "YYYY-MM-DD" (UTC) of a ms timestamp. */
 void kr_utc_day(int64_t ms, char out[11]);
 

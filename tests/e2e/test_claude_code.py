@@ -46,6 +46,7 @@ def test_concierge_through_launcher_with_hostile_env(tmp_path, kr, vendor):
     kr.extra_config = "[provision]\nconcierge_default_model = claude-sonnet-4-5"
     kr.write_config()
     kr.cli("org", "create", "acme")
+    kr.cli("credits", "add", "acme", "10")
     kr.cli("ws", "create", "acme", "boss", "--concierge")  # no MODEL anywhere
     kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)  # an org-wide OAuth token
     token = kr.mint("acme/boss")

@@ -1,0 +1,290 @@
+/*
+ * limits.c -- admission control; see limits.h for the rules and bounds.
+ */
+#include "proxy/proxy.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void kr_limits_init(kr_limits *l)
+{
+    memset(l, 0, sizeof *l);
+    l->win = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *l->win);
+    l->cred = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *l->cred);
+}
+
+void kr_limits_free(kr_limits *l)
+{
+    free(l->win);
+    free(l->cred);
+    l->win = NULL;
+    l->cred = NULL;
+}
+
+static int64_t minute_now(void)
+{
+    int64_t s = kr_now_ms() / 1000;
+    return s - s % 60;
+}
+
+/* Open addressing with linear probing; a full table is wiped (the counts
+ * live in the store, so this only costs one sync of accuracy). */
+static kr_window *window_for(kr_limits *l, int scope, int64_t owner)
+{
+    uint64_t h = ((uint64_t)owner * 0x9e3779b97f4a7c15ull) ^ (uint64_t)scope;
+    for (size_t i = 0; i < KR_LIMITS_SLOTS; i++) {
+        kr_window *w = &l->win[(h + i) % KR_LIMITS_SLOTS];
+        if (w->used && w->scope == scope && w->owner == owner) return w;
+        if (!w->used) {
+            memset(w, 0, sizeof *w);
+            w->used = true;
+            w->scope = scope;
+            w->owner = owner;
+            return w;
+        }
+    }
+    memset(l->win, 0, KR_LIMITS_SLOTS * sizeof *l->win);
+    return window_for(l, scope, owner);
+}
+
+static kr_credit *credit_for(kr_limits *l, int64_t org, bool create)
+{
+    uint64_t h = (uint64_t)org * 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < KR_LIMITS_SLOTS; i++) {
+        kr_credit *c = &l->cred[(h + i) % KR_LIMITS_SLOTS];
+        if (c->used && c->org == org) return c;
+        if (!c->used) {
+            if (!create) return NULL;
+            memset(c, 0, sizeof *c);
+            c->used = true;
+            c->org = org;
+            return c;
+        }
+    }
+    if (!create) return NULL;
+    memset(l->cred, 0, KR_LIMITS_SLOTS * sizeof *l->cred);
+    return credit_for(l, org, true);
+}
+
+static void roll(kr_window *w, int64_t now)
+{
+    if (w->window == now) return;
+    w->window = now;
+    w->store_req = w->store_tok = w->local_req = w->local_tok = 0;
+    w->flight_req = w->flight_tok = 0;
+}
+
+static bool over(const kr_window *w, int64_t rpm, int64_t tpm, uint64_t est)
+{
+    int64_t req = w->store_req + w->local_req + w->flight_req;
+    int64_t tok = w->store_tok + w->local_tok + w->flight_tok;
+    return (rpm > 0 && req + 1 > rpm) || (tpm > 0 && tok + (int64_t)est > tpm);
+}
+
+static bool allowed(const char *allow, const char *model)
+{
+    if (!allow) return true;
+    size_t n = strlen(model);
+    for (const char *p = allow; (p = strstr(p, model)); p++)
+        if (p > allow && p[-1] == '\n' && p[n] == '\n') return true;
+    return false;
+}
+
+int kr_limits_admit(kr_server *s, kr_req *r, uint64_t est, bool metered)
+{
+    kr_limits *l = &s->adm;
+    const kr_auth_info *a = &r->auth;
+    if (!allowed(a->allow, r->model_id)) {
+        kr_respond_error(r, 403, "permission_error",
+                         "model '%s' is not in the allow-list of this workspace or its org",
+                         r->model_id);
+        return 403;
+    }
+    if (!metered) return 0;
+    kr_credit *c = credit_for(l, a->org_id, false);
+    if (!c) {
+        c = credit_for(l, a->org_id, true);
+        c->balance = a->balance;
+        c->cap = a->cap;
+    }
+    c->seen_ns = kr_mono_ns();
+    if (c->balance - c->pending + c->cap <= 0) {
+        kr_respond_error(r, 402, "billing_error",
+                         "the org's credits are exhausted (balance and overage cap used up); ask "
+                         "the operator to top up");
+        return 402;
+    }
+    int64_t now = minute_now();
+    kr_window *ww = (a->ws_rpm || a->ws_tpm) ? window_for(l, 1, a->ws_id) : NULL;
+    kr_window *ow = (a->org_rpm || a->org_tpm) ? window_for(l, 0, a->org_id) : NULL;
+    if (ww) roll(ww, now);
+    if (ow) roll(ow, now);
+    if ((ww && over(ww, a->ws_rpm, a->ws_tpm, est)) || (ow && over(ow, a->org_rpm, a->org_tpm, est))) {
+        int64_t secs = 60 - (kr_now_ms() / 1000) % 60;
+        r->retry_after = (int)(secs < 1 ? 1 : secs);
+        kr_respond_error(r, 429, "rate_limit_error",
+                         "rate limit of the %s reached for this minute; retry after %d s",
+                         ww && over(ww, a->ws_rpm, a->ws_tpm, est) ? "workspace" : "org",
+                         r->retry_after);
+        return 429;
+    }
+    if (ww) ww->local_req++, ww->local_tok += (int64_t)est;
+    if (ow) ow->local_req++, ow->local_tok += (int64_t)est;
+    r->est_tokens = est;
+    r->admitted = true;
+    return 0;
+}
+
+void kr_limits_settle(kr_server *s, kr_req *r, const kr_usage *u, int64_t cost)
+{
+    kr_limits *l = &s->adm;
+    if (r->admitted) {
+        int64_t real = (int64_t)(u->input_tokens + u->output_tokens + u->cache_read_tokens +
+                                 u->cache_write_tokens);
+        int64_t delta = real - (int64_t)r->est_tokens;
+        int64_t now = minute_now();
+        if (r->auth.ws_rpm || r->auth.ws_tpm) {
+            kr_window *w = window_for(l, 1, r->auth.ws_id);
+            if (w->window == now) w->local_tok += delta;
+        }
+        if (r->auth.org_rpm || r->auth.org_tpm) {
+            kr_window *w = window_for(l, 0, r->auth.org_id);
+            if (w->window == now) w->local_tok += delta;
+        }
+        r->admitted = false;
+    }
+    if (cost > 0) {
+        kr_credit *c = credit_for(l, r->auth.org_id, true);
+        c->pending += cost;
+    }
+}
+
+void kr_limits_committed(kr_server *s, int64_t org, int64_t cost)
+{
+    kr_credit *c = credit_for(&s->adm, org, false);
+    if (!c || cost <= 0) return;
+    c->pending -= cost;
+    /* the committed debit is in the store now; until the next sync reads
+     * it back, apply it here so the view never goes stale upward */
+    c->balance -= cost;
+}
+
+/* ---- the sync: push local counts, pull totals and balances ---- */
+
+typedef struct {
+    kr_job job;
+    kr_server *srv;
+    kr_rate_key *keys;
+    size_t nkeys;
+    int64_t *orgs, *bal, *cap;
+    size_t norgs;
+    int rc;
+} sync_job;
+
+static void sync_work(kr_store *st, kr_job *j)
+{
+    sync_job *sj = (sync_job *)j;
+    kr_diag d = {{0}};
+    sj->rc = sj->nkeys ? kr_rate_sync(st, sj->keys, sj->nkeys, &d) : 0;
+    for (size_t i = 0; !sj->rc && i < sj->norgs; i++)
+        sj->rc = kr_credits_get(st, sj->orgs[i], &sj->bal[i], &sj->cap[i], &d);
+}
+
+static void sync_done(kr_job *j)
+{
+    sync_job *sj = (sync_job *)j;
+    kr_server *s = sj->srv;
+    kr_limits *l = &s->adm;
+    l->syncing = false;
+    int64_t now = minute_now();
+    for (size_t i = 0; i < sj->nkeys; i++) {
+        kr_rate_key *k = &sj->keys[i];
+        kr_window *w = window_for(l, k->scope == KR_SCOPE_WORKSPACE ? 1 : 0, k->owner);
+        if (w->window != k->window_start || w->window != now) continue;
+        if (sj->rc) {
+            /* not flushed: give the counts back to the next sync */
+            w->local_req += w->flight_req;
+            w->local_tok += w->flight_tok;
+        } else {
+            w->store_req = k->total_requests;
+            w->store_tok = k->total_tokens;
+        }
+        w->flight_req = w->flight_tok = 0;
+    }
+    if (sj->rc) {
+        l->sync_failures++;
+        return;
+    }
+    l->syncs++;
+    for (size_t i = 0; i < sj->norgs; i++) {
+        kr_credit *c = credit_for(l, sj->orgs[i], false);
+        if (!c) continue;
+        c->balance = sj->bal[i];
+        c->cap = sj->cap[i];
+    }
+}
+
+static void sync_cleanup(kr_job *j)
+{
+    sync_job *sj = (sync_job *)j;
+    free(sj->keys);
+    free(sj->orgs);
+    free(sj->bal);
+    free(sj->cap);
+}
+
+static void on_sync_timer(uv_timer_t *t)
+{
+    kr_server *s = t->data;
+    kr_limits *l = &s->adm;
+    if (l->syncing || !s->workers) return;
+    int64_t now = minute_now();
+    uint64_t recent = kr_mono_ns() - 120ull * 1000000000ull;
+    sync_job *sj = kr_xcalloc(1, sizeof *sj);
+    sj->keys = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *sj->keys);
+    sj->orgs = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *sj->orgs);
+    sj->bal = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *sj->bal);
+    sj->cap = kr_xcalloc(KR_LIMITS_SLOTS, sizeof *sj->cap);
+    for (size_t i = 0; i < KR_LIMITS_SLOTS; i++) {
+        kr_window *w = &l->win[i];
+        if (!w->used || w->window != now) continue;
+        kr_rate_key *k = &sj->keys[sj->nkeys++];
+        k->scope = w->scope ? KR_SCOPE_WORKSPACE : KR_SCOPE_ORG;
+        k->owner = w->owner;
+        k->window_start = w->window;
+        k->add_requests = w->local_req;
+        k->add_tokens = w->local_tok;
+        w->flight_req = w->local_req;
+        w->flight_tok = w->local_tok;
+        w->local_req = w->local_tok = 0;
+    }
+    for (size_t i = 0; i < KR_LIMITS_SLOTS; i++) {
+        kr_credit *c = &l->cred[i];
+        if (c->used && c->seen_ns >= recent) sj->orgs[sj->norgs++] = c->org;
+    }
+    if (!sj->nkeys && !sj->norgs) {
+        sync_cleanup(&sj->job);
+        free(sj);
+        return;
+    }
+    sj->job.work = sync_work;
+    sj->job.done = sync_done;
+    sj->job.cleanup = sync_cleanup;
+    sj->srv = s;
+    l->syncing = true;
+    kr_workq_submit(s->workers, &sj->job);
+}
+
+void kr_limits_start(kr_server *s)
+{
+    uv_timer_init(s->loop, &s->limits_timer);
+    s->limits_timer.data = s;
+    uv_timer_start(&s->limits_timer, on_sync_timer, KR_LIMITS_SYNC_MS, KR_LIMITS_SYNC_MS);
+}
+
+void kr_limits_stop(kr_server *s)
+{
+    uv_timer_stop(&s->limits_timer);
+    uv_close((uv_handle_t *)&s->limits_timer, NULL);
+}
