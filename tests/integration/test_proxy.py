@@ -70,7 +70,7 @@ def test_anthropic_usage_recorded_exactly(kr, vendor, stream):
     (req, cost), = kr.db_rows("select requests, cost_micros from usage_daily")
     assert (req, cost) == (1, expect)
     (bal,), = kr.db_rows("select balance_micros from credits")
-    assert bal == -expect
+    assert bal == 100_000_000 - expect
 
 
 @pytest.mark.parametrize("stream,client_asked", [(False, False), (True, False), (True, True)])
@@ -231,7 +231,7 @@ def test_count_tokens_and_models(kr, vendor):
     ids = [m["id"] for m in json.loads(data)["data"]]
     assert st == 200 and "claude-sonnet-4-5" in ids and "claude-unpriced" not in ids and "gpt-4o" not in ids
     st, _, data = http(kr.port, "GET", "/openai/v1/models", headers={"authorization": f"Bearer {tok}"})
-    assert st == 200 and [m["id"] for m in json.loads(data)["data"]] == ["gpt-4o"]
+    assert st == 200 and [m["id"] for m in json.loads(data)["data"]] == ["gpt-4o", "gpt-4o-mini"]
 
 
 def test_unknown_path_and_method(kr, vendor):
