@@ -58,6 +58,10 @@ static const opt opts[] = {
     I("server", "token_cache_ms", token_cache_ms, "1000", 0, 600000,
       "How long a token lookup is cached; bounds how late a revocation on another instance is "
       "seen. 0 disables the cache."),
+    I("server", "usage_sync", usage_sync, "1", 0, 1,
+      "1: the final chunk of a metered response waits until its usage row is committed, so "
+      "every response a client saw complete has its row, even after kill -9. 0: rows are "
+      "written asynchronously (a crash can lose the last batch, at most ~1 s of traffic)."),
     S("server", "log_file", log_file, "-", "JSON log destination; '-' is stderr."),
     S("server", "log_level", log_level, "info", "debug, info, warn, error or off."),
     S("provision", "concierge_default_model", concierge_default_model, "",

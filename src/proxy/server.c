@@ -510,7 +510,7 @@ int kr_server_run(const kr_config *cfg, bool dev)
     uint8_t inst[8];
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
-    s->usage_sync = true;
+    s->usage_sync = cfg->usage_sync != 0;
 
     struct sockaddr_storage ss;
     if ((rc = parse_listen(cfg->listen, &ss, &d))) {
