@@ -753,17 +753,19 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
             snprintf(sel + sl, sizeof sel - sl, "%s, ", cols[i].col);
             snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].col);
         }
-    char sql[1024];
-    snprintf(sql, sizeof sql,
-             "SELECT %sSUM(u.requests), SUM(u.input_tokens), SUM(u.output_tokens),"
-             " SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.cost_micros)"
-             " FROM usage_daily u WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
-             " AND ($3 = '' OR u.model = $3) AND ($4 = '' OR u.day >= $4) AND ($5 = '' OR u.day <= $5)"
-             "%s%s%s%s",
-             sel, grp[0] ? " GROUP BY " : "", grp, grp[0] ? " ORDER BY " : "", grp);
-    return kr_db_query(s->db, sql,
-                       P(KR_DB_INT(f->org_id), KR_DB_INT(f->workspace_id),
-                         KR_DB_TEXT(f->model ? f->model : ""), KR_DB_TEXT(f->from_day ? f->from_day : ""),
-                         KR_DB_TEXT(f->to_day ? f->to_day : "")),
-                       5, out, d);
+    kr_buf sql = KR_BUF_INIT(4096);
+    kr_buf_printf(&sql,
+                  "SELECT %sSUM(u.requests), SUM(u.input_tokens), SUM(u.output_tokens),"
+                  " SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.cost_micros)"
+                  " FROM usage_daily u WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
+                  " AND ($3 = '' OR u.model = $3) AND ($4 = '' OR u.day >= $4) AND ($5 = '' OR u.day <= $5)",
+                  sel);
+    if (grp[0]) kr_buf_printf(&sql, " GROUP BY %s ORDER BY %s", grp, grp);
+    int rc = kr_db_query(s->db, sql.data,
+                         P(KR_DB_INT(f->org_id), KR_DB_INT(f->workspace_id),
+                           KR_DB_TEXT(f->model ? f->model : ""),
+                           KR_DB_TEXT(f->from_day ? f->from_day : ""), KR_DB_TEXT(f->to_day ? f->to_day : "")),
+                         5, out, d);
+    kr_buf_free(&sql);
+    return rc;
 }
