@@ -192,8 +192,10 @@ void kr_config_reference(kr_buf *out)
         const opt *o = &opts[i];
         char env[96];
         env_name(o, env, sizeof env);
+        /* the compiled-in registry path depends on the checkout: name it */
+        const char *def = strcmp(o->def, KR_DEFAULT_REGISTRY) ? o->def : "<source>/etc/providers.conf";
         kr_buf_printf(out, "| `%s.%s` | %s | `%s` | `%s` | %s", o->section, o->key,
-                      o->type == T_STR ? "string" : "integer", o->def, env, o->help);
+                      o->type == T_STR ? "string" : "integer", def, env, o->help);
         if (o->type == T_INT)
             kr_buf_printf(out, " Range %lld..%lld.", (long long)o->min, (long long)o->max);
         kr_buf_puts(out, " |\n");
