@@ -8,14 +8,56 @@
 #include "core/buf.h"
 
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define STMT_CACHE 48
+
 typedef struct {
     kr_db base;
     sqlite3 *h;
+    /* prepared statements by SQL text: store.c's statements are fixed
+     * strings, so preparing each once per connection saves most of the
+     * per-query cost on the usage writer's hot path */
+    struct {
+        const char *key; /* the caller's pointer, confirmed by text below */
+        sqlite3_stmt *st;
+        uint64_t used;
+    } cache[STMT_CACHE];
+    uint64_t tick;
 } db_sqlite;
+
+static sqlite3_stmt *cache_get(db_sqlite *s, const char *sql)
+{
+    for (int i = 0; i < STMT_CACHE; i++)
+        if (s->cache[i].st && s->cache[i].key == sql && !strcmp(sqlite3_sql(s->cache[i].st), sql)) {
+            s->cache[i].used = ++s->tick;
+            sqlite3_stmt *st = s->cache[i].st;
+            s->cache[i].st = NULL; /* checked out: a nested use prepares its own */
+            return st;
+        }
+    return NULL;
+}
+
+static void cache_put(db_sqlite *s, const char *sql, sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    int victim = 0;
+    for (int i = 0; i < STMT_CACHE; i++) {
+        if (!s->cache[i].st) {
+            victim = i;
+            break;
+        }
+        if (s->cache[i].used < s->cache[victim].used) victim = i;
+    }
+    if (s->cache[victim].st) sqlite3_finalize(s->cache[victim].st);
+    s->cache[victim].key = sql;
+    s->cache[victim].st = st;
+    s->cache[victim].used = ++s->tick;
+}
 
 static int map_err(sqlite3 *h, int rc, kr_diag *d)
 {
@@ -33,6 +75,8 @@ static int map_err(sqlite3 *h, int rc, kr_diag *d)
 static void sq_close(kr_db *db)
 {
     db_sqlite *s = (db_sqlite *)db;
+    for (int i = 0; i < STMT_CACHE; i++)
+        if (s->cache[i].st) sqlite3_finalize(s->cache[i].st);
     sqlite3_close_v2(s->h);
     free(s);
 }
@@ -41,9 +85,12 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
                     kr_dbres *res, kr_diag *d)
 {
     db_sqlite *s = (db_sqlite *)db;
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v3(s->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    if (rc != SQLITE_OK) return map_err(s->h, rc, d);
+    sqlite3_stmt *st = cache_get(s, sql);
+    int rc;
+    if (!st) {
+        rc = sqlite3_prepare_v3(s->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (rc != SQLITE_OK) return map_err(s->h, rc, d);
+    }
     for (size_t i = 0; i < nparams; i++) {
         char name[24];
         snprintf(name, sizeof name, "$%zu", i + 1);
@@ -55,7 +102,7 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         else rc = sqlite3_bind_null(st, idx);
         if (rc != SQLITE_OK) {
             rc = map_err(s->h, rc, d);
-            sqlite3_finalize(st);
+            cache_put(s, sql, st);
             return rc;
         }
     }
@@ -66,7 +113,7 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         if (rc == SQLITE_DONE) break;
         if (rc != SQLITE_ROW) {
             rc = map_err(s->h, rc, d);
-            sqlite3_finalize(st);
+            cache_put(s, sql, st);
             if (res) kr_dbres_free(res);
             return rc;
         }
@@ -85,7 +132,7 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         }
         res->nrows++;
     }
-    sqlite3_finalize(st);
+    cache_put(s, sql, st);
     return 0;
 }
 
