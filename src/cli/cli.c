@@ -169,6 +169,28 @@ void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, siz
     ctx->concierge_default_model = c->cfg.concierge_default_model;
 }
 
+int kr_cli_scope(kr_cli *c, const kr_args *a, kr_scope *scope, int64_t *owner, char *label,
+                 size_t cap)
+{
+    kr_diag d = {{0}};
+    const char *org = kr_arg(a, "--org"), *ws = kr_arg(a, "--ws");
+    if (!!org == !!ws) return kr_cli_errf("give exactly one of --org ORG or --ws ORG/NAME");
+    int e;
+    if (org) {
+        kr_org o;
+        if ((e = kr_org_find(c->st, org, &o, &d))) return kr_cli_errf("%s", kr_diag_msg(&d, e));
+        *scope = KR_SCOPE_ORG;
+        *owner = o.id;
+    } else {
+        kr_workspace w;
+        if ((e = kr_ws_find(c->st, ws, &w, &d))) return kr_cli_errf("%s", kr_diag_msg(&d, e));
+        *scope = KR_SCOPE_WORKSPACE;
+        *owner = w.id;
+    }
+    if (label) kr_snprintf(label, cap, "%s %s", org ? "org" : "workspace", org ? org : ws);
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*fn)(int, char **);
@@ -187,6 +209,7 @@ static const struct {
     {"usage", kr_cmd_usage, "report token usage and cost"},
     {"config", kr_cmd_config, "print the effective configuration or its reference"},
     {"keygen", kr_cmd_keygen, "create a master key file"},
+    {"rekey", kr_cmd_rekey, "re-encrypt every stored secret under a new master key"},
 };
 
 int kr_cli_main(int argc, char **argv)

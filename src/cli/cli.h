@@ -69,6 +69,9 @@ void kr_cli_free(kr_cli *c);
 /* The provision context from the loaded config/registry. */
 void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, size_t cap);
 int kr_cli_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* --org ORG or --ws ORG/NAME -> scope and owner (prints its own error). */
+int kr_cli_scope(kr_cli *c, const kr_args *a, kr_scope *scope, int64_t *owner, char *label,
+                 size_t cap);
 
 /* Common options every store command accepts. */
 #define KR_COMMON_OPTS                                                                             \
@@ -88,5 +91,12 @@ int kr_cmd_run(int argc, char **argv);
 int kr_cmd_credits(int argc, char **argv);
 int kr_cmd_usage(int argc, char **argv);
 int kr_cmd_limits(int argc, char **argv);
+int kr_cmd_rekey(int argc, char **argv);
+
+/* Master key rotation (cmd_rekey.c): every stored secret re-encrypted from old_key to
+ * new_key in one store transaction, or nothing (dry_run: the same steps, rolled back).
+ * *n receives the number of secrets re-encrypted. */
+int kr_rekey(kr_store *st, const kr_master_key *old_key, const kr_master_key *new_key,
+             bool dry_run, size_t *n, kr_diag *d);
 
 #endif

@@ -245,28 +245,6 @@ static int read_stdin_value(char *buf, size_t cap)
     return 0;
 }
 
-/* --org ORG or --ws WS -> scope and owner. */
-static int scope_of(kr_cli *c, const kr_args *a, kr_scope *scope, int64_t *owner)
-{
-    kr_diag d = {{0}};
-    const char *org = kr_arg(a, "--org"), *ws = kr_arg(a, "--ws");
-    if (!!org == !!ws) return kr_cli_errf("give exactly one of --org ORG or --ws ORG/NAME");
-    if (org) {
-        kr_org o;
-        int e = kr_org_find(c->st, org, &o, &d);
-        if (e) return kr_cli_errf("%s", kr_diag_msg(&d, e));
-        *scope = KR_SCOPE_ORG;
-        *owner = o.id;
-    } else {
-        kr_workspace w;
-        int e = kr_ws_find(c->st, ws, &w, &d);
-        if (e) return kr_cli_errf("%s", kr_diag_msg(&d, e));
-        *scope = KR_SCOPE_WORKSPACE;
-        *owner = w.id;
-    }
-    return 0;
-}
-
 int kr_cmd_secret(int argc, char **argv)
 {
     static const kr_opt opts[] = {KR_COMMON_OPTS,
@@ -290,7 +268,7 @@ int kr_cmd_secret(int argc, char **argv)
     kr_scope scope;
     int64_t owner;
     if (!strcmp(a.pos[0], "set") && a.npos == 2) {
-        if (kr_cli_key(&c) || scope_of(&c, &a, &scope, &owner)) goto out;
+        if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
         static char value[KR_SECRET_MAX_VALUE + 2];
         if (kr_arg(&a, "--value")) {
             if (kr_strlcpy(value, kr_arg(&a, "--value"), sizeof value)) {
@@ -310,7 +288,7 @@ int kr_cmd_secret(int argc, char **argv)
         printf("secret %s set at %s scope\n", a.pos[1], kr_scope_name(scope));
         rc = 0;
     } else if (!strcmp(a.pos[0], "unset") && a.npos == 2) {
-        if (scope_of(&c, &a, &scope, &owner)) goto out;
+        if (kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
         int e = kr_store_secret_del(c.st, scope, owner, a.pos[1], &d);
         if (e) {
             kr_cli_errf("secret unset: %s", kr_diag_msg(&d, e));
@@ -319,7 +297,7 @@ int kr_cmd_secret(int argc, char **argv)
         printf("secret %s removed from %s scope\n", a.pos[1], kr_scope_name(scope));
         rc = 0;
     } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
-        if (kr_cli_key(&c) || scope_of(&c, &a, &scope, &owner)) goto out;
+        if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
         kr_secret_row *rows;
         size_t n;
         int e = kr_store_secret_list(c.st, scope, owner, &rows, &n, &d);

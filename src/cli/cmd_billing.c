@@ -125,28 +125,6 @@ out:
 
 /* ---- limits ---- */
 
-static int scope_arg(kr_cli *c, const kr_args *a, kr_scope *scope, int64_t *owner, char *label,
-                     size_t cap)
-{
-    kr_diag d = {{0}};
-    const char *org = kr_arg(a, "--org"), *ws = kr_arg(a, "--ws");
-    if (!!org == !!ws) return kr_cli_errf("give exactly one of --org ORG or --ws ORG/NAME");
-    int e;
-    if (org) {
-        kr_org o;
-        if ((e = kr_org_find(c->st, org, &o, &d))) return kr_cli_errf("%s", kr_diag_msg(&d, e));
-        *scope = KR_SCOPE_ORG;
-        *owner = o.id;
-    } else {
-        kr_workspace w;
-        if ((e = kr_ws_find(c->st, ws, &w, &d))) return kr_cli_errf("%s", kr_diag_msg(&d, e));
-        *scope = KR_SCOPE_WORKSPACE;
-        *owner = w.id;
-    }
-    kr_snprintf(label, cap, "%s %s", org ? "org" : "workspace", org ? org : ws);
-    return 0;
-}
-
 int kr_cmd_limits(int argc, char **argv)
 {
     static const kr_opt opts[] = {KR_COMMON_OPTS,
@@ -170,7 +148,7 @@ int kr_cmd_limits(int argc, char **argv)
     kr_scope scope = KR_SCOPE_ORG;
     int64_t owner = 0;
     char label[200];
-    if (scope_arg(&c, &a, &scope, &owner, label, sizeof label)) goto out;
+    if (kr_cli_scope(&c, &a, &scope, &owner, label, sizeof label)) goto out;
     int64_t rpm, tpm;
     int e = kr_limits_get(c.st, scope, owner, &rpm, &tpm, &d);
     if (e) {

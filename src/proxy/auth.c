@@ -33,6 +33,7 @@ void kr_auth_free(kr_auth_cache *c)
 
 typedef struct {
     kr_job job; /* first: the queue frees the whole struct */
+    uint64_t read_ns; /* when the token row was read: the cache lifetime starts here */
     kr_req *req;
     kr_auth_cb cb;
     uint8_t hash[32];
@@ -50,6 +51,7 @@ static void lookup_work(kr_store *st, kr_job *j)
     auth_job *a = (auth_job *)j;
     kr_auth_info *in = &a->info;
     memset(in, 0, sizeof *in);
+    a->read_ns = kr_mono_ns();
     kr_token t;
     kr_diag d = {{0}};
     int rc = kr_token_by_hash(st, a->hex, &t, &d);
@@ -148,7 +150,9 @@ static void lookup_done(kr_job *j)
         kr_auth_slot *sl = slot_for(&s->auth, a->hash);
         if (sl->used) free(sl->info.allow);
         memcpy(sl->hash, a->hash, 32);
-        sl->until_ns = kr_mono_ns() + s->auth.ttl_ns;
+        /* from when the row was read, so a slow lookup cannot stretch the
+         * revocation bound */
+        sl->until_ns = a->read_ns + s->auth.ttl_ns;
         sl->used = true;
         sl->info = a->info; /* the slot owns info.allow now */
     }

@@ -566,6 +566,19 @@ int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
         return rc;
     }
     for (size_t i = 0; i < n; i++) {
+        /* each org's credits row first, in org order: every batch that
+         * touches an org takes that lock before the org's rollup rows, so
+         * two instances' batches cannot wait on each other in a cycle */
+        if ((i == 0 || order[i]->org_id != order[i - 1]->org_id) &&
+            (rc = Q(s,
+                    "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
+                    " VALUES ($1, 0, 0, $2) ON CONFLICT (org_id) DO UPDATE"
+                    " SET updated_at = credits.updated_at",
+                    NULL, d, KR_DB_INT(order[i]->org_id), KR_DB_INT(kr_now_ms())))) {
+            free(order);
+            s->db->ops->rollback(s->db);
+            return rc;
+        }
         if ((rc = record_one(s, order[i], d))) {
             free(order);
             s->db->ops->rollback(s->db);
@@ -767,5 +780,76 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
                            KR_DB_TEXT(f->from_day ? f->from_day : ""), KR_DB_TEXT(f->to_day ? f->to_day : "")),
                          5, out, d);
     kr_buf_free(&sql);
+    return rc;
+}
+
+/* ---- master key rotation ---- */
+
+int kr_store_secret_list_all(kr_store *s, kr_secret_row **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT " SECRET_COLS " FROM secrets ORDER BY scope, owner_id, key",
+                         NULL, 0, &r, d);
+    if (rc) return rc;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) secret_from(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
+                                size_t *n, kr_diag *d)
+{
+    if (n) *n = 0;
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    /* PostgreSQL: no other writer may add or change a secret (under the old
+     * key) between our read and our commit; readers are not blocked. A
+     * writer holding the table too long is an error, not a hang. */
+    if (s->db->engine == KR_DB_POSTGRES &&
+        ((rc = kr_db_exec(s->db, "SET LOCAL lock_timeout = '10s'", NULL, 0, d)) ||
+         (rc = kr_db_exec(s->db, "LOCK TABLE secrets IN SHARE ROW EXCLUSIVE MODE", NULL, 0, d)))) {
+        s->db->ops->rollback(s->db);
+        return rc;
+    }
+    kr_secret_row *rows = NULL;
+    size_t nrows = 0, i;
+    if ((rc = kr_store_secret_list_all(s, &rows, &nrows, d))) {
+        s->db->ops->rollback(s->db);
+        return rc;
+    }
+    for (i = 0; i < nrows && !rc; i++) {
+        const kr_secret_row *row = &rows[i];
+        char *ct = NULL;
+        int ver = row->enc_version;
+        if ((rc = fn(arg, row, &ct, &ver, d))) {
+            free(ct);
+            break;
+        }
+        if (!ct) {
+            rc = kr_fail(d, KR_EINVAL, "no new ciphertext for secret %s (%s scope, owner %lld)",
+                         row->key, kr_scope_name(row->scope), (long long)row->owner_id);
+            break;
+        }
+        kr_dbres r;
+        rc = Q(s,
+               "UPDATE secrets SET ciphertext = $1, enc_version = $2 WHERE scope = $3"
+               " AND owner_id = $4 AND key = $5 AND ciphertext = $6 RETURNING key",
+               &r, d, KR_DB_TEXT(ct), KR_DB_INT(ver), KR_DB_TEXT(kr_scope_name(row->scope)),
+               KR_DB_INT(row->owner_id), KR_DB_TEXT(row->key), KR_DB_TEXT(row->ciphertext));
+        free(ct);
+        if (rc) break;
+        if (r.nrows != 1)
+            rc = kr_fail(d, KR_ESTORE,
+                         "secret %s (%s scope, owner %lld) changed during the rewrite; nothing "
+                         "was changed, run it again",
+                         row->key, kr_scope_name(row->scope), (long long)row->owner_id);
+        kr_dbres_free(&r);
+    }
+    kr_secret_rows_free(rows, nrows);
+    if (!rc && commit) rc = s->db->ops->commit(s->db, d);
+    if (rc || !commit) s->db->ops->rollback(s->db);
+    if (!rc && n) *n = nrows;
     return rc;
 }

@@ -185,4 +185,25 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
 /* "YYYY-MM-DD" (UTC) of a ms timestamp. */
 void kr_utc_day(int64_t ms, char out[11]);
 
+/* ---- master key rotation (keyrail rekey, src/cli/cmd_rekey.c) ---- */
+
+/* Every stored secret row, all scopes, ordered by scope, owner and key. */
+int kr_store_secret_list_all(kr_store *s, kr_secret_row **out, size_t *n, kr_diag *d);
+
+/* Gives a row's new ciphertext (heap, the store frees it) and version. A
+ * non-zero return aborts the rewrite with that code (fill d). */
+typedef int (*kr_secret_rewrite_fn)(void *arg, const kr_secret_row *row, char **new_ciphertext,
+                                    int *new_version, kr_diag *d);
+/* Rewrites every stored secret in ONE write transaction: the rows are read
+ * inside it (on PostgreSQL the secrets table is locked against other writers
+ * first, readers go on; SQLite's write transaction does the same), fn is
+ * called for each row in kr_store_secret_list_all order, and each row is
+ * updated only while it still holds the ciphertext fn saw. Any failure --
+ * fn's, the store's, a row changed underneath -- rolls everything back:
+ * never half rewritten. With commit false the transaction is rolled back
+ * after the last row (a dry run of exactly the same steps). *n (optional)
+ * receives the number of rows rewritten (or that would be). */
+int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
+                                size_t *n, kr_diag *d);
+
 #endif
