@@ -27,27 +27,6 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* A key from a file, whatever KEYRAIL_MASTER_KEY says. */
-static int load_key_file(const char *path, kr_master_key *out, kr_diag *d)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) return kr_fail(d, KR_ENOKEY, "key file %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return kr_fail(d, KR_ENOKEY, "key file %s is not a regular file", path);
-    if (st.st_mode & 077)
-        return kr_fail(d, KR_ENOKEY, "key file %s is readable by others (mode %03o); chmod 600 it",
-                       path, (unsigned)(st.st_mode & 0777));
-    char *text = NULL;
-    size_t len = 0;
-    kr_diag inner = {{0}};
-    if (kr_read_file(path, 1024, &text, &len, &inner))
-        return kr_fail(d, KR_ENOKEY, "cannot read key file %s", path);
-    int rc = kr_master_key_parse(text, len, out);
-    sodium_memzero(text, len);
-    free(text);
-    if (rc) return kr_fail(d, KR_ENOKEY, "key file %s does not hold 64 hex digits", path);
-    return 0;
-}
-
 /* "org acme" / "workspace acme/boss", or the bare id when it is gone. */
 static void owner_name(kr_store *st, kr_scope scope, int64_t owner, char *out, size_t cap)
 {
@@ -215,13 +194,13 @@ int kr_cmd_rekey(int argc, char **argv)
     bool dry = kr_flag(&a, "--dry-run");
     rekey_ctx x = {.old_key = &old_key, .new_key = &new_key, .dry_run = dry};
     size_t rows = 0;
-    int e = load_key_file(kr_arg(&a, "--old-key-file"), &old_key, &d);
+    int e = kr_master_key_load_file(kr_arg(&a, "--old-key-file"), &old_key, &d);
     if (e) {
         kr_cli_errf("rekey: old key: %s", kr_diag_msg(&d, e));
         goto out;
     }
     if (kr_arg(&a, "--new-key-file")) {
-        e = load_key_file(kr_arg(&a, "--new-key-file"), &new_key, &d);
+        e = kr_master_key_load_file(kr_arg(&a, "--new-key-file"), &new_key, &d);
         if (e) {
             kr_cli_errf("rekey: new key: %s", kr_diag_msg(&d, e));
             goto out;

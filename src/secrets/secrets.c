@@ -67,18 +67,27 @@ int kr_master_key_load(const char *key_file, bool dev_create, kr_master_key *out
         } else {
             return kr_fail(d, KR_ENOKEY, "master key file %s: %s", key_file, strerror(errno));
         }
-    } else if (st.st_mode & 077) {
-        return kr_fail(d, KR_ENOKEY, "master key file %s is readable by others (mode %03o); chmod 600 it",
-                       key_file, (unsigned)(st.st_mode & 0777));
     }
+    return kr_master_key_load_file(key_file, out, d);
+}
+
+int kr_master_key_load_file(const char *path, kr_master_key *out, kr_diag *d)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return kr_fail(d, KR_ENOKEY, "master key file %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return kr_fail(d, KR_ENOKEY, "master key file %s is not a regular file", path);
+    if (st.st_mode & 077)
+        return kr_fail(d, KR_ENOKEY, "master key file %s is readable by others (mode %03o); chmod 600 it",
+                       path, (unsigned)(st.st_mode & 0777));
     char *text;
     size_t len;
-    int rc = kr_read_file(key_file, 1024, &text, &len, d);
-    if (rc) return kr_fail(d, KR_ENOKEY, "cannot read master key file %s", key_file);
+    int rc = kr_read_file(path, 1024, &text, &len, NULL);
+    if (rc) return kr_fail(d, KR_ENOKEY, "cannot read master key file %s", path);
     rc = kr_master_key_parse(text, len, out);
     sodium_memzero(text, len);
     free(text);
-    if (rc) return kr_fail(d, KR_ENOKEY, "master key file %s does not hold 64 hex digits", key_file);
+    if (rc) return kr_fail(d, KR_ENOKEY, "master key file %s does not hold 64 hex digits", path);
     return 0;
 }
 

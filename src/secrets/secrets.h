@@ -45,6 +45,9 @@ int kr_master_key_parse(const char *s, size_t n, kr_master_key *out);
  */
 int kr_master_key_load(const char *key_file, bool dev_create, kr_master_key *out, bool *created,
                        kr_diag *d);
+/* A key from a file only (mode 0600 or stricter), whatever the environment
+ * says: `rekey --old-key-file` reads the old key this way. */
+int kr_master_key_load_file(const char *path, kr_master_key *out, kr_diag *d);
 /* Writes a fresh random key to path (0600, must not exist). */
 int kr_master_key_generate(const char *path, kr_diag *d);
 
