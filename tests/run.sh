@@ -77,6 +77,10 @@ PY
   else echo "ok   pytest $name: $p passed"; fi
 done
 
+# ---- secret hygiene: no canary byte in any log, response body or store file ----
+if tests/hygiene.sh "$OUT"/tmp-* >"$OUT/hygiene.log" 2>&1; then passed=$((passed + 1)); echo "ok   hygiene"
+else failed=$((failed + 1)); echo "FAIL hygiene"; cat "$OUT/hygiene.log"; fi
+
 # ---- brief fuzzing (every driver, a few seconds each) ----
 if [ "${KEYRAIL_SKIP_FUZZ:-0}" != 1 ] && [ -x scripts/fuzz.sh ]; then
   if scripts/fuzz.sh --brief >"$OUT/fuzz.log" 2>&1; then

@@ -175,13 +175,13 @@ void kr_config_dump(const kr_config *c, kr_buf *out)
             sec = o->section;
         }
         const char *field = (const char *)c + o->off;
-        if (o->type == T_STR) kr_buf_printf(out, "%s = %s", o->key, field);
+        kr_buf_printf(out, "# %s\n", origin_name(c->origin[i])); /* own line: loadable back */
+        if (o->type == T_STR) kr_buf_printf(out, "%s = %s\n", o->key, field);
         else {
             int64_t v;
             memcpy(&v, field, sizeof v);
-            kr_buf_printf(out, "%s = %lld", o->key, (long long)v);
+            kr_buf_printf(out, "%s = %lld\n", o->key, (long long)v);
         }
-        kr_buf_printf(out, "    # %s\n", origin_name(c->origin[i]));
     }
 }
 

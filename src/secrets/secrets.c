@@ -124,6 +124,14 @@ int kr_secret_open(const kr_master_key *mk, kr_scope scope, int64_t owner, const
                    const char *sealed, size_t n, kr_buf *out)
 {
     if (n > 4 * (KR_SECRET_MAX_VALUE + 1 + NONCE_LEN + TAG_LEN) / 3 + 8) return KR_ECRYPTO;
+    /* strict alphabet: libsodium 1.0.18 decodes bytes >= 0x80 as '/', which
+     * would make the stored text malleable */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)sealed[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/' || c == '='))
+            return KR_ECRYPTO;
+    }
     size_t cap = n / 4 * 3 + 3;
     uint8_t *blob = kr_xmalloc(cap);
     size_t blen;

@@ -13,3 +13,4 @@ _spec.loader.exec_module(kr_fixtures)
 
 vendor = kr_fixtures.vendor
 kr = kr_fixtures.kr
+_keyrail_responses_dir = kr_fixtures._keyrail_responses_dir  # response bodies for the hygiene sweep
