@@ -22,6 +22,10 @@
  */
 #include "proxy/jscan.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "core/err.h"
 
 #include <string.h>
@@ -173,6 +177,20 @@ static size_t utf8_len(const u8 *p, const u8 *end)
 /* Pointer to the first byte at or after p that stops the fast path, or end. */
 static inline const u8 *skip_plain(const u8 *p, const u8 *end)
 {
+#ifdef __SSE2__
+    /* 16 bytes at a time: stop at '"', '\\', a control byte or a non-ASCII
+     * byte (a signed compare with 0x20 catches both 0x00-0x1f and 0x80-0xff) */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  space = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmplt_epi8(v, space));
+        int m = _mm_movemask_epi8(hit);
+        if (m) return p + __builtin_ctz((unsigned)m);
+        p += 16;
+    }
+#endif
     while (end - p >= 8) {
         uint64_t m = swar_stop(load8(p));
         if (m) {

@@ -24,6 +24,7 @@
 static char read_buf[64 * 1024];
 
 static void conn_process(kr_conn *c);
+static void conn_feed_direct(kr_conn *c, const char *p, size_t left);
 
 /* ---- writes ---- */
 
@@ -181,6 +182,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         kr_conn_close(c);
         return;
     }
+    if (!c->req && c->pending.len == 0) {
+        conn_feed_direct(c, buf->base, (size_t)n);
+        return;
+    }
     if (kr_buf_append(&c->pending, buf->base, (size_t)n)) {
         /* cannot happen: reading stops at the cap */
         kr_conn_close(c);
@@ -247,57 +252,97 @@ static void close_or_linger(kr_conn *c)
     uv_timer_start(&c->timer, on_timeout, 2000, 0);
 }
 
-/* Feeds pending bytes to the parser until a request is complete. */
+/* One parser step over data[0..len): handles the head (100-continue, the
+ * body timer) and errors. Returns the parser's result; *used bytes taken. */
+static int conn_step(kr_conn *c, const char *data, size_t len, size_t *used)
+{
+    *used = 0;
+    if (!c->got_bytes) {
+        c->got_bytes = true;
+        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+    }
+    int rc = kr_http_feed(&c->parser, data, len, used);
+    if (rc == KR_HTTP_HEAD) {
+        c->in_body = true;
+        if (c->parser.req.expect_continue) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+            kr_conn_write(c, &b, 1);
+        }
+        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+    } else if (rc == KR_HTTP_AGAIN && c->in_body) {
+        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+    }
+    return rc;
+}
+
+static void dispatch(kr_conn *c)
+{
+    c->in_body = false;
+    c->got_bytes = false;
+    uv_timer_stop(&c->timer);
+    if (c->srv->draining) c->parser.req.keep_alive = false;
+    kr_req_start(c, &c->parser.req);
+}
+
+/* A body may be complete with zero further bytes (HEAD came first). */
+static void finish_empty_body(kr_conn *c)
+{
+    if (c->closing || c->req || !c->in_body || c->pending.len) return;
+    size_t used;
+    int rc = kr_http_feed(&c->parser, "", 0, &used);
+    if (rc == KR_HTTP_DONE) dispatch(c);
+    else if (rc == KR_HTTP_ERROR) respond_parse_error(c);
+}
+
+/* Feeds pending bytes to the parser until a request is complete. Bytes are
+ * consumed before a request is dispatched, since a request answered at once
+ * comes back here for the next pipelined one. */
 static void conn_process(kr_conn *c)
 {
     while (!c->closing && !c->req && c->pending.len > 0) {
-        size_t used = 0;
-        if (!c->got_bytes) {
-            c->got_bytes = true;
-            timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
-        }
-        int rc = kr_http_feed(&c->parser, c->pending.data, c->pending.len, &used);
+        size_t used;
+        int rc = conn_step(c, c->pending.data, c->pending.len, &used);
         kr_buf_consume(&c->pending, used);
         if (rc == KR_HTTP_ERROR) {
             respond_parse_error(c);
             return;
         }
-        if (rc == KR_HTTP_HEAD) {
-            c->in_body = true;
-            if (c->parser.req.expect_continue) {
-                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-                uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
-                kr_conn_write(c, &b, 1);
-            }
-            timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
-            continue;
-        }
         if (rc == KR_HTTP_DONE) {
-            c->in_body = false;
-            c->got_bytes = false;
-            uv_timer_stop(&c->timer);
-            if (c->srv->draining) c->parser.req.keep_alive = false;
-            kr_req_start(c, &c->parser.req);
+            dispatch(c);
             return;
         }
-        /* KR_HTTP_AGAIN: everything consumed */
-        if (c->in_body) timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
-        break;
+        if (rc == KR_HTTP_AGAIN) break;
     }
-    /* a body may be complete with zero further bytes (HEAD returned first) */
-    if (!c->closing && !c->req && c->in_body && c->pending.len == 0) {
-        size_t used = 0;
-        int rc = kr_http_feed(&c->parser, "", 0, &used);
-        if (rc == KR_HTTP_DONE) {
-            c->in_body = false;
-            c->got_bytes = false;
-            uv_timer_stop(&c->timer);
-            if (c->srv->draining) c->parser.req.keep_alive = false;
-            kr_req_start(c, &c->parser.req);
-        } else if (rc == KR_HTTP_ERROR) {
+    finish_empty_body(c);
+}
+
+/* The common case: nothing pending, no request in flight. Parse straight
+ * from the read buffer (the parser copies what it keeps) and keep only the
+ * bytes after a complete request, instead of copying everything through
+ * conn->pending first. */
+static void conn_feed_direct(kr_conn *c, const char *p, size_t left)
+{
+    while (left && !c->closing && !c->req) {
+        size_t used;
+        int rc = conn_step(c, p, left, &used);
+        p += used;
+        left -= used;
+        if (rc == KR_HTTP_ERROR) {
             respond_parse_error(c);
+            return;
         }
+        if (rc == KR_HTTP_DONE) {
+            if (left && kr_buf_append(&c->pending, p, left)) {
+                kr_conn_close(c);
+                return;
+            }
+            dispatch(c);
+            return;
+        }
+        if (rc == KR_HTTP_AGAIN) break;
     }
+    finish_empty_body(c);
 }
 
 void kr_conn_request_done(kr_conn *c)
