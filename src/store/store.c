@@ -497,7 +497,7 @@ int kr_token_list(kr_store *s, int64_t ws, kr_token **out, size_t *n, kr_diag *d
 
 /* ---- usage and credits ---- */
 
-static int record_one(kr_store *s, const kr_usage_rec *u, kr_diag *d)
+static int insert_usage_row(kr_store *s, const kr_usage_rec *u, bool *inserted, kr_diag *d)
 {
     kr_dbres r;
     int rc = Q(s,
@@ -511,83 +511,107 @@ static int record_one(kr_store *s, const kr_usage_rec *u, kr_diag *d)
                KR_DB_INT(u->u.cache_write_tokens), KR_DB_INT(u->cost_micros),
                KR_DB_TEXT(u->status), KR_DB_INT(u->started_at), KR_DB_INT(u->finished_at));
     if (rc) return rc;
-    bool inserted = r.nrows > 0;
+    *inserted = r.nrows > 0; /* a replay of a recorded request inserts nothing */
     kr_dbres_free(&r);
-    if (!inserted) return 0; /* replay of a recorded request */
-    char day[11];
-    kr_utc_day(u->started_at, day);
-    rc = Q(s,
-           "INSERT INTO usage_daily (day, org_id, workspace_id, model, requests, input_tokens,"
-           " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
-           " VALUES ($1,$2,$3,$4,1,$5,$6,$7,$8,$9) ON CONFLICT (day, workspace_id, model) DO UPDATE"
-           " SET requests = usage_daily.requests + 1,"
-           " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
-           " output_tokens = usage_daily.output_tokens + excluded.output_tokens,"
-           " cache_read_tokens = usage_daily.cache_read_tokens + excluded.cache_read_tokens,"
-           " cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,"
-           " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-           NULL, d, KR_DB_TEXT(day), KR_DB_INT(u->org_id), KR_DB_INT(u->workspace_id),
-           KR_DB_TEXT(u->model), KR_DB_INT(u->u.input_tokens), KR_DB_INT(u->u.output_tokens),
-           KR_DB_INT(u->u.cache_read_tokens), KR_DB_INT(u->u.cache_write_tokens),
-           KR_DB_INT(u->cost_micros));
-    if (rc) return rc;
-    if (u->cost_micros == 0) return 0;
-    int64_t now = kr_now_ms();
-    rc = Q(s,
-           "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
-           " VALUES ($1, -CAST($2 AS BIGINT), 0, $3) ON CONFLICT (org_id) DO UPDATE"
-           " SET balance_micros = credits.balance_micros - $2, updated_at = $3",
-           NULL, d, KR_DB_INT(u->org_id), KR_DB_INT(u->cost_micros), KR_DB_INT(now));
-    if (rc) return rc;
-    return Q(s,
-             "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
-             " VALUES ($1, $2, 'usage', $3, $4)",
-             NULL, d, KR_DB_INT(u->org_id), KR_DB_INT(-u->cost_micros), KR_DB_TEXT(u->request_id),
-             KR_DB_INT(now));
+    return 0;
 }
 
 static int by_org(const void *a, const void *b)
 {
     const kr_usage_rec *x = *(const kr_usage_rec *const *)a, *y = *(const kr_usage_rec *const *)b;
     if (x->org_id != y->org_id) return x->org_id < y->org_id ? -1 : 1;
+    if (x->workspace_id != y->workspace_id) return x->workspace_id < y->workspace_id ? -1 : 1;
+    int m = strcmp(x->model, y->model);
+    if (m) return m;
     return x < y ? -1 : x > y;
+}
+
+/* One org's rows of a batch (order[0..n), inserted[] says which are new):
+ * its credits row first -- the debit doubles as the lock that orders two
+ * instances' batches, so they cannot deadlock on the rollup rows after it --
+ * then one rollup upsert per (day, workspace, model), then a ledger entry
+ * per priced row. */
+static int settle_org(kr_store *s, const kr_usage_rec *const *order, const bool *inserted,
+                      size_t n, kr_diag *d)
+{
+    int64_t org = order[0]->org_id, total = 0, now = kr_now_ms();
+    for (size_t i = 0; i < n; i++)
+        if (inserted[i]) total += order[i]->cost_micros;
+    int rc = Q(s,
+               "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
+               " VALUES ($1, -CAST($2 AS BIGINT), 0, $3) ON CONFLICT (org_id) DO UPDATE"
+               " SET balance_micros = credits.balance_micros - $2,"
+               " updated_at = CASE WHEN $2 = 0 THEN credits.updated_at ELSE $3 END",
+               NULL, d, KR_DB_INT(org), KR_DB_INT(total), KR_DB_INT(now));
+    for (size_t i = 0; !rc && i < n;) {
+        /* a group: same workspace, model and day (rows are sorted by the first two) */
+        char day[11];
+        kr_utc_day(order[i]->started_at, day);
+        kr_usage sum = {0};
+        int64_t reqs = 0, cost = 0;
+        size_t j = i;
+        for (; j < n && order[j]->workspace_id == order[i]->workspace_id &&
+               !strcmp(order[j]->model, order[i]->model);
+             j++) {
+            char dj[11];
+            kr_utc_day(order[j]->started_at, dj);
+            if (strcmp(dj, day)) break;
+            if (!inserted[j]) continue;
+            reqs++;
+            sum.input_tokens += order[j]->u.input_tokens;
+            sum.output_tokens += order[j]->u.output_tokens;
+            sum.cache_read_tokens += order[j]->u.cache_read_tokens;
+            sum.cache_write_tokens += order[j]->u.cache_write_tokens;
+            cost += order[j]->cost_micros;
+        }
+        if (reqs)
+            rc = Q(s,
+                   "INSERT INTO usage_daily (day, org_id, workspace_id, model, requests, input_tokens,"
+                   " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
+                   " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (day, workspace_id, model)"
+                   " DO UPDATE SET requests = usage_daily.requests + excluded.requests,"
+                   " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
+                   " output_tokens = usage_daily.output_tokens + excluded.output_tokens,"
+                   " cache_read_tokens = usage_daily.cache_read_tokens + excluded.cache_read_tokens,"
+                   " cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,"
+                   " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+                   NULL, d, KR_DB_TEXT(day), KR_DB_INT(org), KR_DB_INT(order[i]->workspace_id),
+                   KR_DB_TEXT(order[i]->model), KR_DB_INT(reqs), KR_DB_INT(sum.input_tokens),
+                   KR_DB_INT(sum.output_tokens), KR_DB_INT(sum.cache_read_tokens),
+                   KR_DB_INT(sum.cache_write_tokens), KR_DB_INT(cost));
+        i = j;
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (!inserted[i] || order[i]->cost_micros == 0) continue;
+        rc = Q(s,
+               "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
+               " VALUES ($1, $2, 'usage', $3, $4)",
+               NULL, d, KR_DB_INT(org), KR_DB_INT(-order[i]->cost_micros),
+               KR_DB_TEXT(order[i]->request_id), KR_DB_INT(now));
+    }
+    return rc;
 }
 
 int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
 {
-    /* Rows touch credits rows; taking them in org order keeps two instances'
-     * concurrent batches from deadlocking on PostgreSQL. */
+    /* In org order (then workspace and model, for the rollup groups): two
+     * instances' batches take the orgs' credits rows in the same order. */
     const kr_usage_rec **order = kr_xmalloc((n ? n : 1) * sizeof *order);
+    bool *inserted = kr_xcalloc(n ? n : 1, sizeof *inserted);
     for (size_t i = 0; i < n; i++) order[i] = &recs[i];
     qsort(order, n, sizeof *order, by_org);
     int rc = s->db->ops->begin(s->db, d);
-    if (rc) {
-        free(order);
-        return rc;
+    for (size_t i = 0; !rc && i < n;) {
+        size_t j = i;
+        while (j < n && order[j]->org_id == order[i]->org_id) j++;
+        for (size_t k = i; !rc && k < j; k++) rc = insert_usage_row(s, order[k], &inserted[k], d);
+        if (!rc) rc = settle_org(s, order + i, inserted + i, j - i, d);
+        i = j;
     }
-    for (size_t i = 0; i < n; i++) {
-        /* each org's credits row first, in org order: every batch that
-         * touches an org takes that lock before the org's rollup rows, so
-         * two instances' batches cannot wait on each other in a cycle */
-        if ((i == 0 || order[i]->org_id != order[i - 1]->org_id) &&
-            (rc = Q(s,
-                    "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
-                    " VALUES ($1, 0, 0, $2) ON CONFLICT (org_id) DO UPDATE"
-                    " SET updated_at = credits.updated_at",
-                    NULL, d, KR_DB_INT(order[i]->org_id), KR_DB_INT(kr_now_ms())))) {
-            free(order);
-            s->db->ops->rollback(s->db);
-            return rc;
-        }
-        if ((rc = record_one(s, order[i], d))) {
-            free(order);
-            s->db->ops->rollback(s->db);
-            return rc;
-        }
-    }
-    free(order);
-    rc = s->db->ops->commit(s->db, d);
+    if (!rc) rc = s->db->ops->commit(s->db, d);
     if (rc) s->db->ops->rollback(s->db);
+    free(order);
+    free(inserted);
     return rc;
 }
 
