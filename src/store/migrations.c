@@ -120,6 +120,8 @@ static const kr_migration migrations[] = {
      " scope TEXT NOT NULL, owner_id BIGINT NOT NULL, window_start BIGINT NOT NULL,"
      " requests BIGINT NOT NULL, tokens BIGINT NOT NULL,"
      " PRIMARY KEY (scope, owner_id, window_start));"},
+    {3, "drop usage_ws: reports read the daily rollup, and every usage row paid for it",
+     "DROP INDEX IF EXISTS usage_ws;", "DROP INDEX IF EXISTS usage_ws;"},
 };
 
 const kr_migration *kr_migrations(size_t *n)
