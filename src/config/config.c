@@ -59,9 +59,13 @@ static const opt opts[] = {
       "How long a token lookup is cached; bounds how late a revocation on another instance is "
       "seen. 0 disables the cache."),
     I("server", "usage_sync", usage_sync, "1", 0, 1,
-      "1: the final chunk of a metered response waits until its usage row is committed, so "
-      "every response a client saw complete has its row, even after kill -9. 0: rows are "
-      "written asynchronously (a crash can lose the last batch, at most ~1 s of traffic)."),
+      "1: every usage record is appended to the usage journal (one write) before its response "
+      "ends, so every response a client saw complete has its usage row, even after kill -9 "
+      "(the journal is replayed at start). 0: no journal; a crash can lose the rows of the "
+      "last batch window."),
+    S("server", "usage_journal", usage_journal, "",
+      "Usage journal file (one per instance). Empty: the SQLite store path + \"-usage-journal\", "
+      "or keyrail-usage.journal in the working directory for PostgreSQL."),
     S("server", "log_file", log_file, "-", "JSON log destination; '-' is stderr."),
     S("server", "log_level", log_level, "info", "debug, info, warn, error or off."),
     S("provision", "concierge_default_model", concierge_default_model, "",

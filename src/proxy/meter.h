@@ -3,11 +3,19 @@
  * that records usage rows, the daily rollup and the credit debit in batched
  * transactions (group commit), off the event loop.
  *
+ * Durability without a commit on the hot path: with a journal, every record
+ * is first appended to a local file (one write(), on the loop thread, before
+ * the response ends) and then written to the store in batches. After a
+ * crash (kill -9) the journal is replayed into the store before the next
+ * start serves anything; request ids make the replay idempotent. The file is
+ * truncated whenever everything in it has been committed. Without a journal
+ * (server.usage_sync = 0) a crash can lose what was queued.
+ *
  * Nothing is dropped: a failed batch is retried with backoff until it
- * commits (request ids make a retry idempotent), and kr_meter_stop()
- * flushes everything before it returns. While the store is failing,
- * kr_meter_healthy() is false and the proxy refuses new metered work (503)
- * instead of serving it unmetered. An optional callback per record runs on
+ * commits. While the store is failing, kr_meter_healthy() is false and the
+ * proxy refuses new metered work (503) instead of serving it unmetered. At
+ * stop, the queue is flushed; if the store still fails after the grace, the
+ * journal keeps the rest for the next start. A callback per record runs on
  * the loop thread after its batch committed.
  */
 #ifndef KR_METER_H
@@ -22,7 +30,11 @@
 typedef struct kr_meter kr_meter;
 typedef void (*kr_meter_cb)(void *arg);
 
-int kr_meter_start(kr_meter **out, uv_loop_t *loop, const char *store_url, kr_diag *d);
+/* journal: a file path, or NULL for none. Replays an existing journal into
+ * the store before returning. */
+int kr_meter_start(kr_meter **out, uv_loop_t *loop, const char *store_url, const char *journal,
+                   kr_diag *d);
+/* Appends to the journal (when there is one) and queues the record. */
 void kr_meter_submit(kr_meter *m, const kr_usage_rec *rec, kr_meter_cb cb, void *arg);
 bool kr_meter_healthy(kr_meter *m);
 size_t kr_meter_depth(kr_meter *m);

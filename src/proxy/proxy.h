@@ -133,7 +133,6 @@ struct kr_server {
     bool stopped;
     uint64_t reqseq;
     char instance[17]; /* random per process: request ids are unique across instances */
-    bool usage_sync;   /* hold the end of a metered response until its usage row committed */
     int port;          /* bound port */
 };
 

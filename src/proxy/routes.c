@@ -797,24 +797,17 @@ static void end_response(kr_req *r)
     finish(r);
 }
 
-typedef struct {
-    kr_req *r;
-    bool hold;
-} metered_arg;
-
+/* The usage writer committed this request's row. */
 static void on_metered(void *arg)
 {
-    metered_arg *m = arg;
-    kr_req *r = m->r;
+    kr_req *r = arg;
     kr_limits_committed(r->srv, r->auth.org_id, r->cost);
-    if (m->hold && !r->finished) end_response(r);
-    free(m);
     kr_req_unref(r);
 }
 
-/* Usage of what passed, recorded once per request. Returns true when the
- * end of the response waits for the row to commit. */
-static bool record_usage(kr_req *r, const char *status, bool hold)
+/* Usage of what passed, recorded once per request: journaled (when
+ * server.usage_sync) before the response ends, committed in the background. */
+static void record_usage(kr_req *r, const char *status)
 {
     kr_usage u = {0};
     if (r->is_sse) {
@@ -828,7 +821,7 @@ static bool record_usage(kr_req *r, const char *status, bool hold)
     log_request(r, &u, cost);
     if (!r->meter) {
         kr_limits_settle(r->srv, r, &u, 0);
-        return false;
+        return;
     }
     r->cost = cost;
     kr_limits_settle(r->srv, r, &u, cost);
@@ -845,12 +838,8 @@ static bool record_usage(kr_req *r, const char *status, bool hold)
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->t0_ns) / 1000000);
-    metered_arg *ma = kr_xmalloc(sizeof *ma);
-    ma->r = r;
-    ma->hold = hold;
     r->refs++;
-    kr_meter_submit(r->srv->meter, &rec, on_metered, ma);
-    return hold;
+    kr_meter_submit(r->srv->meter, &rec, on_metered, r);
 }
 
 void kr_req_upstream_done(kr_req *r, CURLcode rc)
@@ -873,7 +862,8 @@ void kr_req_upstream_done(kr_req *r, CURLcode rc)
         bool complete = ok && (r->is_sse ? r->sse.done : true);
         const char *st = !ok ? "error" : complete ? "complete" : "partial";
         if (r->up_status >= 400) kr_strlcpy(r->error_type, "upstream_status", sizeof r->error_type);
-        if (!record_usage(r, st, s->usage_sync && r->conn && r->meter)) end_response(r);
+        record_usage(r, st);
+        end_response(r);
         kr_req_unref(r);
         return;
     }
@@ -919,7 +909,8 @@ void kr_req_upstream_done(kr_req *r, CURLcode rc)
         r->keep_alive = false;
         r->chunked = false; /* no terminator: the client sees a truncated body */
     }
-    if (!record_usage(r, "partial", false)) end_response(r);
+    record_usage(r, "partial");
+    end_response(r);
     kr_req_unref(r);
 }
 
@@ -938,7 +929,7 @@ void kr_req_abort(kr_req *r)
         if (r->is_sse && r->head_sent) r->srv->metrics.open_streams--;
         r->status = 499;
         kr_strlcpy(r->error_type, "client_closed", sizeof r->error_type);
-        record_usage(r, "client_closed", false);
+        record_usage(r, "client_closed");
         r->finished = true;
         kr_metrics_request(&r->srv->metrics, r->route, 499);
         r->srv->metrics.inflight--;

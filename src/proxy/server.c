@@ -505,8 +505,20 @@ static int load_platform_keys(kr_server *s)
     return n;
 }
 
+static const char *journal_path(const kr_config *cfg, char *buf, size_t cap)
+{
+    if (!cfg->usage_sync) return NULL;
+    if (cfg->usage_journal[0]) return cfg->usage_journal;
+    const char *u = cfg->store_url;
+    if (!strncmp(u, "postgres", 8)) return "keyrail-usage.journal";
+    if (!strncmp(u, "sqlite:", 7)) u += 7;
+    kr_snprintf(buf, cap, "%s-usage-journal", u);
+    return buf;
+}
+
 int kr_server_run(const kr_config *cfg, bool dev)
 {
+    char journal[600];
     kr_server *s = kr_xcalloc(1, sizeof *s);
     kr_diag d = {{0}};
     int rc;
@@ -540,7 +552,7 @@ int kr_server_run(const kr_config *cfg, bool dev)
     }
     kr_store_close(probe);
     if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
-        (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, &d))) {
+        (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, journal_path(cfg, journal, sizeof journal), &d))) {
         KR_ERROR("refusing to start: store: %s", d.msg);
         return 1;
     }
@@ -555,7 +567,6 @@ int kr_server_run(const kr_config *cfg, bool dev)
     uint8_t inst[8];
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
-    s->usage_sync = cfg->usage_sync != 0;
 
     struct sockaddr_storage ss;
     if ((rc = parse_listen(cfg->listen, &ss, &d))) {

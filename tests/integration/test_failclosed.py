@@ -126,16 +126,17 @@ def test_usage_write_failure_refuses_metered_requests(kr, vendor):
         # unmetered routes still work (count_tokens is free)
         st, _, _ = anthropic(kr, tok, MSG, "/anthropic/v1/messages/count_tokens")
         assert st == 200
-        # the first stream's end is still held: its row has not committed
-        assert t.is_alive(), "a metered response completed before its usage row committed"
+        # the first stream completed: its row is journaled, not yet committed
+        t.join(timeout=20)
+        st, h, data = held["resp"]
+        assert st == 200 and data.rstrip().endswith(b'"type":"message_stop"}')
+        assert kr.usage(h["x-keyrail-request-id"]) == []
         assert metrics(kr.port)["keyrail_usage_queue"] >= 1
+        assert os.path.getsize(kr.db + "-usage-journal") > 0, "the row is in the usage journal"
     finally:
         hold.execute("ROLLBACK")
         hold.close()
-    # the retry commits; the held response ends; everything is metered
-    t.join(timeout=20)
-    st, h, data = held["resp"]
-    assert st == 200 and data.rstrip().endswith(b'"type":"message_stop"}')
+    # the retry commits; everything is metered; the journal is emptied
     row = kr.wait_usage(h["x-keyrail-request-id"])
     assert (row["input"], row["status"]) == (321, "complete")
     wait_until(lambda: http(kr.port, "GET", "/readyz")[0] == 200, timeout=10, what="ready again")
