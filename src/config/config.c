@@ -68,6 +68,9 @@ static const opt opts[] = {
       "or keyrail-usage.journal in the working directory for PostgreSQL."),
     S("server", "log_file", log_file, "-", "JSON log destination; '-' is stderr."),
     S("server", "log_level", log_level, "info", "debug, info, warn, error or off."),
+    I("server", "log_flush_ms", log_flush_ms, "100", 0, 10000,
+      "Request log lines are written in batches at least this often (a crash can lose the "
+      "last ones); warnings and errors are written at once. 0: every line at once."),
     S("provision", "concierge_default_model", concierge_default_model, "",
       "Model a concierge gets when neither its payload nor the store names one. Empty: the "
       "platform route with the agent's own default model."),

@@ -42,6 +42,7 @@ typedef struct kr_config {
     char usage_journal[512];
     char log_file[512];
     char log_level[16];
+    int64_t log_flush_ms;
     /* [provision] */
     char concierge_default_model[128];
     char default_runtime[32];

@@ -2,6 +2,7 @@
 #include "core/cred.h"
 #include "core/err.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,32 @@
 int kr_log_level = KR_LOG_INFO;
 static FILE *log_fp;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool log_buffered;                  /* request lines wait for kr_log_flush() */
+static kr_buf log_pending = KR_BUF_INIT(1u << 20);
+
+static void flush_locked(void)
+{
+    if (!log_pending.len) return;
+    FILE *f = log_fp ? log_fp : stderr;
+    fwrite(log_pending.data, 1, log_pending.len, f);
+    fflush(f);
+    kr_buf_reset(&log_pending);
+}
+
+void kr_log_set_buffered(bool on)
+{
+    pthread_mutex_lock(&log_mu);
+    log_buffered = on;
+    if (!on) flush_locked();
+    pthread_mutex_unlock(&log_mu);
+}
+
+void kr_log_flush(void)
+{
+    pthread_mutex_lock(&log_mu);
+    flush_locked();
+    pthread_mutex_unlock(&log_mu);
+}
 
 int kr_log_open(const char *path)
 {
@@ -26,6 +53,7 @@ int kr_log_open(const char *path)
 
 void kr_log_close(void)
 {
+    kr_log_flush();
     if (log_fp) fclose(log_fp);
     log_fp = NULL;
 }
@@ -102,22 +130,27 @@ size_t kr_redact(const char *in, size_t n, kr_buf *out)
     return count;
 }
 
-static void emit(kr_buf *line)
+static void emit(kr_buf *line, bool may_wait)
 {
     kr_buf red = KR_BUF_INIT(line->len * 2 + 256);
     kr_redact(line->data ? line->data : "", line->len, &red);
     kr_buf_putc(&red, '\n');
     pthread_mutex_lock(&log_mu);
-    FILE *f = log_fp ? log_fp : stderr;
-    fwrite(red.data, 1, red.len, f);
-    fflush(f);
+    if (may_wait && log_buffered && !kr_buf_append(&log_pending, red.data, red.len)) {
+        if (log_pending.len > (64u << 10)) flush_locked();
+    } else {
+        flush_locked(); /* keep the order */
+        FILE *f = log_fp ? log_fp : stderr;
+        fwrite(red.data, 1, red.len, f);
+        fflush(f);
+    }
     pthread_mutex_unlock(&log_mu);
     kr_buf_free(&red);
 }
 
 void kr_log_json_line(kr_buf *line)
 {
-    emit(line);
+    emit(line, true);
 }
 
 void kr_log_write(int level, const char *fmt, ...)
@@ -137,6 +170,6 @@ void kr_log_write(int level, const char *fmt, ...)
                   ts.tv_nsec / 1000000, level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
     kr_buf_json_str(&line, msg, strlen(msg));
     kr_buf_puts(&line, "\"}");
-    emit(&line);
+    emit(&line, level <= KR_LOG_INFO);
     kr_buf_free(&line);
 }

@@ -11,6 +11,7 @@
 #define KR_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/buf.h"
@@ -25,6 +26,11 @@ void kr_log_close(void);
 int kr_log_level_parse(const char *s);
 
 void kr_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Buffered mode: info and request lines collect in memory until
+ * kr_log_flush() (the server calls it every server.log_flush_ms) or 64 KiB;
+ * warnings and errors are written at once, after what is pending. */
+void kr_log_set_buffered(bool on);
+void kr_log_flush(void);
 /* Writes an already-built JSON object line (without newline); it is redacted. */
 void kr_log_json_line(kr_buf *line);
 

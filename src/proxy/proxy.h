@@ -125,6 +125,7 @@ struct kr_server {
     kr_auth_cache auth;
     kr_limits adm; /* admission control state (limits.c) */
     uv_timer_t limits_timer;
+    uv_timer_t log_timer; /* flushes buffered log lines (server.log_flush_ms) */
     kr_workq *workers;
     kr_meter *meter;
     kr_metrics metrics;
@@ -199,6 +200,8 @@ struct kr_req {
     bool meter;      /* record usage for this request */
     int up_status;
     kr_buf resp_head; /* response head being assembled from the upstream's */
+    kr_buf out;       /* response bytes staged for one write: head with the
+                         first chunk; whole small bodies; flushed per SSE chunk */
     kr_sse_usage sse;
     kr_buf json;      /* non-streaming body copy for usage (capped) */
     char error_type[32];

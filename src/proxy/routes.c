@@ -14,6 +14,7 @@
 #include <time.h>
 
 #define WRITE_HIGH_WATER (256 * 1024)
+#define OUT_CAP (64 * 1024) /* staged bytes of a non-SSE body before a write */
 #define JSON_USAGE_CAP (4u << 20)
 #define SSE_EVENT_CAP (1u << 20)
 
@@ -35,6 +36,7 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
     snprintf(r->id, sizeof r->id, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
     kr_buf_init(&r->upbody, (size_t)s->cfg->max_body_bytes + 4096);
     kr_buf_init(&r->resp_head, 16 * 1024);
+    kr_buf_init(&r->out, OUT_CAP + 64 * 1024 + 64);
     kr_buf_init(&r->json, JSON_USAGE_CAP);
     s->metrics.inflight++;
     return r;
@@ -51,6 +53,7 @@ void kr_req_unref(kr_req *r)
     if (r->easy) kr_upstream_release(r->srv, r->easy);
     kr_buf_free(&r->upbody);
     kr_buf_free(&r->resp_head);
+    kr_buf_free(&r->out);
     kr_buf_free(&r->json);
     if (r->is_sse) kr_sse_usage_free(&r->sse);
     free(r);
@@ -698,11 +701,22 @@ static void send_head(kr_req *r)
     char first[64];
     int fl = snprintf(first, sizeof first, "HTTP/1.1 %d %s\r\n", r->up_status,
                       kr_status_text(r->up_status));
-    uv_buf_t b[3] = {uv_buf_init(first, (unsigned)fl),
-                     uv_buf_init(r->resp_head.data ? r->resp_head.data : "", (unsigned)r->resp_head.len),
-                     uv_buf_init(tail, (unsigned)tl)};
-    kr_conn_write(r->conn, b, 3);
+    /* staged, not written: it leaves with the first body bytes (same loop
+     * turn, one syscall) or with the end of the response */
+    kr_buf_append(&r->out, first, (size_t)fl);
+    kr_buf_append(&r->out, r->resp_head.data ? r->resp_head.data : "", r->resp_head.len);
+    kr_buf_append(&r->out, tail, (size_t)tl);
     if (r->is_sse) s->metrics.open_streams++;
+}
+
+/* Writes what is staged for the client. */
+static void out_flush(kr_req *r)
+{
+    if (r->conn && r->out.len) {
+        uv_buf_t b = uv_buf_init(r->out.data, (unsigned)r->out.len);
+        kr_conn_write(r->conn, &b, 1);
+    }
+    kr_buf_reset(&r->out);
 }
 
 static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -745,7 +759,8 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     if (!r->conn) return 0;
     if (!r->head_sent) send_head(r);
-    if (r->conn->write_pending > WRITE_HIGH_WATER) {
+    if (r->conn->write_pending + r->out.len > WRITE_HIGH_WATER) {
+        out_flush(r);
         r->paused = true;
         uv_timer_stop(&r->conn->uptimer);
         return CURL_WRITEFUNC_PAUSE;
@@ -757,13 +772,15 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     if (r->chunked) {
         char pre[24];
         int pl = snprintf(pre, sizeof pre, "%zx\r\n", n);
-        uv_buf_t b[3] = {uv_buf_init(pre, (unsigned)pl), uv_buf_init(ptr, (unsigned)n),
-                         uv_buf_init("\r\n", 2)};
-        kr_conn_write(r->conn, b, 3);
+        kr_buf_append(&r->out, pre, (size_t)pl);
+        kr_buf_append(&r->out, ptr, n);
+        kr_buf_append(&r->out, "\r\n", 2);
     } else {
-        uv_buf_t b = uv_buf_init(ptr, (unsigned)n);
-        kr_conn_write(r->conn, &b, 1);
+        kr_buf_append(&r->out, ptr, n);
     }
+    /* a stream goes out chunk by chunk; a JSON body once it is whole (or
+     * OUT_CAP is staged) */
+    if (r->is_sse || r->out.len >= OUT_CAP) out_flush(r);
     return n;
 }
 
@@ -789,10 +806,8 @@ static void on_up_timeout(uv_timer_t *t)
 
 static void end_response(kr_req *r)
 {
-    if (r->conn && r->chunked && r->head_sent) {
-        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-        kr_conn_write(r->conn, &b, 1);
-    }
+    if (r->conn && r->chunked && r->head_sent) kr_buf_append(&r->out, "0\r\n\r\n", 5);
+    out_flush(r);
     if (r->is_sse && r->head_sent) r->srv->metrics.open_streams--;
     finish(r);
 }
@@ -901,10 +916,9 @@ void kr_req_upstream_done(kr_req *r, CURLcode rc)
                                 timeout ? "stalled" : "broke off");
         char pre[16];
         int pl = snprintf(pre, sizeof pre, "%x\r\n", el);
-        uv_buf_t b[3] = {uv_buf_init(pre, (unsigned)pl), uv_buf_init(ev, (unsigned)el),
-                         uv_buf_init("\r\n", 2)};
-        if (r->chunked) kr_conn_write(r->conn, b, 3);
-        else kr_conn_write(r->conn, &b[1], 1);
+        if (r->chunked) kr_buf_append(&r->out, pre, (size_t)pl);
+        kr_buf_append(&r->out, ev, (size_t)el);
+        if (r->chunked) kr_buf_append(&r->out, "\r\n", 2);
     } else if (r->conn) {
         r->keep_alive = false;
         r->chunked = false; /* no terminator: the client sees a truncated body */

@@ -410,6 +410,10 @@ static void stop_everything(kr_server *s)
     uv_timer_stop(&s->drain_timer);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
     kr_limits_stop(s);
+    if (s->cfg->log_flush_ms > 0) {
+        uv_timer_stop(&s->log_timer);
+        uv_close((uv_handle_t *)&s->log_timer, NULL);
+    }
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     kr_upstream_free(s);
@@ -505,6 +509,12 @@ static int load_platform_keys(kr_server *s)
     return n;
 }
 
+static void on_log_flush(uv_timer_t *t)
+{
+    (void)t;
+    kr_log_flush();
+}
+
 static const char *journal_path(const kr_config *cfg, char *buf, size_t cap)
 {
     if (!cfg->usage_sync) return NULL;
@@ -564,6 +574,12 @@ int kr_server_run(const kr_config *cfg, bool dev)
     kr_auth_init(&s->auth, cfg->token_cache_ms);
     kr_limits_init(&s->adm);
     kr_limits_start(s);
+    if (cfg->log_flush_ms > 0) {
+        kr_log_set_buffered(true);
+        uv_timer_init(s->loop, &s->log_timer);
+        uv_timer_start(&s->log_timer, on_log_flush, (uint64_t)cfg->log_flush_ms,
+                       (uint64_t)cfg->log_flush_ms);
+    }
     uint8_t inst[8];
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
@@ -615,5 +631,6 @@ int kr_server_run(const kr_config *cfg, bool dev)
     if (loop_rc) KR_WARN("event loop closed with open handles");
     free(s);
     KR_INFO("keyrail stopped");
+    kr_log_set_buffered(false);
     return 0;
 }

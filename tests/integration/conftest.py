@@ -330,6 +330,7 @@ upstream_connect_timeout_ms = 2000
 token_cache_ms = 200
 shutdown_grace_ms = 5000
 max_body_bytes = 1048576
+log_flush_ms = 0
 {self.extra_config}
 """)
 
