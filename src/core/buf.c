@@ -106,7 +106,28 @@ int kr_buf_putc(kr_buf *b, char c)
 
 int kr_buf_printf(kr_buf *b, const char *fmt, ...)
 {
+    /* one formatting pass in the common case: into the space already there */
+    if (b->cap < b->len + 256) (void)kr_buf_reserve(b, 256); /* may fail near the cap: fine */
     va_list ap;
+    if (b->data && b->cap > b->len + 1) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->data + b->len, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->data[b->len] = 0;
+            return KR_EINVAL;
+        }
+        if ((size_t)n < room) {
+            if ((size_t)n > b->max - b->len) {
+                b->data[b->len] = 0;
+                return KR_ETOOBIG;
+            }
+            b->len += (size_t)n;
+            return 0;
+        }
+        b->data[b->len] = 0;
+    }
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);

@@ -34,7 +34,8 @@ void kr_auth_free(kr_auth_cache *c)
 typedef struct {
     kr_job job; /* first: the queue frees the whole struct */
     uint64_t read_ns; /* when the token row was read: the cache lifetime starts here */
-    kr_req *req;
+    kr_server *srv;
+    kr_req *req;      /* NULL for a refresh ahead of expiry */
     kr_auth_cb cb;
     uint8_t hash[32];
     char hex[65];
@@ -143,21 +144,25 @@ static kr_auth_slot *slot_for(kr_auth_cache *c, const uint8_t *hash)
 static void lookup_done(kr_job *j)
 {
     auth_job *a = (auth_job *)j;
-    kr_server *s = a->req->srv;
+    kr_server *s = a->srv;
     /* store failures are not cached: the next request retries */
     bool cached = a->info.rc != KR_ESTORE && s->auth.ttl_ns;
+    kr_auth_slot *sl = slot_for(&s->auth, a->hash);
+    if (sl->used && !memcmp(sl->hash, a->hash, 32)) sl->refreshing = false;
     if (cached) {
-        kr_auth_slot *sl = slot_for(&s->auth, a->hash);
         if (sl->used) free(sl->info.allow);
         memcpy(sl->hash, a->hash, 32);
         /* from when the row was read, so a slow lookup cannot stretch the
          * revocation bound */
         sl->until_ns = a->read_ns + s->auth.ttl_ns;
         sl->used = true;
+        sl->refreshing = false;
         sl->info = a->info; /* the slot owns info.allow now */
     }
-    a->req->job = NULL;
-    a->cb(a->req, &a->info); /* allow is valid during the callback */
+    if (a->req) {
+        a->req->job = NULL;
+        a->cb(a->req, &a->info); /* allow is valid during the callback */
+    }
     if (cached) a->info.allow = NULL;
 }
 
@@ -166,23 +171,13 @@ static void lookup_cleanup(kr_job *j)
     free(((auth_job *)j)->info.allow);
 }
 
-bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
+static auth_job *new_job(kr_server *s, const uint8_t *hash)
 {
-    uint8_t hash[32];
-    crypto_generichash(hash, sizeof hash, (const uint8_t *)tok, n, NULL, 0);
-    kr_auth_slot *sl = slot_for(&s->auth, hash);
-    if (sl->used && sodium_memcmp(sl->hash, hash, 32) == 0 && kr_mono_ns() < sl->until_ns) {
-        s->auth.hits++;
-        cb(r, &sl->info);
-        return true;
-    }
-    s->auth.misses++;
     auth_job *a = kr_xcalloc(1, sizeof *a);
     a->job.work = lookup_work;
     a->job.done = lookup_done;
     a->job.cleanup = lookup_cleanup;
-    a->req = r;
-    a->cb = cb;
+    a->srv = s;
     memcpy(a->hash, hash, 32);
     kr_hex(hash, 32, a->hex);
     a->reg = s->reg;
@@ -190,6 +185,31 @@ bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_
     a->mk = &s->mk;
     a->proxy_url = s->proxy_url;
     a->concierge_default_model = s->cfg->concierge_default_model;
+    return a;
+}
+
+bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
+{
+    uint8_t hash[32];
+    crypto_generichash(hash, sizeof hash, (const uint8_t *)tok, n, NULL, 0);
+    kr_auth_slot *sl = slot_for(&s->auth, hash);
+    uint64_t now = kr_mono_ns();
+    if (sl->used && sodium_memcmp(sl->hash, hash, 32) == 0 && now < sl->until_ns) {
+        s->auth.hits++;
+        /* in the last quarter of its life, a busy entry is renewed in the
+         * background, so a hot token never expires into a burst of lookups;
+         * the entry is never served past until_ns */
+        if (!sl->refreshing && now > sl->until_ns - s->auth.ttl_ns / 4) {
+            sl->refreshing = true;
+            kr_workq_submit(s->workers, &new_job(s, hash)->job);
+        }
+        cb(r, &sl->info);
+        return true;
+    }
+    s->auth.misses++;
+    auth_job *a = new_job(s, hash);
+    a->req = r;
+    a->cb = cb;
     r->job = &a->job;
     kr_workq_submit(s->workers, &a->job);
     return false;

@@ -71,6 +71,7 @@ typedef struct kr_auth_slot {
     uint8_t hash[32];
     uint64_t until_ns;
     bool used;
+    bool refreshing; /* a lookup is under way to renew it before it expires */
     kr_auth_info info;
 } kr_auth_slot;
 
@@ -130,6 +131,7 @@ struct kr_server {
     kr_meter *meter;
     kr_metrics metrics;
     kr_conn *conns; /* all open connections */
+    kr_req *dirty;  /* requests with staged output, flushed after each curl event */
     bool draining;
     bool stopped;
     uint64_t reqseq;
@@ -201,7 +203,10 @@ struct kr_req {
     int up_status;
     kr_buf resp_head; /* response head being assembled from the upstream's */
     kr_buf out;       /* response bytes staged for one write: head with the
-                         first chunk; whole small bodies; flushed per SSE chunk */
+                         first chunk; whole small bodies; for streams, every
+                         chunk curl delivered in one event */
+    kr_req *dirty_next;
+    bool dirty;
     kr_sse_usage sse;
     kr_buf json;      /* non-streaming body copy for usage (capped) */
     char error_type[32];
@@ -219,6 +224,9 @@ void kr_req_start(kr_conn *c, const kr_http_req *http);
 void kr_req_abort(kr_req *r);
 void kr_req_unref(kr_req *r);
 void kr_req_resume_upstream(kr_req *r);
+/* Writes the staged output of every request curl touched (upstream.c calls
+ * it after each curl event). */
+void kr_req_flush_dirty(kr_server *s);
 
 /* ---- errors (errors.c) ---- */
 

@@ -19,6 +19,7 @@
 #define SSE_EVENT_CAP (1u << 20)
 
 static void finish(kr_req *r);
+static void undirty(kr_req *r);
 
 /* ---- request objects ---- */
 
@@ -45,6 +46,7 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
 void kr_req_unref(kr_req *r)
 {
     if (--r->refs > 0) return;
+    undirty(r);
     if (r->admitted) {
         kr_usage none = {0};
         kr_limits_settle(r->srv, r, &none, 0); /* admitted, never served */
@@ -650,7 +652,7 @@ static void forward(kr_req *r)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)s->cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* per open stream: keep it small */
     r->meter = r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS;
     r->t_up_ns = kr_mono_ns();
     if (kr_upstream_start(s, e)) {
@@ -709,14 +711,31 @@ static void send_head(kr_req *r)
     if (r->is_sse) s->metrics.open_streams++;
 }
 
+static void undirty(kr_req *r)
+{
+    if (!r->dirty) return;
+    r->dirty = false;
+    for (kr_req **p = &r->srv->dirty; *p; p = &(*p)->dirty_next)
+        if (*p == r) {
+            *p = r->dirty_next;
+            break;
+        }
+}
+
 /* Writes what is staged for the client. */
 static void out_flush(kr_req *r)
 {
+    undirty(r);
     if (r->conn && r->out.len) {
         uv_buf_t b = uv_buf_init(r->out.data, (unsigned)r->out.len);
         kr_conn_write(r->conn, &b, 1);
     }
     kr_buf_reset(&r->out);
+}
+
+void kr_req_flush_dirty(kr_server *s)
+{
+    while (s->dirty) out_flush(s->dirty);
 }
 
 static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -778,9 +797,14 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     } else {
         kr_buf_append(&r->out, ptr, n);
     }
-    /* a stream goes out chunk by chunk; a JSON body once it is whole (or
-     * OUT_CAP is staged) */
-    if (r->is_sse || r->out.len >= OUT_CAP) out_flush(r);
+    /* a stream goes out after each curl event (every chunk that arrived in
+     * it, one write); a JSON body once it is whole (or OUT_CAP is staged) */
+    if (r->out.len >= OUT_CAP) out_flush(r);
+    else if (r->is_sse && !r->dirty) {
+        r->dirty = true;
+        r->dirty_next = r->srv->dirty;
+        r->srv->dirty = r;
+    }
     return n;
 }
 

@@ -44,6 +44,7 @@ static void on_poll(uv_poll_t *p, int status, int events)
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     int running;
     curl_multi_socket_action(s->multi, sc->fd, flags, &running);
+    kr_req_flush_dirty(s);
     check_done(s);
 }
 
@@ -52,6 +53,7 @@ static void on_curl_timer(uv_timer_t *t)
     kr_server *s = t->data;
     int running;
     curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    kr_req_flush_dirty(s);
     check_done(s);
 }
 
