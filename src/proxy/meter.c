@@ -55,6 +55,7 @@ struct kr_meter {
     atomic_uint_fast64_t committed;
     kr_store *st;
     int jfd; /* journal, -1 when none */
+    bool idle; /* the writer waits for a first row (submit wakes it only then) */
 };
 
 static void journal_truncate_locked(kr_meter *m)
@@ -70,7 +71,9 @@ static void *writer(void *p)
     unsigned backoff_ms = 50;
     pthread_mutex_lock(&m->mu);
     for (;;) {
+        m->idle = true;
         while (!m->head && !m->stopping) pthread_cond_wait(&m->cv, &m->mu);
+        m->idle = false;
         if (!m->head) break;
         if (!m->stopping && m->depth < BATCH_MAX) {
             /* group commit: let rows gather for a moment; the journal, not
@@ -256,7 +259,9 @@ void kr_meter_submit(kr_meter *m, const kr_usage_rec *rec, kr_meter_cb cb, void 
     else m->head = it;
     m->tail = it;
     m->depth++;
-    pthread_cond_signal(&m->cv);
+    /* wake the writer for its first row or a full batch, not for each row
+     * of the window it is gathering (a futex round trip per request) */
+    if (m->idle || m->depth >= BATCH_MAX) pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -2,7 +2,8 @@
  * db_sqlite.c -- the embedded SQLite driver. WAL mode, NORMAL sync (a commit
  * survives a process crash; the last transactions may be lost on power loss,
  * see docs/SECURITY.md), foreign keys on, a busy timeout so several keyrail
- * processes (serve + CLI) can share one file.
+ * processes (serve + CLI) can share one file, and a 1 MiB page cache per
+ * connection (keyrail opens a few: store workers, the usage writer).
  */
 #include "store/db.h"
 #include "core/buf.h"
@@ -185,7 +186,8 @@ int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
     s->base.engine = KR_DB_SQLITE;
     s->h = h;
     rc = sq_script(&s->base,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", d);
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                   " PRAGMA cache_size=-1024;", d);
     if (rc) {
         sq_close(&s->base);
         return rc;
