@@ -40,7 +40,7 @@ static const opt opts[] = {
       "Largest request body accepted (413 beyond)."),
     I("server", "max_header_bytes", max_header_bytes, "65536", 1024, 1 << 20,
       "Largest request head (request line + headers) accepted (431 beyond)."),
-    I("server", "max_headers", max_headers, "100", 8, 128, "Most header fields per request (431 beyond)."),
+    I("server", "max_headers", max_headers, "64", 8, 64, "Most header fields per request (431 beyond)."),
     I("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
       "A client must send a complete request head within this time (slow clients are dropped)."),
     I("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 3600000,

@@ -294,8 +294,8 @@ static int head_line(kr_http_parser *p)
     if (why) return fail(p, 400, why);
     kr_http_req *r = &p->req;
     if (r->nheaders >= max_fields(p)) return fail(p, 431, "too many header fields");
-    p->hoff[r->nheaders][0] = p->scan;
-    p->hoff[r->nheaders][1] = p->scan + voff;
+    p->hoff[r->nheaders][0] = (uint32_t)p->scan;
+    p->hoff[r->nheaders][1] = (uint32_t)(p->scan + voff);
     r->headers[r->nheaders].name.n = name_n;
     r->headers[r->nheaders].value.n = vn;
     r->nheaders++;

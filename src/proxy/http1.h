@@ -27,7 +27,7 @@ typedef struct kr_http_limits {
     uint64_t max_body;    /* decoded body bytes; 413 past it */
 } kr_http_limits;
 
-#define KR_HTTP_MAX_HEADERS 128
+#define KR_HTTP_MAX_HEADERS 64 /* every client seen sends fewer than 30 */
 
 typedef struct kr_http_header {
     kr_slice name;  /* as sent (case preserved); compare with kr_slice_eq_ci */
@@ -76,7 +76,7 @@ typedef struct kr_http_parser {
     size_t skipped;     /* empty lines skipped before the request line (count against max_head) */
     unsigned ntrailers; /* trailer fields seen (capped like header fields) */
     /* name/value offsets into head while it may still move; slices are set at the end */
-    size_t hoff[KR_HTTP_MAX_HEADERS][2];
+    uint32_t hoff[KR_HTTP_MAX_HEADERS][2]; /* head offsets: the head is capped far below 4 GiB */
 } kr_http_parser;
 
 void kr_http_parser_init(kr_http_parser *p, const kr_http_limits *lim);

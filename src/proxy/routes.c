@@ -652,7 +652,8 @@ static void forward(kr_req *r)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)s->cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* per open stream: keep it small */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* one per open transfer */
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     r->meter = r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS;
     r->t_up_ns = kr_mono_ns();
     if (kr_upstream_start(s, e)) {

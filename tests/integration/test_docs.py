@@ -31,12 +31,12 @@ def test_errors_are_one_line_and_nonzero():
 
 
 def test_config_dump_loads_back(tmp_path):
-    env = {"PATH": os.environ["PATH"], "KEYRAIL_SERVER_MAX_HEADERS": "77"}
+    env = {"PATH": os.environ["PATH"], "KEYRAIL_SERVER_MAX_HEADERS": "33"}
     dump = subprocess.run([KEYRAIL, "config"], capture_output=True, text=True, check=True, env=env).stdout
     f = tmp_path / "dumped.conf"
     f.write_text(dump)
     again = subprocess.run([KEYRAIL, "config", "--config", str(f)], capture_output=True, text=True,
                            check=True, env={"PATH": os.environ["PATH"]}).stdout
-    assert "max_headers = 77" in again
+    assert "max_headers = 33" in again
     strip = lambda t: [l for l in t.splitlines() if not l.startswith("#")]
     assert strip(again) == strip(dump)
