@@ -65,7 +65,8 @@ static const opt opts[] = {
       "last batch window."),
     S("server", "usage_journal", usage_journal, "",
       "Usage journal file (one per instance). Empty: the SQLite store path + \"-usage-journal\", "
-      "or keyrail-usage.journal in the working directory for PostgreSQL."),
+      "or keyrail-usage.journal in the working directory for PostgreSQL. The file is locked while "
+      "keyrail runs: a second instance given the same journal refuses to start."),
     S("server", "log_file", log_file, "-", "JSON log destination; '-' is stderr."),
     S("server", "log_level", log_level, "info", "debug, info, warn, error or off."),
     I("server", "log_flush_ms", log_flush_ms, "100", 0, 10000,

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -217,7 +218,17 @@ int kr_meter_start(kr_meter **out, uv_loop_t *loop, const char *store_url, const
     }
     if (journal && *journal) {
         m->jfd = open(journal, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (m->jfd < 0 || (rc = replay(m, d))) {
+        if (m->jfd >= 0 && flock(m->jfd, LOCK_EX | LOCK_NB) != 0) {
+            /* one journal per instance: a second instance replaying and
+             * truncating a live journal would lose or double rows */
+            rc = errno == EWOULDBLOCK
+                     ? kr_fail(d, KR_EBUSY,
+                               "usage journal %s is in use by another keyrail process; give each "
+                               "instance its own [server] usage_journal",
+                               journal)
+                     : kr_fail(d, KR_EIO, "usage journal %s: lock: %s", journal, strerror(errno));
+        }
+        if (m->jfd < 0 || rc || (rc = replay(m, d))) {
             if (!rc) rc = kr_fail(d, KR_EIO, "usage journal %s: %s", journal, strerror(errno));
             if (m->jfd >= 0) close(m->jfd);
             kr_store_close(m->st);

@@ -300,6 +300,7 @@ class Keyrail:
         self.registry = os.path.join(tmp, "providers.conf")
         self.config = os.path.join(tmp, f"{name}.conf")
         self.log = os.path.join(tmp, f"{name}.log")
+        self.journal = os.path.join(tmp, f"{name}-usage.journal")
         self.port = None
         self.proc = None
         if not os.path.exists(self.registry):
@@ -331,6 +332,7 @@ token_cache_ms = 200
 shutdown_grace_ms = 5000
 max_body_bytes = 1048576
 log_flush_ms = 0
+usage_journal = {self.journal}
 {self.extra_config}
 """)
 

@@ -1,10 +1,12 @@
 """Crash safety (issue 7): kill -9 under sustained streaming load.
 
-The mechanism under test: keyrail holds the final chunk (0\\r\\n\\r\\n) of a
-metered response until its usage row has committed (kr_server.usage_sync,
-src/proxy/routes.c record_usage(hold) -> on_metered -> end_response), so a
-client that saw its response complete is always billed, whatever happens to
-the process afterwards. Responses cut by the kill may or may not have rows
+The mechanism under test: keyrail appends each usage row to its usage
+journal (one write to the page cache, which survives kill -9) before the
+final chunk (0\\r\\n\\r\\n) of the metered response leaves
+(server.usage_sync, src/proxy/routes.c record_usage -> kr_meter_submit), and
+replays the journal into the store at the next start; so a client that saw
+its response complete is always billed, whatever happens to the process
+afterwards. Responses cut by the kill may or may not have rows
 (docs/SECURITY.md states that window).
 
 The load runs in two phases: normal, then with the store's write lock held
@@ -186,3 +188,27 @@ def test_kill9_while_the_store_is_slow(kr, vendor):
     # rows commit in the background, a batch window after their responses
     wait_until(lambda: all(r in usage_ids(kr) for r in load2.completed), timeout=10,
                what="every response completed after the restart has its row")
+
+
+def test_a_second_instance_on_the_same_journal_refuses_to_start(kr, vendor, tmp_path):
+    """One journal per instance: another keyrail replaying and truncating a
+    live journal would lose rows it had not committed yet (or write them
+    twice). The journal is locked; a second instance given it stops at once
+    with a message naming the file and the setting."""
+    import subprocess
+    from conftest import Keyrail, KEYRAIL
+    tok = kr.setup_org()
+    kr.start()
+    other = Keyrail(str(tmp_path), vendor, name="kr2")
+    other.journal = kr.journal
+    other.write_config()
+    p = subprocess.run([KEYRAIL, "serve"], env=other.env(), capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0
+    err = p.stderr + other.log_text()
+    assert kr.journal in err and "in use by another keyrail" in err and "usage_journal" in err, err
+    # the running instance is unharmed and still journals
+    load = Load(kr.port, tok, threads=1).start()
+    wait_until(lambda: len(load.completed) >= 2, timeout=20, what="requests after the refused start")
+    load.join()
+    wait_until(lambda: all(r in usage_ids(kr) for r in load.completed), timeout=10,
+               what="their usage rows")
