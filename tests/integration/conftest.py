@@ -332,7 +332,7 @@ token_cache_ms = 200
 shutdown_grace_ms = 5000
 max_body_bytes = 1048576
 log_flush_ms = 0
-usage_journal = {self.journal}
+{f"usage_journal = {self.journal}" if self.journal else ""}
 {self.extra_config}
 """)
 

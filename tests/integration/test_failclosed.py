@@ -96,6 +96,8 @@ def test_store_read_failure_on_auth_is_503(kr, vendor, table):
 
 def test_usage_write_failure_refuses_metered_requests(kr, vendor):
     tok = kr.setup_org()
+    kr.journal = None  # the default journal: next to the SQLite store
+    kr.write_config()
     kr.start()
     assert anthropic(kr, tok)[0] == 200
     assert http(kr.port, "GET", "/readyz")[0] == 200
