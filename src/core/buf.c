@@ -77,7 +77,8 @@ int kr_buf_reserve(kr_buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     if (cap > b->max + 1) cap = b->max + 1;
     b->data = kr_xrealloc(b->data, cap);
     b->cap = cap;
@@ -148,10 +149,14 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     size_t len;
     unsigned min;
     if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
-    else return 0;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, min = 0x10000;
+    else
+        return 0;
     if (n < len) return 0;
     unsigned cp = c & (0xff >> (len + 1));
     for (size_t i = 1; i < len; i++) {
@@ -168,7 +173,8 @@ int kr_buf_json_str(kr_buf *b, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t run = i;
-        while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\') run++;
+        while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\')
+            run++;
         if (run > i) {
             int rc = kr_buf_append(b, s + i, run - i);
             if (rc) return rc;
@@ -177,12 +183,18 @@ int kr_buf_json_str(kr_buf *b, const char *s, size_t n)
         }
         unsigned char c = u[i];
         int rc;
-        if (c == '"') rc = kr_buf_append(b, "\\\"", 2);
-        else if (c == '\\') rc = kr_buf_append(b, "\\\\", 2);
-        else if (c == '\n') rc = kr_buf_append(b, "\\n", 2);
-        else if (c == '\r') rc = kr_buf_append(b, "\\r", 2);
-        else if (c == '\t') rc = kr_buf_append(b, "\\t", 2);
-        else if (c < 0x20) rc = kr_buf_printf(b, "\\u%04x", c);
+        if (c == '"')
+            rc = kr_buf_append(b, "\\\"", 2);
+        else if (c == '\\')
+            rc = kr_buf_append(b, "\\\\", 2);
+        else if (c == '\n')
+            rc = kr_buf_append(b, "\\n", 2);
+        else if (c == '\r')
+            rc = kr_buf_append(b, "\\r", 2);
+        else if (c == '\t')
+            rc = kr_buf_append(b, "\\t", 2);
+        else if (c < 0x20)
+            rc = kr_buf_printf(b, "\\u%04x", c);
         else {
             size_t l = utf8_len(u + i, n - i);
             if (l == 0) {
@@ -314,7 +326,8 @@ int kr_parse_micros(const char *s, size_t n, int64_t *out)
         size_t fl = n - dot - 1;
         if (fl == 0 || fl > 6) return KR_EPARSE;
         if (kr_parse_u64(s + dot + 1, fl, &frac)) return KR_EPARSE;
-        for (size_t i = fl; i < 6; i++) frac *= 10;
+        for (size_t i = fl; i < 6; i++)
+            frac *= 10;
     }
     if (whole > (uint64_t)INT64_MAX / 1000000 - 1) return KR_EPARSE;
     *out = (int64_t)(whole * 1000000 + frac);

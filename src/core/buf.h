@@ -15,13 +15,16 @@
 #include <stdint.h>
 
 typedef struct kr_buf {
-    char *data;  /* NUL-terminated; NULL until the first append */
-    size_t len;  /* bytes used, without the NUL */
-    size_t cap;  /* bytes allocated */
-    size_t max;  /* hard cap on len, set by the creator */
+    char *data; /* NUL-terminated; NULL until the first append */
+    size_t len; /* bytes used, without the NUL */
+    size_t cap; /* bytes allocated */
+    size_t max; /* hard cap on len, set by the creator */
 } kr_buf;
 
-#define KR_BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes)}
+#define KR_BUF_INIT(maxbytes)                                                                      \
+    {                                                                                              \
+        NULL, 0, 0, (maxbytes)                                                                     \
+    }
 
 void kr_buf_init(kr_buf *b, size_t max);
 void kr_buf_free(kr_buf *b);
@@ -49,7 +52,8 @@ static inline kr_slice kr_slice_cstr(const char *s)
 {
     kr_slice x = {s, 0};
     if (s)
-        while (s[x.n]) x.n++;
+        while (s[x.n])
+            x.n++;
     return x;
 }
 bool kr_slice_eq(kr_slice a, const char *lit);

@@ -11,7 +11,7 @@
 int kr_log_level = KR_LOG_INFO;
 static FILE *log_fp;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static bool log_buffered;                  /* request lines wait for kr_log_flush() */
+static bool log_buffered; /* request lines wait for kr_log_flush() */
 static kr_buf log_pending = KR_BUF_INIT(1u << 20);
 
 static void flush_locked(void)
@@ -71,7 +71,7 @@ int kr_log_level_parse(const char *s)
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 /* Prefixes after which a token run is a credential. */
-static const char *const shapes[] = {"sk-", "krws_", "ghp_", "gho_", "ghs_", "ghu_",
+static const char *const shapes[] = {"sk-",         "krws_",  "ghp_",  "gho_",  "ghs_", "ghu_",
                                      "github_pat_", "glpat-", "xoxb-", "xoxp-", "AKIA", "ASIA"};
 
 static size_t match_shape(const char *p, size_t n)
@@ -165,9 +165,13 @@ void kr_log_write(int level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     kr_buf line = KR_BUF_INIT(8192);
-    kr_buf_printf(&line, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"",
+    kr_buf_printf(&line,
+                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"",
                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  ts.tv_nsec / 1000000, level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+                  ts.tv_nsec / 1000000,
+                  level_names[level < 0   ? 0
+                              : level > 3 ? 3
+                                          : level]);
     kr_buf_json_str(&line, msg, strlen(msg));
     kr_buf_puts(&line, "\"}");
     emit(&line, level <= KR_LOG_INFO);

@@ -39,8 +39,8 @@ void kr_log_json_line(kr_buf *line);
         if ((lvl) >= kr_log_level) kr_log_write((lvl), __VA_ARGS__);                               \
     } while (0)
 #define KR_DEBUG(...) KR_LOG(KR_LOG_DEBUG, __VA_ARGS__)
-#define KR_INFO(...) KR_LOG(KR_LOG_INFO, __VA_ARGS__)
-#define KR_WARN(...) KR_LOG(KR_LOG_WARN, __VA_ARGS__)
+#define KR_INFO(...)  KR_LOG(KR_LOG_INFO, __VA_ARGS__)
+#define KR_WARN(...)  KR_LOG(KR_LOG_WARN, __VA_ARGS__)
 #define KR_ERROR(...) KR_LOG(KR_LOG_ERROR, __VA_ARGS__)
 
 /*

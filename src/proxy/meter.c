@@ -12,11 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH_MAX 1024
-#define HIGH_WATER 100000
-#define BATCH_WINDOW_MS 10   /* gather rows this long before a commit */
-#define STOP_GRACE_MS 5000   /* at stop, retry a failing store this long */
-#define JOURNAL_MAGIC 0x314a524bu /* "KRJ1" */
+#define BATCH_MAX       1024
+#define HIGH_WATER      100000
+#define BATCH_WINDOW_MS 10          /* gather rows this long before a commit */
+#define STOP_GRACE_MS   5000        /* at stop, retry a failing store this long */
+#define JOURNAL_MAGIC   0x314a524bu /* "KRJ1" */
 
 /* One journal frame: a fixed-size record and its checksum (a frame torn by
  * a power loss fails the check and is skipped). */
@@ -31,7 +31,8 @@ static uint64_t fnv(const void *p, size_t n)
 {
     const unsigned char *b = p;
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
     return h;
 }
 
@@ -55,7 +56,7 @@ struct kr_meter {
     atomic_bool failing;
     atomic_uint_fast64_t committed;
     kr_store *st;
-    int jfd; /* journal, -1 when none */
+    int jfd;   /* journal, -1 when none */
     bool idle; /* the writer waits for a first row (submit wakes it only then) */
 };
 
@@ -73,7 +74,8 @@ static void *writer(void *p)
     pthread_mutex_lock(&m->mu);
     for (;;) {
         m->idle = true;
-        while (!m->head && !m->stopping) pthread_cond_wait(&m->cv, &m->mu);
+        while (!m->head && !m->stopping)
+            pthread_cond_wait(&m->cv, &m->mu);
         m->idle = false;
         if (!m->head) break;
         if (!m->stopping && m->depth < BATCH_MAX) {
@@ -90,13 +92,15 @@ static void *writer(void *p)
         /* take up to BATCH_MAX items */
         item *first = m->head, *last = first;
         size_t n = 1;
-        while (last->next && n < BATCH_MAX) last = last->next, n++;
+        while (last->next && n < BATCH_MAX)
+            last = last->next, n++;
         m->head = last->next;
         if (!m->head) m->tail = NULL;
         last->next = NULL;
         pthread_mutex_unlock(&m->mu);
         size_t i = 0;
-        for (item *it = first; it; it = it->next) batch[i++] = it->rec;
+        for (item *it = first; it; it = it->next)
+            batch[i++] = it->rec;
         uint64_t stop_deadline = 0;
         bool given_up = false;
         for (;;) {
@@ -107,7 +111,8 @@ static void *writer(void *p)
             bool stopping = m->stopping;
             pthread_mutex_unlock(&m->mu);
             if (stopping && m->jfd >= 0) {
-                if (!stop_deadline) stop_deadline = kr_mono_ns() + STOP_GRACE_MS * 1000000ull;
+                if (!stop_deadline)
+                    stop_deadline = kr_mono_ns() + STOP_GRACE_MS * 1000000ull;
                 else if (kr_mono_ns() > stop_deadline) {
                     KR_ERROR("usage writer: the store still fails at shutdown; %zu row(s) stay in "
                              "the usage journal and are written at the next start",
@@ -131,8 +136,10 @@ static void *writer(void *p)
             if (m->head) last->next = m->head, last = m->tail;
             m->head = m->tail = NULL;
             m->depth = 0;
-            if (m->dtail) m->dtail->next = first;
-            else m->dhead = first;
+            if (m->dtail)
+                m->dtail->next = first;
+            else
+                m->dhead = first;
             m->dtail = last;
             uv_async_send(&m->async);
             break;
@@ -143,8 +150,10 @@ static void *writer(void *p)
         pthread_mutex_lock(&m->mu);
         m->depth -= n;
         journal_truncate_locked(m);
-        if (m->dtail) m->dtail->next = first;
-        else m->dhead = first;
+        if (m->dtail)
+            m->dtail->next = first;
+        else
+            m->dhead = first;
         m->dtail = last;
         uv_async_send(&m->async);
     }
@@ -171,7 +180,8 @@ static void on_async(uv_async_t *a)
 /* Writes every intact frame of the journal into the store. */
 static int replay(kr_meter *m, kr_diag *d)
 {
-    if (lseek(m->jfd, 0, SEEK_SET) < 0) return kr_fail(d, KR_EIO, "usage journal: %s", strerror(errno));
+    if (lseek(m->jfd, 0, SEEK_SET) < 0)
+        return kr_fail(d, KR_EIO, "usage journal: %s", strerror(errno));
     kr_usage_rec *batch = kr_xmalloc(BATCH_MAX * sizeof *batch);
     size_t n = 0, total = 0, bad = 0;
     frame f;
@@ -183,7 +193,8 @@ static int replay(kr_meter *m, kr_diag *d)
             bad++; /* a torn tail */
             break;
         }
-        if (f.magic != JOURNAL_MAGIC || f.size != sizeof f.rec || f.sum != fnv(&f.rec, sizeof f.rec)) {
+        if (f.magic != JOURNAL_MAGIC || f.size != sizeof f.rec ||
+            f.sum != fnv(&f.rec, sizeof f.rec)) {
             bad++;
             continue;
         }
@@ -200,8 +211,8 @@ static int replay(kr_meter *m, kr_diag *d)
     free(batch);
     if (rc) return rc;
     if (total || bad)
-        KR_WARN("usage journal: replayed %zu record(s) into the store after an unclean stop%s", total,
-                bad ? " (skipped a damaged frame)" : "");
+        KR_WARN("usage journal: replayed %zu record(s) into the store after an unclean stop%s",
+                total, bad ? " (skipped a damaged frame)" : "");
     if (ftruncate(m->jfd, 0) != 0) return kr_fail(d, KR_EIO, "usage journal: %s", strerror(errno));
     return 0;
 }
@@ -266,8 +277,10 @@ void kr_meter_submit(kr_meter *m, const kr_usage_rec *rec, kr_meter_cb cb, void 
             KR_ERROR("usage journal: write failed: %s; this row is only in memory until committed",
                      strerror(errno));
     }
-    if (m->tail) m->tail->next = it;
-    else m->head = it;
+    if (m->tail)
+        m->tail->next = it;
+    else
+        m->head = it;
     m->tail = it;
     m->depth++;
     /* wake the writer for its first row or a full batch, not for each row

@@ -51,8 +51,8 @@ typedef struct kr_req kr_req;
 /* ---- auth (auth.c) ---- */
 
 typedef struct kr_auth_info {
-    int rc;             /* 0, or why the token is refused (KR_ENOTFOUND, KR_EDENIED, …) */
-    char reason[160];   /* for rc != 0: safe to show the client */
+    int rc;           /* 0, or why the token is refused (KR_ENOTFOUND, KR_EDENIED, …) */
+    char reason[160]; /* for rc != 0: safe to show the client */
     int64_t token_id, ws_id, org_id;
     int64_t expires_at; /* 0 = never; checked at every use */
     kr_route route;     /* the workspace's resolved route */
@@ -60,8 +60,8 @@ typedef struct kr_auth_info {
     char provider[32];
     /* admission policy, read with the token */
     int64_t ws_rpm, ws_tpm, org_rpm, org_tpm; /* 0 = unlimited */
-    char *allow;        /* "\nm1\nm2\n": effective allow-list; NULL = all priced
-                           platform models; owned by the cache slot (or the job) */
+    char *allow;          /* "\nm1\nm2\n": effective allow-list; NULL = all priced
+                             platform models; owned by the cache slot (or the job) */
     int64_t balance, cap; /* the org's credits when read */
 } kr_auth_info;
 
@@ -152,12 +152,12 @@ struct kr_conn {
     int handles_open;
     bool reading;
     bool closing;
-    bool close_after;     /* close once the response is written */
+    bool close_after; /* close once the response is written */
     bool read_eof;
-    bool in_body;         /* head parsed, body arriving */
-    bool got_bytes;       /* some bytes of the current request arrived */
-    bool linger;          /* after an error reply: half-close, drain input, then close */
-    size_t discarded;     /* bytes drained while lingering */
+    bool in_body;     /* head parsed, body arriving */
+    bool got_bytes;   /* some bytes of the current request arrived */
+    bool linger;      /* after an error reply: half-close, drain input, then close */
+    size_t discarded; /* bytes drained while lingering */
     uv_shutdown_t shutdown_req;
 };
 
@@ -172,7 +172,7 @@ int kr_server_run(const kr_config *cfg, bool dev);
 
 struct kr_req {
     kr_server *srv;
-    kr_conn *conn;   /* NULL once the client is gone */
+    kr_conn *conn; /* NULL once the client is gone */
     kr_route_id route;
     kr_proto proto;
     char id[40];
@@ -199,7 +199,7 @@ struct kr_req {
     bool paused;
     bool is_sse;
     bool timed_out;
-    bool meter;      /* record usage for this request */
+    bool meter; /* record usage for this request */
     int up_status;
     kr_buf resp_head; /* response head being assembled from the upstream's */
     kr_buf out;       /* response bytes staged for one write: head with the
@@ -208,15 +208,15 @@ struct kr_req {
     kr_req *dirty_next;
     bool dirty;
     kr_sse_usage sse;
-    kr_buf json;      /* non-streaming body copy for usage (capped) */
+    kr_buf json; /* non-streaming body copy for usage (capped) */
     char error_type[32];
     uint64_t est_tokens; /* admission estimate, settled at the end */
     bool admitted;       /* counted in the rate windows */
     int64_t cost;        /* priced usage, handed to the usage writer */
     int retry_after;     /* seconds, for a 429 */
-    bool finished;    /* response complete on the wire (or abandoned) */
+    bool finished;       /* response complete on the wire (or abandoned) */
     bool client_gone;
-    int refs;         /* the connection + a pending meter callback */
+    int refs; /* the connection + a pending meter callback */
 };
 
 void kr_req_start(kr_conn *c, const kr_http_req *http);

@@ -14,9 +14,9 @@
 #include <time.h>
 
 #define WRITE_HIGH_WATER (256 * 1024)
-#define OUT_CAP (64 * 1024) /* staged bytes of a non-SSE body before a write */
-#define JSON_USAGE_CAP (4u << 20)
-#define SSE_EVENT_CAP (1u << 20)
+#define OUT_CAP          (64 * 1024) /* staged bytes of a non-SSE body before a write */
+#define JSON_USAGE_CAP   (4u << 20)
+#define SSE_EVENT_CAP    (1u << 20)
 
 static void finish(kr_req *r);
 static void undirty(kr_req *r);
@@ -73,12 +73,12 @@ void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const ch
     if (!c) return;
     char head[1024];
     const char *idh = r->proto == KR_PROTO_OPENAI ? "x-request-id" : "request-id";
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
-                      "x-keyrail-request-id: %s\r\n%s: %s\r\n%s%s\r\n",
-                      status, kr_status_text(status), n, r->id, idh, r->id,
-                      extra_headers ? extra_headers : "",
-                      r->keep_alive ? "" : "connection: close\r\n");
+    int hl =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+                 "x-keyrail-request-id: %s\r\n%s: %s\r\n%s%s\r\n",
+                 status, kr_status_text(status), n, r->id, idh, r->id,
+                 extra_headers ? extra_headers : "", r->keep_alive ? "" : "connection: close\r\n");
     uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init((char *)body, (unsigned)n)};
     kr_conn_write(c, b, is_head(r) ? 1 : 2);
     finish(r);
@@ -97,10 +97,11 @@ static void log_request(kr_req *r, const kr_usage *u, int64_t cost)
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
     uint64_t now = kr_mono_ns();
     kr_buf b = KR_BUF_INIT(4096);
-    kr_buf_printf(&b,
-                  "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"%s\","
-                  "\"method\":\"",
-                  tbuf, ts.tv_nsec / 1000000, r->id);
+    kr_buf_printf(
+        &b,
+        "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"%s\","
+        "\"method\":\"",
+        tbuf, ts.tv_nsec / 1000000, r->id);
     if (r->http) {
         kr_buf_json_str(&b, r->http->method.p, r->http->method.n < 16 ? r->http->method.n : 16);
         kr_buf_puts(&b, "\",\"path\":\"");
@@ -158,7 +159,8 @@ static bool take_credential(kr_req *r, const char **tok, size_t *n)
         if (v.n > 7 && !strncasecmp(v.p, "bearer ", 7)) {
             v.p += 7;
             v.n -= 7;
-            while (v.n && *v.p == ' ') v.p++, v.n--;
+            while (v.n && *v.p == ' ')
+                v.p++, v.n--;
         }
         cand[nc++] = v;
     }
@@ -183,12 +185,12 @@ static bool take_credential(kr_req *r, const char **tok, size_t *n)
         char fp[KR_FP_LEN];
         kr_cred_fingerprint(cand[0].p, cand[0].n, fp);
         kr_strlcpy(r->cred_class, kr_cred_class_name(cls), sizeof r->cred_class);
-        const char *what = cls == KR_CRED_ANTHROPIC_OAUTH    ? "an Anthropic OAuth token"
+        const char *what = cls == KR_CRED_ANTHROPIC_OAUTH     ? "an Anthropic OAuth token"
                            : cls == KR_CRED_ANTHROPIC_API_KEY ? "an Anthropic API key"
                            : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
                            : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
-                                                              : "a credential that is not a keyrail "
-                                                                "workspace token";
+                                                       : "a credential that is not a keyrail "
+                                                         "workspace token";
         kr_respond_error(r, 401, "authentication_error",
                          "%s was presented (class %s, fingerprint %s); this endpoint takes keyrail "
                          "workspace tokens (krws_…) only, and the credential was not forwarded. "
@@ -241,8 +243,10 @@ static void respond_models(kr_req *r)
     kr_buf b = KR_BUF_INIT(1 << 20);
     const kr_registry *reg = r->srv->reg;
     bool first = true;
-    if (r->proto == KR_PROTO_ANTHROPIC) kr_buf_puts(&b, "{\"data\":[");
-    else kr_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    if (r->proto == KR_PROTO_ANTHROPIC)
+        kr_buf_puts(&b, "{\"data\":[");
+    else
+        kr_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     const char *first_id = NULL, *last_id = NULL;
     for (size_t i = 0; i < reg->nmodels; i++) {
         const kr_model *m = &reg->models[i];
@@ -258,7 +262,8 @@ static void respond_models(kr_req *r)
                           "\"created_at\":\"2025-01-01T00:00:00Z\"}",
                           m->id, m->id);
         else
-            kr_buf_printf(&b, "{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"%s\"}",
+            kr_buf_printf(&b,
+                          "{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"%s\"}",
                           m->id, p->name);
     }
     if (r->proto == KR_PROTO_ANTHROPIC) {
@@ -356,8 +361,8 @@ static void ping_done(kr_job *j)
     } else {
         kr_respond_error(r, 503, "api_error", "not ready: %s",
                          r->srv->draining ? "shutting down"
-                         : p->rc         ? "the store is unreachable"
-                                         : "usage writes are failing");
+                         : p->rc          ? "the store is unreachable"
+                                          : "usage writes are failing");
     }
 }
 
@@ -372,7 +377,8 @@ static void respond_metrics(kr_req *r)
              "# TYPE keyrail_usage_rows_total counter\nkeyrail_usage_rows_total %llu\n"
              "# HELP keyrail_auth_cache_total Token cache lookups.\n"
              "# TYPE keyrail_auth_cache_total counter\n"
-             "keyrail_auth_cache_total{result=\"hit\"} %llu\nkeyrail_auth_cache_total{result=\"miss\"} %llu\n",
+             "keyrail_auth_cache_total{result=\"hit\"} "
+             "%llu\nkeyrail_auth_cache_total{result=\"miss\"} %llu\n",
              kr_meter_depth(s->meter), (unsigned long long)kr_meter_committed(s->meter),
              (unsigned long long)s->auth.hits, (unsigned long long)s->auth.misses);
     kr_buf b = KR_BUF_INIT(1 << 20);
@@ -405,7 +411,9 @@ static void on_auth(kr_req *r, const kr_auth_info *a)
     }
     switch (r->route) {
     case KR_ROUTE_ANTHROPIC_MODELS:
-    case KR_ROUTE_OPENAI_MODELS: respond_models(r); return;
+    case KR_ROUTE_OPENAI_MODELS:
+        respond_models(r);
+        return;
     case KR_ROUTE_WORKSPACE_ENV: {
         kr_server *s = r->srv;
         env_job *e = kr_xcalloc(1, sizeof *e);
@@ -430,7 +438,9 @@ static void on_auth(kr_req *r, const kr_auth_info *a)
         kr_workq_submit(s->workers, &e->job);
         return;
     }
-    default: forward(r); return;
+    default:
+        forward(r);
+        return;
     }
 }
 
@@ -482,7 +492,8 @@ static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *
         if (kr_json_object_get(b, bn, k, &so, 1)) return KR_EPARSE;
         if (so.type == KR_JSON_ABSENT) {
             const char *end = b + bn;
-            while (end > b && end[-1] != '}') end--;
+            while (end > b && end[-1] != '}')
+                end--;
             if (end == b) return KR_EPARSE;
             static const char add[] = ",\"stream_options\":{\"include_usage\":true}";
             rc = apply(r, &b, &bn, (size_t)(end - 1 - b), 0, add, sizeof add - 1);
@@ -494,9 +505,11 @@ static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *
                 rc = 0;
             } else if (iu.type == KR_JSON_ABSENT) {
                 const char *q = so.p + 1;
-                while (q < so.p + so.n && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+                while (q < so.p + so.n && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+                    q++;
                 char rep[40];
-                int rl = snprintf(rep, sizeof rep, "\"include_usage\":true%s", *q == '}' ? "" : ",");
+                int rl =
+                    snprintf(rep, sizeof rep, "\"include_usage\":true%s", *q == '}' ? "" : ",");
                 rc = apply(r, &b, &bn, (size_t)(so.p + 1 - b), 0, rep, (size_t)rl);
             } else {
                 rc = apply(r, &b, &bn, (size_t)(iu.p - b), iu.n, "true", 4);
@@ -514,12 +527,30 @@ static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *
 
 static bool header_forwarded(const kr_http_req *h, kr_slice name)
 {
-    static const char *const drop[] = {
-        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-        "upgrade", "proxy-authorization", "proxy-authenticate", "proxy-connection", "authorization",
-        "x-api-key", "expect", "accept-encoding", "cookie", "forwarded", "x-forwarded-for",
-        "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "content-type", "x-keyrail-request-id",
-        "http2-settings"};
+    static const char *const drop[] = {"host",
+                                       "content-length",
+                                       "transfer-encoding",
+                                       "connection",
+                                       "keep-alive",
+                                       "te",
+                                       "trailer",
+                                       "upgrade",
+                                       "proxy-authorization",
+                                       "proxy-authenticate",
+                                       "proxy-connection",
+                                       "authorization",
+                                       "x-api-key",
+                                       "expect",
+                                       "accept-encoding",
+                                       "cookie",
+                                       "forwarded",
+                                       "x-forwarded-for",
+                                       "x-forwarded-host",
+                                       "x-forwarded-proto",
+                                       "x-real-ip",
+                                       "content-type",
+                                       "x-keyrail-request-id",
+                                       "http2-settings"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         if (kr_slice_eq_ci(name, drop[i])) return false;
     /* some servers read '_' as '-': Content_Length could smuggle a length */
@@ -529,9 +560,11 @@ static bool header_forwarded(const kr_http_req *h, kr_slice name)
     if (conn) {
         const char *p = conn->value.p, *e = p + conn->value.n;
         while (p < e) {
-            while (p < e && (*p == ' ' || *p == ',')) p++;
+            while (p < e && (*p == ' ' || *p == ','))
+                p++;
             const char *t = p;
-            while (t < e && *t != ',' && *t != ' ') t++;
+            while (t < e && *t != ',' && *t != ' ')
+                t++;
             if (t > p && kr_slice_eq_ci(name, "") == false && (size_t)(t - p) == name.n &&
                 !strncasecmp(p, name.p, name.n))
                 return false;
@@ -561,7 +594,8 @@ static void forward(kr_req *r)
     }
     char model[128];
     if (v[0].type != KR_JSON_STRING || kr_jval_str(&v[0], model, sizeof model, NULL) || !model[0]) {
-        kr_respond_error(r, 400, "invalid_request_error", "model: a model name (string) is required");
+        kr_respond_error(r, 400, "invalid_request_error",
+                         "model: a model name (string) is required");
         return;
     }
     if (v[1].type != KR_JSON_ABSENT && v[1].type != KR_JSON_TRUE && v[1].type != KR_JSON_FALSE) {
@@ -570,11 +604,12 @@ static void forward(kr_req *r)
     }
     r->stream = v[1].type == KR_JSON_TRUE;
     const kr_model *m = kr_registry_model(s->reg, model);
-    const kr_provider *claim = m ? &s->reg->providers[m->provider] : kr_registry_claim(s->reg, model);
+    const kr_provider *claim =
+        m ? &s->reg->providers[m->provider] : kr_registry_claim(s->reg, model);
     kr_strlcpy(r->model_id, m ? m->id : model, sizeof r->model_id);
     if (!claim || !claim->platform) {
-        kr_respond_error(r, 403, "permission_error",
-                         "model '%s' is not available on the platform", r->model_id);
+        kr_respond_error(r, 403, "permission_error", "model '%s' is not available on the platform",
+                         r->model_id);
         return;
     }
     if (claim->proto != r->proto) {
@@ -593,8 +628,8 @@ static void forward(kr_req *r)
     }
     size_t pi = m->provider;
     if (!s->platform_auth[pi]) {
-        kr_respond_error(r, 503, "api_error", "the platform key for provider '%s' is not configured",
-                         claim->name);
+        kr_respond_error(r, 503, "api_error",
+                         "the platform key for provider '%s' is not configured", claim->name);
         return;
     }
     r->model = m;
@@ -614,7 +649,7 @@ static void forward(kr_req *r)
     /* URL: the registry's base URL and the protocol path; nothing the
      * tenant sends can change the host */
     char url[512];
-    const char *path = r->route == KR_ROUTE_OPENAI_CHAT                ? "/v1/chat/completions"
+    const char *path = r->route == KR_ROUTE_OPENAI_CHAT              ? "/v1/chat/completions"
                        : r->route == KR_ROUTE_ANTHROPIC_COUNT_TOKENS ? "/v1/messages/count_tokens"
                                                                      : "/v1/messages";
     bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
@@ -671,12 +706,14 @@ static void forward(kr_req *r)
 static void up_activity(kr_req *r)
 {
     if (r->conn && !r->paused)
-        uv_timer_start(&r->conn->uptimer, on_up_timeout, (uint64_t)r->srv->cfg->upstream_timeout_ms, 0);
+        uv_timer_start(&r->conn->uptimer, on_up_timeout, (uint64_t)r->srv->cfg->upstream_timeout_ms,
+                       0);
 }
 
 static bool passthrough_header(const char *name, size_t n)
 {
-    static const char *const exact[] = {"content-type", "request-id", "x-request-id", "retry-after"};
+    static const char *const exact[] = {"content-type", "request-id", "x-request-id",
+                                        "retry-after"};
     for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
         if (strlen(exact[i]) == n && !strncasecmp(name, exact[i], n)) return true;
     static const char *const prefixes[] = {"anthropic-", "x-ratelimit-", "openai-"};
@@ -736,7 +773,8 @@ static void out_flush(kr_req *r)
 
 void kr_req_flush_dirty(kr_server *s)
 {
-    while (s->dirty) out_flush(s->dirty);
+    while (s->dirty)
+        out_flush(s->dirty);
 }
 
 static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -763,7 +801,8 @@ static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
     if (!passthrough_header(buf, nl)) return n;
     if (nl == 12 && !strncasecmp(buf, "content-type", 12)) {
         const char *v = colon + 1;
-        while (v < buf + n && *v == ' ') v++;
+        while (v < buf + n && *v == ' ')
+            v++;
         if ((size_t)(buf + n - v) >= 17 && !strncasecmp(v, "text/event-stream", 17)) {
             r->is_sse = true;
             kr_sse_usage_init(&r->sse, r->proto, SSE_EVENT_CAP);
@@ -786,8 +825,10 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
         return CURL_WRITEFUNC_PAUSE;
     }
     up_activity(r);
-    if (r->is_sse) kr_sse_usage_feed(&r->sse, ptr, n);
-    else if (r->up_status < 300) kr_buf_append(&r->json, ptr, n); /* capped; usage needs the whole body */
+    if (r->is_sse)
+        kr_sse_usage_feed(&r->sse, ptr, n);
+    else if (r->up_status < 300)
+        kr_buf_append(&r->json, ptr, n); /* capped; usage needs the whole body */
     if (n == 0) return 0;
     if (r->chunked) {
         char pre[24];
@@ -800,7 +841,8 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     /* a stream goes out after each curl event (every chunk that arrived in
      * it, one write); a JSON body once it is whole (or OUT_CAP is staged) */
-    if (r->out.len >= OUT_CAP) out_flush(r);
+    if (r->out.len >= OUT_CAP)
+        out_flush(r);
     else if (r->is_sse && !r->dirty) {
         r->dirty = true;
         r->dirty_next = r->srv->dirty;
@@ -994,7 +1036,8 @@ typedef struct {
 
 static const route_def routes[] = {
     {"/anthropic/v1/messages", "POST", KR_ROUTE_ANTHROPIC_MESSAGES, KR_PROTO_ANTHROPIC},
-    {"/anthropic/v1/messages/count_tokens", "POST", KR_ROUTE_ANTHROPIC_COUNT_TOKENS, KR_PROTO_ANTHROPIC},
+    {"/anthropic/v1/messages/count_tokens", "POST", KR_ROUTE_ANTHROPIC_COUNT_TOKENS,
+     KR_PROTO_ANTHROPIC},
     {"/openai/v1/chat/completions", "POST", KR_ROUTE_OPENAI_CHAT, KR_PROTO_OPENAI},
     {"/anthropic/v1/models", "GET", KR_ROUTE_ANTHROPIC_MODELS, KR_PROTO_ANTHROPIC},
     {"/openai/v1/models", "GET", KR_ROUTE_OPENAI_MODELS, KR_PROTO_OPENAI},
@@ -1050,8 +1093,11 @@ void kr_req_start(kr_conn *c, const kr_http_req *h)
         kr_workq_submit(c->srv->workers, &p->job);
         return;
     }
-    case KR_ROUTE_METRICS: respond_metrics(r); return;
-    default: break;
+    case KR_ROUTE_METRICS:
+        respond_metrics(r);
+        return;
+    default:
+        break;
     }
     if (h->query.n && !(h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9)) &&
         r->route != KR_ROUTE_ANTHROPIC_MODELS && r->route != KR_ROUTE_OPENAI_MODELS) {

@@ -61,8 +61,10 @@ static int timer_cb(CURLM *m, long timeout_ms, void *ud)
 {
     (void)m;
     kr_server *s = ud;
-    if (timeout_ms < 0) uv_timer_stop(&s->curl_timer);
-    else uv_timer_start(&s->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+    if (timeout_ms < 0)
+        uv_timer_stop(&s->curl_timer);
+    else
+        uv_timer_start(&s->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
@@ -121,7 +123,8 @@ int kr_upstream_init(kr_server *s)
 void kr_upstream_free(kr_server *s)
 {
     if (!s->multi) return;
-    for (int i = 0; i < s->neasy; i++) curl_easy_cleanup(s->easy_pool[i]);
+    for (int i = 0; i < s->neasy; i++)
+        curl_easy_cleanup(s->easy_pool[i]);
     s->neasy = 0;
     curl_multi_cleanup(s->multi); /* closes cached connections: sockets are removed */
     s->multi = NULL;

@@ -98,9 +98,12 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         int idx = sqlite3_bind_parameter_index(st, name);
         if (idx == 0) continue; /* parameter unused by this statement */
         const kr_dbval *v = &params[i];
-        if (v->type == KR_DBV_TEXT && v->s) rc = sqlite3_bind_text(st, idx, v->s, -1, SQLITE_STATIC);
-        else if (v->type == KR_DBV_INT) rc = sqlite3_bind_int64(st, idx, v->i);
-        else rc = sqlite3_bind_null(st, idx);
+        if (v->type == KR_DBV_TEXT && v->s)
+            rc = sqlite3_bind_text(st, idx, v->s, -1, SQLITE_STATIC);
+        else if (v->type == KR_DBV_INT)
+            rc = sqlite3_bind_int64(st, idx, v->i);
+        else
+            rc = sqlite3_bind_null(st, idx);
         if (rc != SQLITE_OK) {
             rc = map_err(s->h, rc, d);
             cache_put(s, sql, st);
@@ -123,7 +126,8 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         res->ncols = nc;
         if ((res->nrows + 1) * nc > cap) {
             cap = cap ? cap * 2 : nc * 8;
-            while (cap < (res->nrows + 1) * nc) cap *= 2;
+            while (cap < (res->nrows + 1) * nc)
+                cap *= 2;
             res->cells = kr_xrealloc(res->cells, cap * sizeof(char *));
         }
         for (size_t c = 0; c < nc; c++) {
@@ -166,14 +170,14 @@ static void sq_rollback(kr_db *db)
     if (!sqlite3_get_autocommit(s->h)) sqlite3_exec(s->h, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static const kr_db_ops sqlite_ops = {sq_close, sq_query, sq_script, sq_begin, sq_commit,
-                                     sq_rollback};
+static const kr_db_ops sqlite_ops = {sq_close, sq_query,  sq_script,
+                                     sq_begin, sq_commit, sq_rollback};
 
 int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
 {
     sqlite3 *h = NULL;
-    int rc = sqlite3_open_v2(path, &h,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         rc = kr_fail(d, KR_ESTORE, "cannot open store %s: %s", path,
                      h ? sqlite3_errmsg(h) : "out of memory");
@@ -187,7 +191,8 @@ int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
     s->h = h;
     rc = sq_script(&s->base,
                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
-                   " PRAGMA cache_size=-1024;", d);
+                   " PRAGMA cache_size=-1024;",
+                   d);
     if (rc) {
         sq_close(&s->base);
         return rc;

@@ -110,7 +110,8 @@ Test(cred, fingerprint_is_stable_short_and_not_the_token)
     cr_assert_str_eq(a, b);
     cr_assert_str_neq(a, c);
     cr_assert_eq(strlen(a), 8);
-    for (int i = 0; i < 8; i++) cr_assert(strchr("0123456789abcdef", a[i]));
+    for (int i = 0; i < 8; i++)
+        cr_assert(strchr("0123456789abcdef", a[i]));
 }
 
 Test(cred, url_origin)
