@@ -105,6 +105,32 @@ int kr_buf_putc(kr_buf *b, char c)
     return kr_buf_append(b, &c, 1);
 }
 
+int kr_buf_put_u64(kr_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do
+        tmp[--i] = (char)('0' + v % 10);
+    while ((v /= 10) && i);
+    return kr_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int kr_buf_put_i64(kr_buf *b, int64_t v)
+{
+    if (v >= 0) return kr_buf_put_u64(b, (uint64_t)v);
+    int rc = kr_buf_putc(b, '-');
+    return rc ? rc : kr_buf_put_u64(b, (uint64_t)0 - (uint64_t)v);
+}
+
+int kr_buf_put_ms3(kr_buf *b, uint64_t ns)
+{
+    uint64_t us = (ns + 500) / 1000;
+    char frac[4] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                    (char)('0' + us % 10)};
+    int rc = kr_buf_put_u64(b, us / 1000);
+    return rc ? rc : kr_buf_append(b, frac, sizeof frac);
+}
+
 int kr_buf_printf(kr_buf *b, const char *fmt, ...)
 {
     /* one formatting pass in the common case: into the space already there */

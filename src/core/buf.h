@@ -34,6 +34,11 @@ int kr_buf_append(kr_buf *b, const void *p, size_t n);
 int kr_buf_puts(kr_buf *b, const char *s);
 int kr_buf_putc(kr_buf *b, char c);
 int kr_buf_printf(kr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Decimal integers without printf (hot paths: the request log line). */
+int kr_buf_put_u64(kr_buf *b, uint64_t v);
+int kr_buf_put_i64(kr_buf *b, int64_t v);
+/* ns as milliseconds with three decimals ("12.345"). */
+int kr_buf_put_ms3(kr_buf *b, uint64_t ns);
 /* Appends s as the inside of a JSON string (escapes quotes, controls, and
  * non-ASCII bytes that do not form valid UTF-8). */
 int kr_buf_json_str(kr_buf *b, const char *s, size_t n);

@@ -68,6 +68,34 @@ int kr_log_level_parse(const char *s)
     return -1;
 }
 
+size_t kr_log_ts(char out[KR_LOG_TS_LEN])
+{
+    /* "YYYY-MM-DDTHH:MM:SS" is formatted once per second per thread */
+    static _Thread_local time_t sec = -1;
+    static _Thread_local char prefix[KR_LOG_TS_LEN - 5];
+    static _Thread_local size_t plen;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        int n = snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        plen = n < 0 ? 0 : (size_t)n < sizeof prefix ? (size_t)n : sizeof prefix - 1;
+        sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    memcpy(out, prefix, plen);
+    char *o = out + plen;
+    *o++ = '.';
+    *o++ = (char)('0' + ms / 100);
+    *o++ = (char)('0' + ms / 10 % 10);
+    *o++ = (char)('0' + ms % 10);
+    *o++ = 'Z';
+    *o = 0;
+    return (size_t)(o - out);
+}
+
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 /* Prefixes after which a token run is a credential. */
@@ -77,13 +105,14 @@ static const char *const shapes[] = {"sk-",         "krws_",  "ghp_",  "gho_",  
 static size_t match_shape(const char *p, size_t n)
 {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        if (p[0] != shapes[i][0]) continue; /* most candidates end here */
         size_t l = strlen(shapes[i]);
         if (n >= l && memcmp(p, shapes[i], l) == 0) {
             size_t run = kr_cred_span(p, n);
             if (run >= l + 4) return run;
         }
     }
-    if (n > 7 && (memcmp(p, "Bearer ", 7) == 0 || memcmp(p, "bearer ", 7) == 0)) {
+    if (n > 7 && (p[0] == 'B' || p[0] == 'b') && memcmp(p + 1, "earer ", 6) == 0) {
         size_t run = kr_cred_span(p + 7, n - 7);
         if (run >= 8) return 7 + run;
     }
@@ -98,13 +127,20 @@ static int boundary(const char *in, size_t i)
              c == '_' || c == '-');
 }
 
+/* First bytes of the shapes above and of "Bearer "/"bearer ". */
+static const bool shape_start[256] = {
+    ['s'] = 1, ['k'] = 1, ['g'] = 1, ['x'] = 1, ['A'] = 1, ['B'] = 1, ['b'] = 1};
+
 size_t kr_redact(const char *in, size_t n, kr_buf *out)
 {
     size_t count = 0, i = 0, last = 0;
+    const unsigned char *u = (const unsigned char *)in;
     while (i < n) {
-        char c = in[i];
-        if ((c == 's' || c == 'k' || c == 'g' || c == 'x' || c == 'A' || c == 'B' || c == 'b') &&
-            boundary(in, i)) {
+        if (!shape_start[u[i]]) {
+            i++;
+            continue;
+        }
+        if (boundary(in, i)) {
             size_t m = match_shape(in + i, n - i);
             if (m) {
                 const char *tok = in + i;
@@ -132,18 +168,25 @@ size_t kr_redact(const char *in, size_t n, kr_buf *out)
 
 static void emit(kr_buf *line, bool may_wait)
 {
-    kr_buf red = KR_BUF_INIT(line->len * 2 + 256);
-    kr_redact(line->data ? line->data : "", line->len, &red);
+    const char *in = line->data ? line->data : "";
+    pthread_mutex_lock(&log_mu);
+    if (may_wait && log_buffered && log_pending.len + line->len * 5 + 256 < log_pending.max) {
+        /* redact straight into the pending batch: no copy per line */
+        kr_redact(in, line->len, &log_pending);
+        kr_buf_putc(&log_pending, '\n');
+        if (log_pending.len > (64u << 10)) flush_locked();
+        pthread_mutex_unlock(&log_mu);
+        return;
+    }
+    pthread_mutex_unlock(&log_mu);
+    kr_buf red = KR_BUF_INIT(line->len * 5 + 256); /* a replacement is at most ~4.5x its token */
+    kr_redact(in, line->len, &red);
     kr_buf_putc(&red, '\n');
     pthread_mutex_lock(&log_mu);
-    if (may_wait && log_buffered && !kr_buf_append(&log_pending, red.data, red.len)) {
-        if (log_pending.len > (64u << 10)) flush_locked();
-    } else {
-        flush_locked(); /* keep the order */
-        FILE *f = log_fp ? log_fp : stderr;
-        fwrite(red.data, 1, red.len, f);
-        fflush(f);
-    }
+    flush_locked(); /* keep the order */
+    FILE *f = log_fp ? log_fp : stderr;
+    fwrite(red.data, 1, red.len, f);
+    fflush(f);
     pthread_mutex_unlock(&log_mu);
     kr_buf_free(&red);
 }
@@ -160,15 +203,10 @@ void kr_log_write(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
+    char ts[KR_LOG_TS_LEN];
+    kr_log_ts(ts);
     kr_buf line = KR_BUF_INIT(8192);
-    kr_buf_printf(&line,
-                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  ts.tv_nsec / 1000000,
+    kr_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
                   level_names[level < 0   ? 0
                               : level > 3 ? 3
                                           : level]);

@@ -33,6 +33,9 @@ void kr_log_set_buffered(bool on);
 void kr_log_flush(void);
 /* Writes an already-built JSON object line (without newline); it is redacted. */
 void kr_log_json_line(kr_buf *line);
+/* The log's UTC timestamp, "2026-11-28T17:51:04.123Z"; returns its length. */
+#define KR_LOG_TS_LEN 80
+size_t kr_log_ts(char out[KR_LOG_TS_LEN]);
 
 #define KR_LOG(lvl, ...)                                                                           \
     do {                                                                                           \

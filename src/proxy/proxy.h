@@ -97,6 +97,8 @@ void kr_upstream_free(kr_server *s);
 int kr_upstream_start(kr_server *s, CURL *easy);
 /* Removes a transfer (client gone, timeout); no completion is reported. */
 void kr_upstream_cancel(kr_server *s, CURL *easy);
+/* Sets the transfer's URL from a parsed copy kept for the server's life. */
+int kr_upstream_url(kr_server *s, CURL *e, const char *url);
 CURL *kr_upstream_easy(kr_server *s);
 void kr_upstream_release(kr_server *s, CURL *easy);
 /* Called by upstream.c when a transfer ends (routes.c implements it). */
@@ -122,6 +124,13 @@ struct kr_server {
     uv_timer_t curl_timer;
     CURL *easy_pool[256];
     int neasy;
+    /* parsed upstream URLs (registry base URL + route path), made on first use */
+    struct {
+        char *url;
+        CURLU *u;
+    } urls[64];
+    int nurls;
+    bool env_proxy; /* a proxy variable is set: libcurl reads them per transfer */
     /* state */
     kr_auth_cache auth;
     kr_limits adm; /* admission control state (limits.c) */

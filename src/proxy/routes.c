@@ -89,47 +89,67 @@ void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const ch
 static void log_request(kr_req *r, const kr_usage *u, int64_t cost)
 {
     if (kr_log_level > KR_LOG_INFO) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char tbuf[40];
-    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* one line per request on the hot path: appends, no printf */
+    char ts[KR_LOG_TS_LEN];
+    kr_log_ts(ts);
     uint64_t now = kr_mono_ns();
-    kr_buf b = KR_BUF_INIT(4096);
-    kr_buf_printf(
-        &b,
-        "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"%s\","
-        "\"method\":\"",
-        tbuf, ts.tv_nsec / 1000000, r->id);
+    static _Thread_local kr_buf b = KR_BUF_INIT(4096); /* reused: no allocation per line */
+    kr_buf_reset(&b);
+    kr_buf_puts(&b, "{\"ts\":\"");
+    kr_buf_puts(&b, ts);
+    kr_buf_puts(&b, "\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"");
+    kr_buf_puts(&b, r->id);
+    kr_buf_puts(&b, "\",\"method\":\"");
     if (r->http) {
         kr_buf_json_str(&b, r->http->method.p, r->http->method.n < 16 ? r->http->method.n : 16);
         kr_buf_puts(&b, "\",\"path\":\"");
         kr_buf_json_str(&b, r->http->path.p, r->http->path.n < 256 ? r->http->path.n : 256);
     }
-    kr_buf_printf(&b, "\",\"route\":\"%s\",\"status\":%d", kr_route_label(r->route), r->status);
-    if (r->cred_class[0]) kr_buf_printf(&b, ",\"credential\":\"%s\"", r->cred_class);
-    if (r->auth.ws_id)
-        kr_buf_printf(&b, ",\"workspace_id\":%lld,\"org_id\":%lld", (long long)r->auth.ws_id,
-                      (long long)r->auth.org_id);
+    kr_buf_puts(&b, "\",\"route\":\"");
+    kr_buf_puts(&b, kr_route_label(r->route));
+    kr_buf_puts(&b, "\",\"status\":");
+    kr_buf_put_i64(&b, r->status);
+    if (r->cred_class[0]) {
+        kr_buf_puts(&b, ",\"credential\":\"");
+        kr_buf_puts(&b, r->cred_class);
+        kr_buf_putc(&b, '"');
+    }
+    if (r->auth.ws_id) {
+        kr_buf_puts(&b, ",\"workspace_id\":");
+        kr_buf_put_i64(&b, r->auth.ws_id);
+        kr_buf_puts(&b, ",\"org_id\":");
+        kr_buf_put_i64(&b, r->auth.org_id);
+    }
     if (r->model_id[0]) {
         kr_buf_puts(&b, ",\"model\":\"");
         kr_buf_json_str(&b, r->model_id, strlen(r->model_id));
-        kr_buf_printf(&b, "\",\"stream\":%s", r->stream ? "true" : "false");
+        kr_buf_puts(&b, r->stream ? "\",\"stream\":true" : "\",\"stream\":false");
     }
-    if (u)
-        kr_buf_printf(&b,
-                      ",\"input_tokens\":%llu,\"output_tokens\":%llu,\"cache_read_tokens\":%llu,"
-                      "\"cache_write_tokens\":%llu,\"cost_micros\":%lld",
-                      (unsigned long long)u->input_tokens, (unsigned long long)u->output_tokens,
-                      (unsigned long long)u->cache_read_tokens,
-                      (unsigned long long)u->cache_write_tokens, (long long)cost);
-    kr_buf_printf(&b, ",\"latency_ms\":%.3f", (double)(now - r->t0_ns) / 1e6);
-    if (r->t_up_ns) kr_buf_printf(&b, ",\"upstream_ms\":%.3f", (double)(now - r->t_up_ns) / 1e6);
-    if (r->error_type[0]) kr_buf_printf(&b, ",\"error\":\"%s\"", r->error_type);
+    if (u) {
+        kr_buf_puts(&b, ",\"input_tokens\":");
+        kr_buf_put_u64(&b, u->input_tokens);
+        kr_buf_puts(&b, ",\"output_tokens\":");
+        kr_buf_put_u64(&b, u->output_tokens);
+        kr_buf_puts(&b, ",\"cache_read_tokens\":");
+        kr_buf_put_u64(&b, u->cache_read_tokens);
+        kr_buf_puts(&b, ",\"cache_write_tokens\":");
+        kr_buf_put_u64(&b, u->cache_write_tokens);
+        kr_buf_puts(&b, ",\"cost_micros\":");
+        kr_buf_put_i64(&b, cost);
+    }
+    kr_buf_puts(&b, ",\"latency_ms\":");
+    kr_buf_put_ms3(&b, now - r->t0_ns);
+    if (r->t_up_ns) {
+        kr_buf_puts(&b, ",\"upstream_ms\":");
+        kr_buf_put_ms3(&b, now - r->t_up_ns);
+    }
+    if (r->error_type[0]) {
+        kr_buf_puts(&b, ",\"error\":\"");
+        kr_buf_puts(&b, r->error_type);
+        kr_buf_putc(&b, '"');
+    }
     kr_buf_putc(&b, '}');
     kr_log_json_line(&b);
-    kr_buf_free(&b);
 }
 
 static void finish(kr_req *r)
@@ -671,7 +691,11 @@ static void forward(kr_req *r)
     r->hdrs = hl;
     CURL *e = kr_upstream_easy(s);
     r->easy = e;
-    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (kr_upstream_url(s, e, url)) {
+        kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is not valid",
+                         claim->name);
+        return;
+    }
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
@@ -689,6 +713,7 @@ static void forward(kr_req *r)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* one per open transfer */
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+    if (!s->env_proxy) curl_easy_setopt(e, CURLOPT_PROXY, "");
     r->meter = r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS;
     r->t_up_ns = kr_mono_ns();
     if (kr_upstream_start(s, e)) {

@@ -12,6 +12,7 @@
 #include "core/log.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     uv_poll_t poll;
@@ -115,6 +116,13 @@ int kr_upstream_init(kr_server *s)
     curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
     curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, 1024L);
     curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    /* without proxy variables every transfer says "no proxy" itself, which
+     * spares libcurl reading the environment for each one */
+    static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                       "ALL_PROXY"};
+    s->env_proxy = false;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]) && *getenv(vars[i])) s->env_proxy = true;
     uv_timer_init(s->loop, &s->curl_timer);
     s->curl_timer.data = s;
     return 0;
@@ -126,10 +134,37 @@ void kr_upstream_free(kr_server *s)
     for (int i = 0; i < s->neasy; i++)
         curl_easy_cleanup(s->easy_pool[i]);
     s->neasy = 0;
+    for (int i = 0; i < s->nurls; i++) {
+        curl_url_cleanup(s->urls[i].u);
+        free(s->urls[i].url);
+    }
+    s->nurls = 0;
     curl_multi_cleanup(s->multi); /* closes cached connections: sockets are removed */
     s->multi = NULL;
     uv_timer_stop(&s->curl_timer);
     uv_close((uv_handle_t *)&s->curl_timer, NULL);
+}
+
+/* The registry's few upstream URLs are parsed once: libcurl copies a
+ * CURLOPT_CURLU handle per transfer instead of parsing the string. */
+int kr_upstream_url(kr_server *s, CURL *e, const char *url)
+{
+    for (int i = 0; i < s->nurls; i++)
+        if (!strcmp(s->urls[i].url, url))
+            return curl_easy_setopt(e, CURLOPT_CURLU, s->urls[i].u) ? -1 : 0;
+    if (s->nurls == (int)(sizeof s->urls / sizeof s->urls[0]))
+        return curl_easy_setopt(e, CURLOPT_CURLU, NULL) || curl_easy_setopt(e, CURLOPT_URL, url)
+                   ? -1
+                   : 0;
+    CURLU *u = curl_url();
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0)) {
+        curl_url_cleanup(u);
+        return -1;
+    }
+    s->urls[s->nurls].url = kr_strdup(url);
+    s->urls[s->nurls].u = u;
+    s->nurls++;
+    return curl_easy_setopt(e, CURLOPT_CURLU, u) ? -1 : 0;
 }
 
 CURL *kr_upstream_easy(kr_server *s)

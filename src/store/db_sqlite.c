@@ -92,12 +92,17 @@ static int sq_query(kr_db *db, const char *sql, const kr_dbval *params, size_t n
         rc = sqlite3_prepare_v3(s->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
         if (rc != SQLITE_OK) return map_err(s->h, rc, d);
     }
-    for (size_t i = 0; i < nparams; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "$%zu", i + 1);
-        int idx = sqlite3_bind_parameter_index(st, name);
-        if (idx == 0) continue; /* parameter unused by this statement */
-        const kr_dbval *v = &params[i];
+    /* walk the statement's parameters ($N, numbered by first appearance)
+     * rather than looking each $N up by name: no formatting per value */
+    int np = sqlite3_bind_parameter_count(st);
+    for (int idx = 1; idx <= np; idx++) {
+        const char *name = sqlite3_bind_parameter_name(st, idx);
+        size_t i = 0;
+        if (name && name[0] == '$')
+            for (const char *c = name + 1; *c >= '0' && *c <= '9' && i < 1000; c++)
+                i = i * 10 + (size_t)(*c - '0');
+        if (i == 0 || i > nparams) continue; /* not a $N of ours: left NULL */
+        const kr_dbval *v = &params[i - 1];
         if (v->type == KR_DBV_TEXT && v->s)
             rc = sqlite3_bind_text(st, idx, v->s, -1, SQLITE_STATIC);
         else if (v->type == KR_DBV_INT)

@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <sodium.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/buf.h"
 #include "core/cred.h"
@@ -145,4 +146,66 @@ Test(log, redaction_replaces_every_credential_shape)
     cr_assert(strstr(out.data, "[redacted oauth ") != NULL, "%s", out.data);
     cr_assert(strstr(out.data, "keep sk- and risky-model") != NULL, "%s", out.data);
     kr_buf_free(&out);
+}
+
+Test(log, redaction_covers_every_shape_prefix)
+{
+    /* each shape the redactor knows, at a word boundary, and the same bytes
+     * glued to a word (not a boundary: kept) */
+    static const char *const toks[] = {
+        "sk-abcdefgh1234",     "krws_abcdefgh1234",  "ghp_abcdefgh1234",    "gho_abcdefgh1234",
+        "ghs_abcdefgh1234",    "ghu_abcdefgh1234",   "github_pat_abcd1234", "glpat-abcdefgh1234",
+        "xoxb-abcdefgh1234",   "xoxp-abcdefgh1234",  "AKIAABCDEFGH1234",    "ASIAABCDEFGH1234",
+        "Bearer abcdefgh1234", "bearer abcdefgh1234"};
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+        char in[128];
+        snprintf(in, sizeof in, "{\"v\":\"%s\",\"w\":\"x%s\"}", toks[i], toks[i]);
+        kr_buf out = KR_BUF_INIT(4096);
+        size_t n = kr_redact(in, strlen(in), &out);
+        cr_assert_eq(n, 1, "%s -> %s", in, out.data);
+        cr_assert(strstr(out.data, "\"v\":\"[redacted ") != NULL, "%s", out.data);
+        kr_buf_free(&out);
+    }
+}
+
+Test(buf, integer_and_millisecond_appends)
+{
+    kr_buf b = KR_BUF_INIT(256);
+    kr_buf_put_u64(&b, 0);
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_u64(&b, UINT64_MAX);
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_i64(&b, INT64_MIN);
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_i64(&b, -42);
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_ms3(&b, 0);
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_ms3(&b, 1234567); /* 1.2346 ms -> 1.235 */
+    kr_buf_putc(&b, ' ');
+    kr_buf_put_ms3(&b, 98765432100ull); /* 98765.4321 ms */
+    cr_assert_str_eq(b.data,
+                     "0 18446744073709551615 -9223372036854775808 -42 0.000 1.235 98765.432");
+    kr_buf_free(&b);
+    kr_buf small = KR_BUF_INIT(3);
+    cr_assert_neq(kr_buf_put_u64(&small, 12345), 0, "the cap holds");
+    cr_assert_eq(small.len, 0);
+    kr_buf_free(&small);
+}
+
+Test(log, timestamp_is_utc_iso8601_with_milliseconds)
+{
+    char ts[KR_LOG_TS_LEN];
+    size_t n = kr_log_ts(ts);
+    cr_assert_eq(n, 24, "%s", ts);
+    cr_assert_eq(strlen(ts), n);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char year[16];
+    snprintf(year, sizeof year, "%04d-", tm.tm_year + 1900);
+    cr_assert(strncmp(ts, year, 5) == 0, "%s", ts);
+    cr_assert(ts[10] == 'T' && ts[19] == '.' && ts[23] == 'Z', "%s", ts);
+    for (int i = 20; i < 23; i++)
+        cr_assert(ts[i] >= '0' && ts[i] <= '9', "%s", ts);
 }
