@@ -712,7 +712,11 @@ static void forward(kr_req *r)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* one per open transfer */
-    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+    /* the body leaves in one send when it fits libcurl's upload buffer (at
+     * most 2 MiB); the buffer is freed when the option is set for the next
+     * transfer of this handle */
+    long ulbuf = n > 16384 ? (long)(n < (2u << 20) ? n : (2u << 20)) : 16384L;
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, ulbuf);
     if (!s->env_proxy) curl_easy_setopt(e, CURLOPT_PROXY, "");
     r->meter = r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS;
     r->t_up_ns = kr_mono_ns();
