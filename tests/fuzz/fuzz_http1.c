@@ -7,6 +7,7 @@
  * a PRNG seeded by the input. Both runs must produce the same sequence of
  * events, and every return is checked against the header's contract.
  */
+#include "fuzz_check.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,11 +16,6 @@
 #include "proxy/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) __builtin_trap();                                                                \
-    } while (0)
 
 /* The first set is the normal one; the tiny one makes the 413/431 paths
  * reachable with short inputs. The input's hash picks one. */

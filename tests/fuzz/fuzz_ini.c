@@ -19,6 +19,7 @@
  *     success every integer setting is within its documented range and
  *     every string NUL-terminated, and kr_config_dump works.
  */
+#include "fuzz_check.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/ini.h"
@@ -32,14 +33,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_ini: check failed: %s (line %d)\n", #c, __LINE__);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define STOP_ERR KR_EDENIED /* what the stopping callback returns: no parser error uses it */
 

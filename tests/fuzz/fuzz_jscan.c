@@ -16,6 +16,7 @@
  *                                          strings unescape exactly as cJSON does
  *   object_get reports a duplicate      => cJSON has two members of that name
  */
+#include "fuzz_check.h"
 #include "core/err.h"
 #include "proxy/jscan.h"
 
@@ -26,14 +27,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_jscan: check failed: %s (line %d)\n", #c, __LINE__);             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static const char *const keys[] = {"model", "stream", "max_tokens", "stream_options", "", "usage"};
 #define NKEYS (sizeof keys / sizeof *keys)

@@ -19,6 +19,7 @@
  *   - kr_model_cost is zero for no usage, never negative, rounds up to the
  *     next micro-unit exactly, and never decreases when a count grows.
  */
+#include "fuzz_check.h"
 #include "core/err.h"
 #include "core/usage.h"
 #include "registry/registry.h"
@@ -29,14 +30,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_registry: check failed: %s (line %d)\n", #c, __LINE__);         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static bool terminated(const char *s, size_t cap)
 {

@@ -19,6 +19,7 @@
  * 3. Size limits: a value of KR_SECRET_MAX_VALUE bytes round-trips, one byte
  *    more is KR_ETOOBIG (exercised when the first input byte is 0xff).
  */
+#include "fuzz_check.h"
 #include "core/buf.h"
 #include "core/err.h"
 #include "secrets/secrets.h"
@@ -31,14 +32,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_secret_open: check failed: %s (line %d)\n", #c, __LINE__);      \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* The row and master key (bytes 0..31) the seeds in corpus/fuzz_secret_open/sealed_* were
  * sealed for with kr_secret_seal. */

@@ -19,6 +19,7 @@
  * invariant; chunking-independence is the strong property instead.
  * Finally kr_usage_from_json runs on the stream bytes for both protocols.
  */
+#include "fuzz_check.h"
 #include "core/err.h"
 #include "proxy/jscan.h"
 #include "proxy/sse_usage.h"
@@ -29,14 +30,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_sse_usage: check failed: %s (line %d)\n", #c, __LINE__);         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static void check_state(const kr_sse_usage *s)
 {

@@ -184,6 +184,36 @@ def parse_responses(buf):
     return out
 
 
+# A minimal request per protocol, and one call through keyrail with a fake
+# vendor directive (x-fake), for the limits and multi-instance suites.
+MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def call(inst, token, proto="anthropic", stream=False, fake="in=1000 out=100", body=None):
+    if proto == "anthropic":
+        b = dict(body or MSG, stream=stream)
+        return http(inst.port, "POST", "/anthropic/v1/messages", b, {"x-api-key": token, "x-fake": fake})
+    b = dict(body or CHAT, stream=stream)
+    return http(inst.port, "POST", "/openai/v1/chat/completions", b,
+                {"authorization": f"Bearer {token}", "x-fake": fake})
+
+
+def sse_events(data):
+    """An SSE body as a list of {"event": …, "data": …} (fields present only)."""
+    events = []
+    for block in data.decode().split("\n\n"):
+        ev = {}
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                ev["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                ev["data"] = line[5:].strip()
+        if ev:
+            events.append(ev)
+    return events
+
+
 def metrics(port):
     """/metrics as {sample name with labels: value}."""
     st, _, data = http(port, "GET", "/metrics")

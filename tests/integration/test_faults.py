@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import http, metrics, parse_responses, raw_exchange, wait_until
+from conftest import http, metrics, parse_responses, raw_exchange, sse_events, wait_until
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}]}
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
@@ -38,20 +38,6 @@ def call(kr, tok, proto, stream, fake, extra=None):
         h["x-fake"] = fake
     h.update(extra or {})
     return http(kr.port, "POST", path, body, h)
-
-
-def sse(data):
-    out = []
-    for block in data.decode().split("\n\n"):
-        ev = {}
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                ev["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                ev["data"] = line[5:].strip()
-        if ev:
-            out.append(ev)
-    return out
 
 
 def assert_idle(kr):
@@ -111,7 +97,7 @@ def test_openai_stream_broken_midway(kr, vendor, mode, after):
     kr.start()
     st, h, data = call(kr, tok, "openai", True, f"mode={mode} after={after} in=700")
     assert st == 200  # http.client read a complete chunked body: well-formed
-    evs = sse(data)
+    evs = sse_events(data)
     err = json.loads(evs[-1]["data"])
     assert err["error"]["type"] == "api_error" and ("stalled" if mode == "stall_mid" else "broke off") \
         in err["error"]["message"]
@@ -127,7 +113,7 @@ def test_anthropic_stream_reset_right_after_message_start(kr, vendor):
     kr.start()
     st, h, data = call(kr, tok, "anthropic", True, "mode=reset_mid after=1 in=4321 cache_read=10")
     assert st == 200
-    evs = sse(data)
+    evs = sse_events(data)
     assert [e["event"] for e in evs] == ["message_start", "error"]
     row = assert_usage_is_what_was_served(kr, h["x-keyrail-request-id"], last_record(vendor), "partial")
     assert row["input"] == 4321 and row["cost_micros"] > 0
@@ -167,7 +153,7 @@ def test_malformed_sse_is_relayed_and_metered_openai(kr, vendor):
     tok = kr.setup_org()
     kr.start()
     st, h, data = call(kr, tok, "openai", True, "mode=malformed after=2 in=50 out=9")
-    assert st == 200 and sse(data)[-1]["data"] == "[DONE]"
+    assert st == 200 and sse_events(data)[-1]["data"] == "[DONE]"
     row = assert_usage_is_what_was_served(kr, h["x-keyrail-request-id"], last_record(vendor), "complete")
     assert (row["input"], row["output"]) == (50, 9)
     assert_idle(kr)
@@ -217,7 +203,7 @@ def test_5xx_storm(kr, vendor):
         assert row["status"] == "error" and row["cost_micros"] == 0 and row["input"] == 0
     for i, proto, (st, h, data) in oks:
         if i % 2:
-            evs = sse(data)
+            evs = sse_events(data)
             assert evs[-1].get("event") == "message_stop" or evs[-1]["data"] == "[DONE]"
         else:
             json.loads(data)
@@ -279,7 +265,7 @@ def test_upstream_silence_paths_concurrently(kr, vendor):
     for k in ("stall_mid-o", "drip-slow-a", "drip-slow-o"):
         st, h, data = res[k]
         assert st == 200, k  # http.client read a complete chunked body: well-formed
-        evs = sse(data)
+        evs = sse_events(data)
         err = json.loads(evs[-1]["data"])["error"]
         assert err["type"] == "api_error" and "stalled" in err["message"], (k, evs[-1])
         if cases[k][0] == "openai":
@@ -293,7 +279,7 @@ def test_upstream_silence_paths_concurrently(kr, vendor):
             assert row["cost_micros"] == 0
 
     st, h, data = res["drip-fast-a"]
-    assert st == 200 and sse(data)[-1]["event"] == "message_stop"
+    assert st == 200 and sse_events(data)[-1]["event"] == "message_stop"
     row = assert_usage_is_what_was_served(kr, h["x-keyrail-request-id"], record_for(vendor, 906),
                                           "complete")
     assert (row["input"], row["output"]) == (906, 12)

@@ -5,19 +5,7 @@ import time
 
 import pytest
 
-from conftest import http, wait_until
-
-MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-CHAT = {"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def call(kr, token, proto, stream=False, fake="in=1000 out=100", body=None):
-    if proto == "anthropic":
-        b = dict(body or MSG, stream=stream)
-        return http(kr.port, "POST", "/anthropic/v1/messages", b, {"x-api-key": token, "x-fake": fake})
-    b = dict(body or CHAT, stream=stream)
-    return http(kr.port, "POST", "/openai/v1/chat/completions", b,
-                {"authorization": f"Bearer {token}", "x-fake": fake})
+from conftest import CHAT, MSG, call, wait_until
 
 
 def body_json(data):

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Keyrail, check_log_clean, http, wait_until
+from conftest import CHAT, MSG, Keyrail, call, check_log_clean, http, wait_until
 
 TOKEN_CACHE_MS = 300
 SYNC_MS = 200        # KR_LIMITS_SYNC_MS (src/proxy/limits.h)
@@ -44,8 +44,6 @@ SYNC_MS = 200        # KR_LIMITS_SYNC_MS (src/proxy/limits.h)
 # the sanitizer build's latency. Measured values are printed (pytest -s).
 SLACK_MS = 150
 
-MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-CHAT = {"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 # registry prices (conftest.REGISTRY), micro-units per token
 PRICE = {"claude-sonnet-4-5": (3, 15), "gpt-4o": (2.5, 10)}
 
@@ -171,15 +169,6 @@ def cluster(tmp_path, vendor, pg_store):
         if rc != 0:
             problems.append(f"{k.name} exited {rc}:\n{text[-3000:]}")
     assert not problems, "\n".join(problems)
-
-
-def call(inst, token, proto="anthropic", stream=False, fake="in=1000 out=100", body=None):
-    if proto == "anthropic":
-        b = dict(body or MSG, stream=stream)
-        return http(inst.port, "POST", "/anthropic/v1/messages", b, {"x-api-key": token, "x-fake": fake})
-    b = dict(body or CHAT, stream=stream)
-    return http(inst.port, "POST", "/openai/v1/chat/completions", b,
-                {"authorization": f"Bearer {token}", "x-fake": fake})
 
 
 def away_from_minute_end(margin=52):

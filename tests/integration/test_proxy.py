@@ -6,7 +6,8 @@ import time
 import pytest
 
 from conftest import (PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_ANTHROPIC_KEY,
-                      TENANT_MINIMAX_KEY, TENANT_OAUTH, TENANT_OPENAI_KEY, http, sha256, wait_until)
+                      TENANT_MINIMAX_KEY, TENANT_OAUTH, TENANT_OPENAI_KEY, http, sha256, sse_events,
+                      wait_until)
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100,
        "messages": [{"role": "user", "content": "hello"}]}
@@ -23,20 +24,6 @@ def openai(kr, token, body=None, headers=None):
     h = {"authorization": f"Bearer {token}"}
     h.update(headers or {})
     return http(kr.port, "POST", "/openai/v1/chat/completions", body if body is not None else CHAT, h)
-
-
-def sse_events(data):
-    events = []
-    for block in data.decode().split("\n\n"):
-        ev = {}
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                ev["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                ev["data"] = line[5:].strip()
-        if ev:
-            events.append(ev)
-    return events
 
 
 def served(vendor, seq_index=-1):

@@ -15,6 +15,7 @@
 #include "secrets/secrets.h"
 #include "store/db.h"
 #include "store/store.h"
+#include "store_fixture.h"
 
 #include <fcntl.h>
 #include <sodium.h>
@@ -26,8 +27,6 @@
 
 /* ---- fixture ----------------------------------------------------------- */
 
-typedef enum { BK_SQLITE, BK_PG } backend;
-
 static struct {
     backend b;
     char url[1024];
@@ -37,31 +36,6 @@ static struct {
     kr_master_key old_key, new_key, other_key;
     char old_file[300], new_file[300];
 } T;
-
-static kr_diag dg;
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        memset(&dg, 0, sizeof dg);                                                                 \
-        int rc_ = (call);                                                                          \
-        cr_assert_eq(rc_, 0, "%s failed: %s (%s)", #call, kr_err_name(rc_),                        \
-                     kr_diag_msg(&dg, rc_));                                                       \
-    } while (0)
-
-static const char *pg_base(void)
-{
-    const char *u = getenv("KR_TEST_PG_URL");
-    return u && *u ? u : NULL;
-}
-
-static void pg_admin_exec(const char *sql)
-{
-    kr_db *db;
-    OK(kr_db_open(pg_base(), &db, &dg));
-    int rc = kr_db_exec(db, sql, NULL, 0, &dg);
-    kr_db_close(db);
-    cr_assert_eq(rc, 0, "%s: %s", sql, kr_diag_msg(&dg, rc));
-}
 
 static void write_key(const char *path, const kr_master_key *k, mode_t mode)
 {
@@ -85,23 +59,7 @@ static void setup(backend b)
     unsetenv(KR_MASTER_KEY_ENV);
     unsetenv("KEYRAIL_CONFIG");
     if (b == BK_PG && !pg_base()) cr_skip_test("KR_TEST_PG_URL is not set");
-    kr_strlcpy(T.dir, "/tmp/kr-test-rekey-XXXXXX", sizeof T.dir);
-    cr_assert_not_null(mkdtemp(T.dir));
-    if (b == BK_SQLITE) {
-        cr_assert_eq(kr_snprintf(T.url, sizeof T.url, "%s/store.db", T.dir), 0);
-    } else {
-        static unsigned seq;
-        cr_assert_eq(kr_snprintf(T.schema, sizeof T.schema, "kr_rk_%ld_%lld_%u", (long)getpid(),
-                                 (long long)kr_now_ms(), seq++),
-                     0);
-        char sql[128];
-        kr_snprintf(sql, sizeof sql, "CREATE SCHEMA %s", T.schema);
-        pg_admin_exec(sql);
-        const char *base = pg_base();
-        cr_assert_eq(kr_snprintf(T.url, sizeof T.url, "%s%coptions=-c%%20search_path%%3D%s", base,
-                                 strchr(base, '?') ? '&' : '?', T.schema),
-                     0);
-    }
+    fixture_fresh(b, "rk", T.dir, T.url, T.schema);
     OK(kr_store_open(T.url, &T.s, &dg));
     randombytes_buf(T.old_key.k, sizeof T.old_key.k);
     randombytes_buf(T.new_key.k, sizeof T.new_key.k);
@@ -118,20 +76,14 @@ static void teardown(void)
     T.s = NULL;
     unsetenv(KR_MASTER_KEY_ENV);
     if (T.dir[0]) {
-        static const char *const files[] = {"store.db", "store.db-wal", "store.db-shm", "old.key",
-                                            "new.key", "loose.key"};
+        static const char *const files[] = {"old.key", "new.key", "loose.key"};
         for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
             char p[300];
             kr_snprintf(p, sizeof p, "%s/%s", T.dir, files[i]);
             unlink(p);
         }
-        rmdir(T.dir);
     }
-    if (T.b == BK_PG && T.schema[0]) {
-        char sql[128];
-        kr_snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", T.schema);
-        pg_admin_exec(sql);
-    }
+    fixture_drop(T.b, T.dir, T.schema);
     memset(&T, 0, sizeof T);
 }
 

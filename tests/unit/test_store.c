@@ -20,6 +20,7 @@
 #include "store/db.h"
 #include "store/migrations.h"
 #include "store/store.h"
+#include "store_fixture.h"
 
 #include <pthread.h>
 #include <sodium.h>
@@ -30,8 +31,6 @@
 
 /* ---- fixture ----------------------------------------------------------- */
 
-typedef enum { BK_SQLITE, BK_PG } backend;
-
 static struct {
     backend b;
     char url[1024];
@@ -39,16 +38,6 @@ static struct {
     char schema[64];
     kr_store *s;
 } T;
-
-static kr_diag dg;
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        memset(&dg, 0, sizeof dg);                                                                 \
-        int rc_ = (call);                                                                          \
-        cr_assert_eq(rc_, 0, "%s failed: %s (%s)", #call, kr_err_name(rc_),                        \
-                     kr_diag_msg(&dg, rc_));                                                       \
-    } while (0)
 
 #define ERR(code, call)                                                                            \
     do {                                                                                           \
@@ -58,59 +47,11 @@ static kr_diag dg;
                      kr_err_name(rc_), kr_diag_msg(&dg, rc_));                                     \
     } while (0)
 
-static const char *pg_base(void)
-{
-    const char *u = getenv("KR_TEST_PG_URL");
-    return u && *u ? u : NULL;
-}
-
-static void pg_admin_exec(const char *sql)
-{
-    kr_db *db;
-    OK(kr_db_open(pg_base(), &db, &dg));
-    int rc = kr_db_exec(db, sql, NULL, 0, &dg);
-    kr_db_close(db);
-    cr_assert_eq(rc, 0, "%s: %s", sql, kr_diag_msg(&dg, rc));
-}
-
-static void fresh_url(backend b)
-{
-    if (b == BK_SQLITE) {
-        kr_strlcpy(T.dir, "/tmp/kr-test-store-XXXXXX", sizeof T.dir);
-        cr_assert_not_null(mkdtemp(T.dir));
-        cr_assert_eq(kr_snprintf(T.url, sizeof T.url, "%s/store.db", T.dir), 0);
-        return;
-    }
-    static unsigned seq;
-    cr_assert_eq(kr_snprintf(T.schema, sizeof T.schema, "kr_t_%ld_%lld_%u", (long)getpid(),
-                             (long long)kr_now_ms(), seq++),
-                 0);
-    char sql[128];
-    kr_snprintf(sql, sizeof sql, "CREATE SCHEMA %s", T.schema);
-    pg_admin_exec(sql);
-    const char *base = pg_base();
-    cr_assert_eq(kr_snprintf(T.url, sizeof T.url, "%s%coptions=-c%%20search_path%%3D%s", base,
-                             strchr(base, '?') ? '&' : '?', T.schema),
-                 0);
-}
-
 static void teardown(void)
 {
     kr_store_close(T.s);
     T.s = NULL;
-    if (T.b == BK_SQLITE && T.dir[0]) {
-        static const char *const files[] = {"store.db", "store.db-wal", "store.db-shm"};
-        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            char p[300];
-            kr_snprintf(p, sizeof p, "%s/%s", T.dir, files[i]);
-            unlink(p);
-        }
-        rmdir(T.dir);
-    } else if (T.b == BK_PG && T.schema[0]) {
-        char sql[128];
-        kr_snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", T.schema);
-        pg_admin_exec(sql);
-    }
+    fixture_drop(T.b, T.dir, T.schema);
     memset(&T, 0, sizeof T);
 }
 
@@ -119,7 +60,7 @@ static void run(backend b, void (*body)(kr_store *))
     memset(&T, 0, sizeof T);
     T.b = b;
     if (b == BK_PG && !pg_base()) cr_skip_test("KR_TEST_PG_URL is not set");
-    fresh_url(b);
+    fixture_fresh(b, "store", T.dir, T.url, T.schema);
     OK(kr_store_open(T.url, &T.s, &dg));
     body(T.s);
 }
