@@ -66,6 +66,17 @@ static void journal_truncate_locked(kr_meter *m)
         KR_WARN("usage journal: truncate failed: %s", strerror(errno));
 }
 
+/* Items first..last are done with: the loop runs their callbacks. */
+static void hand_back_locked(kr_meter *m, item *first, item *last)
+{
+    if (m->dtail)
+        m->dtail->next = first;
+    else
+        m->dhead = first;
+    m->dtail = last;
+    uv_async_send(&m->async);
+}
+
 static void *writer(void *p)
 {
     kr_meter *m = p;
@@ -136,12 +147,7 @@ static void *writer(void *p)
             if (m->head) last->next = m->head, last = m->tail;
             m->head = m->tail = NULL;
             m->depth = 0;
-            if (m->dtail)
-                m->dtail->next = first;
-            else
-                m->dhead = first;
-            m->dtail = last;
-            uv_async_send(&m->async);
+            hand_back_locked(m, first, last);
             break;
         }
         if (atomic_exchange(&m->failing, false)) KR_WARN("usage writer: store writes recovered");
@@ -150,12 +156,7 @@ static void *writer(void *p)
         pthread_mutex_lock(&m->mu);
         m->depth -= n;
         journal_truncate_locked(m);
-        if (m->dtail)
-            m->dtail->next = first;
-        else
-            m->dhead = first;
-        m->dtail = last;
-        uv_async_send(&m->async);
+        hand_back_locked(m, first, last);
     }
     pthread_mutex_unlock(&m->mu);
     free(batch);

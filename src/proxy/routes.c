@@ -545,7 +545,9 @@ static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *
     return 0;
 }
 
-static bool header_forwarded(const kr_http_req *h, kr_slice name)
+/* conn: the request's Connection header (or NULL); the headers it names are
+ * hop-by-hop too. */
+static bool header_forwarded(kr_slice name, const kr_http_header *conn)
 {
     static const char *const drop[] = {"host",
                                        "content-length",
@@ -575,8 +577,6 @@ static bool header_forwarded(const kr_http_req *h, kr_slice name)
         if (kr_slice_eq_ci(name, drop[i])) return false;
     /* some servers read '_' as '-': Content_Length could smuggle a length */
     if (memchr(name.p, '_', name.n)) return false;
-    /* headers the client named in Connection are hop-by-hop too */
-    const kr_http_header *conn = kr_http_find(h, "connection");
     if (conn) {
         const char *p = conn->value.p, *e = p + conn->value.n;
         while (p < e) {
@@ -585,8 +585,7 @@ static bool header_forwarded(const kr_http_req *h, kr_slice name)
             const char *t = p;
             while (t < e && *t != ',' && *t != ' ')
                 t++;
-            if (t > p && kr_slice_eq_ci(name, "") == false && (size_t)(t - p) == name.n &&
-                !strncasecmp(p, name.p, name.n))
+            if (t > p && (size_t)(t - p) == name.n && !strncasecmp(p, name.p, name.n))
                 return false;
             p = t;
         }
@@ -677,8 +676,9 @@ static void forward(kr_req *r)
     /* headers */
     struct curl_slist *hl = NULL;
     char line[8300];
+    const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     for (unsigned i = 0; i < h->nheaders; i++) {
-        if (!header_forwarded(h, h->headers[i].name)) continue;
+        if (!header_forwarded(h->headers[i].name, conn)) continue;
         if (h->headers[i].name.n + h->headers[i].value.n + 3 > sizeof line) continue;
         snprintf(line, sizeof line, "%.*s: %.*s", (int)h->headers[i].name.n, h->headers[i].name.p,
                  (int)h->headers[i].value.n, h->headers[i].value.p);

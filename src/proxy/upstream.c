@@ -121,8 +121,10 @@ int kr_upstream_init(kr_server *s)
     static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
                                        "ALL_PROXY"};
     s->env_proxy = false;
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        if (getenv(vars[i]) && *getenv(vars[i])) s->env_proxy = true;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) s->env_proxy = true;
+    }
     uv_timer_init(s->loop, &s->curl_timer);
     s->curl_timer.data = s;
     return 0;
