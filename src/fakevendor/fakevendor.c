@@ -1,12 +1,14 @@
 /*
- * keyrail-fakevendor -- a fake upstream LLM vendor (Anthropic + OpenAI wire
- * formats) for keyrail's integration tests, end-to-end tests with the real
- * Claude Code CLI / official SDKs, demos and benchmarks.
+ * keyrail-fakevendor -- a fake upstream LLM vendor (Anthropic Messages, OpenAI
+ * chat completions and OpenAI Responses wire formats) for keyrail's
+ * integration tests, end-to-end tests with the real Claude Code / Codex CLIs
+ * and official SDKs, demos and benchmarks.
  *
  * Standalone: one C file, libuv + libhttp-parser (2.9) only, nothing from
  * keyrail itself.  Single-threaded libuv loop; keep-alive; pipelined requests
  * are answered strictly in order; no per-request heap allocation in steady
- * state (connection, record and scratch buffers are reused).
+ * state (connection, record and scratch buffers are reused; only a buffer
+ * grown past 1 MiB, e.g. by pad=, is freed after use).
  *
  * USAGE
  *   keyrail-fakevendor [--listen HOST:PORT] [--port-file FILE] [--record FILE]
@@ -28,6 +30,8 @@
  *   POST .../v1/messages/count_tokens  {"input_tokens": IN}
  *   POST .../v1/chat/completions       OpenAI chat completions (stream or not;
  *                                      honours stream_options.include_usage)
+ *   POST .../v1/responses              OpenAI Responses API (stream or not; see
+ *                                      RESPONSES API below); errors OpenAI-shaped
  *   GET  .../v1/models                 Anthropic list shape if the request has
  *                                      an anthropic-version header, else the
  *                                      OpenAI {"object":"list",...} shape
@@ -47,18 +51,36 @@
  *   cache_read = cache_write = 0
  *   REPLY = "Hello from fakevendor."  split into N byte-ranges (never inside a
  *           UTF-8 sequence; pieces may be empty if N > length)
- *   If the request has max_tokens (or max_completion_tokens) < OUT, OUT is
- *   clamped to it and stop_reason is "max_tokens" (OpenAI finish_reason
- *   "length"); the reply text is not shortened.
+ *   REASONING = 0                    reasoning tokens, part of OUT (OpenAI)
+ *   If the request has max_tokens (or max_completion_tokens; for Responses
+ *   only max_output_tokens) < OUT, OUT is clamped to it and stop_reason is
+ *   "max_tokens" (OpenAI finish_reason "length", Responses status
+ *   "incomplete"); the reply text is not shortened.  REASONING is then
+ *   clamped to OUT.
  *   "in" always means uncached input tokens (Anthropic semantics).  OpenAI:
  *   prompt_tokens = IN + cache_read, prompt_tokens_details.cached_tokens =
- *   cache_read, completion_tokens = OUT; cache_write has no OpenAI field.
- *   Ids: msg_fake_<seq>, chatcmpl-fake-<seq>, request-id req_fake_<seq>, where
- *   <seq> is the 12-digit zero-padded record sequence number.
+ *   cache_read, completion_tokens = OUT (which includes
+ *   completion_tokens_details.reasoning_tokens = REASONING); cache_write has
+ *   no OpenAI field.  Responses: input_tokens = IN + cache_read,
+ *   input_tokens_details.cached_tokens = cache_read, output_tokens = OUT
+ *   (including output_tokens_details.reasoning_tokens = REASONING),
+ *   total_tokens = input_tokens + output_tokens.  Anthropic has no reasoning
+ *   field: REASONING only shows in the OpenAI shapes.
+ *   Ids: msg_fake_<seq>, chatcmpl-fake-<seq>, resp_fake_<seq>, request-id
+ *   req_fake_<seq>, where <seq> is the 12-digit zero-padded record sequence
+ *   number.
  *
  * OVERRIDES, per request.  Keys:
  *   in out cache_read cache_write events reply mode delay_ms after status
- *   interval_ms          (reply: one word, '_' becomes ' ')
+ *   interval_ms reasoning pad          (reply: one word, '_' becomes ' ')
+ *   reasoning=N  reasoning tokens within OUT (clamped to OUT); OpenAI shapes
+ *   pad=BYTES    Responses API only: the final response object (non-stream
+ *                body, response.completed / response.incomplete) gets a
+ *                second output item, a message "msg_fake_<seq>_pad" whose
+ *                output_text is BYTES bytes of plain ASCII filler (no JSON
+ *                escapes), for testing usage parsers on huge final events.
+ *                Streamed deltas and output_item events do not carry it, and
+ *                it changes no token count.  At most 64 MiB.
  *   (aliases: cache_creation=cache_write, delay=delay_ms, interval=interval_ms)
  *   Sources, lowest to highest precedence:
  *   1. directives "[[fake k=v k=v ...]]" anywhere in the raw request body
@@ -92,11 +114,21 @@
  *   An unknown mode gets a 400 error naming it.
  *   "after" counts complete SSE events: Anthropic counts message_start,
  *   content_block_start, ping, each delta, ...; OpenAI counts every "data:"
- *   chunk including the final [DONE].  Stream event order:
+ *   chunk including the final [DONE]; Responses counts every event from
+ *   response.created on.  Stream event order:
  *   Anthropic (N+6 events): message_start, content_block_start, ping,
  *     N x content_block_delta, content_block_stop, message_delta, message_stop
  *   OpenAI (N+3 events, +1 with include_usage): role chunk, N content chunks,
  *     finish chunk (finish_reason "stop"), [usage chunk], [DONE]
+ *   Responses (N+8 events, see RESPONSES API): response.created,
+ *     response.in_progress, response.output_item.added,
+ *     response.content_part.added, N x response.output_text.delta,
+ *     response.output_text.done, response.content_part.done,
+ *     response.output_item.done, response.completed (response.incomplete
+ *     when OUT was clamped)
+ *   No mode ends a Responses stream with response.failed or an error event:
+ *   status/storm errors come before the head (HTTP error, OpenAI-shaped), the
+ *   mid-stream faults cut the stream.
  *   Streams use chunked transfer-encoding (close-delimited for HTTP/1.0).
  *   If the peer closes (EOF) while a response is still pending (delay, drip,
  *   stall, ...) it counts as vanished: the connection is closed and the
@@ -115,7 +147,8 @@
  *                     (auth_header prefers x-api-key),
  *    "anthropic_version": str|null, "anthropic_beta": str|null (repeated
  *    headers joined with ','), "model": str|null, "stream": bool,
- *    "include_usage": bool, "max_tokens": N|null,
+ *    "include_usage": bool, "max_tokens": N|null (for /v1/responses: the
+ *    request's max_output_tokens),
  *    "mode": "none"|"delay"|...|the unknown mode string, "body_bytes": N,
  *    "planned": {"input","output","cache_read","cache_write"}  (the values a
  *               fault-free response carries),
@@ -124,7 +157,9 @@
  *               vendor actually put on the wire: Anthropic message_start
  *               serves input/cache and output 1, message_delta serves OUT;
  *               OpenAI streams serve usage only in the include_usage chunk;
- *               error responses and cut non-stream bodies serve 0),
+ *               Responses streams only in the final response.completed /
+ *               response.incomplete event; output is OUT, reasoning
+ *               included; error responses and cut non-stream bodies serve 0),
  *    "status": HTTP status sent (0 if no head was sent),
  *    "completed": true once the whole response was written to the socket;
  *                 false if the client vanished or a fault cut it,
@@ -146,6 +181,49 @@
  *              records' "served" over those requests, updated as it goes out}
  *   Requests that began before the last DELETE add nothing, even if they
  *   finish after it.
+ *
+ * RESPONSES API (POST .../v1/responses), the real API's shapes:
+ *   Response object: {"id":"resp_fake_<seq>","object":"response",
+ *     "created_at":<unix>,"status":"completed"|"incomplete"|"in_progress",
+ *     "background":false,"error":null,"incomplete_details":null |
+ *     {"reason":"max_output_tokens"},"instructions":null,
+ *     "max_output_tokens":<the request's>|null,"max_tool_calls":null,
+ *     "model":<request model>,"output":[MESSAGE (+ the pad item)],
+ *     "parallel_tool_calls":true,"previous_response_id":null,
+ *     "prompt_cache_key":null,"reasoning":{"effort":null,"summary":null},
+ *     "safety_identifier":null,"service_tier":"default","store":true,
+ *     "temperature":1.0,"text":{"format":{"type":"text"},"verbosity":"medium"},
+ *     "tool_choice":"auto","tools":[],"top_logprobs":0,"top_p":1.0,
+ *     "truncation":"disabled","usage":USAGE|null,"user":null,"metadata":{}}
+ *   MESSAGE: {"id":"msg_fake_<seq>","type":"message","status":"completed"
+ *     ("incomplete" when clamped),"content":[{"type":"output_text",
+ *     "annotations":[],"logprobs":[],"text":REPLY}],"role":"assistant"}
+ *   USAGE: {"input_tokens","input_tokens_details":{"cached_tokens"},
+ *     "output_tokens","output_tokens_details":{"reasoning_tokens"},
+ *     "total_tokens"} as in DETERMINISM.
+ *   Non-stream: the final response object.  Stream (text/event-stream):
+ *   "event: TYPE\ndata: {"type":"TYPE","sequence_number":K,...}\n\n", K
+ *   counting from 0; response.created / response.in_progress carry the
+ *   object with status "in_progress", output [] and usage null; the item
+ *   events carry "output_index":0 (and "item_id", "content_index":0 for
+ *   parts and text); the last event carries the final object.  There is no
+ *   [DONE] line.
+ *   What Codex CLI 0.171.0 needs (found by removing events and fields one at
+ *   a time): it dispatches on the data's "type" (the event: line and
+ *   sequence_number are optional); the reply it prints comes only from
+ *   response.output_item.done (item type "message", role, content[] of
+ *   {"type":"output_text","text"}; without them the item is dropped and
+ *   it prints nothing, still exiting 0); response.output_item.added must
+ *   precede the deltas (else it logs "OutputTextDelta without active
+ *   item"); response.completed must come ("stream closed before
+ *   response.completed" and retries otherwise) with response.id, and a
+ *   usage, if present, needs input_tokens, output_tokens and total_tokens
+ *   (the *_details are optional).  response.incomplete makes it print the
+ *   text, report "Incomplete response returned, reason: max_output_tokens"
+ *   and exit 1.  Leaving out any one of the other events changes nothing it
+ *   prints.  Its request body is plain JSON (no content-encoding) although
+ *   it sends accept-encoding: zstd,gzip; answers are never compressed.  A
+ *   20 MB pad is fine for it.
  *
  * HTTP NOTES: HTTP/1.1 keep-alive (and HTTP/1.0 keep-alive), pipelining,
  * Expect: 100-continue, chunked request bodies, absolute-form targets and
@@ -187,6 +265,7 @@
 #define MODEL_MAX      256u
 #define REPLY_MAX      512u
 #define BODY_MAX       (64u << 20)     /* larger bodies get 413 */
+#define PAD_MAX        (64u << 20)     /* largest pad= (Responses API) */
 #define BODY_KEEP      (256u << 10)    /* body buffer capacity kept between requests */
 #define BUF_KEEP       (1u << 20)      /* output buffer capacity kept when idle */
 #define IN_MAX         (1u << 20)      /* unparsed input before we stop reading */
@@ -550,7 +629,7 @@ static void hex32(char out[64], const unsigned char d[32])
 
 enum {
     K_IN, K_OUT, K_CACHE_READ, K_CACHE_WRITE, K_EVENTS, K_DELAY_MS, K_AFTER, K_STATUS,
-    K_INTERVAL_MS, K_NNUM, /* numeric keys end here */
+    K_INTERVAL_MS, K_REASONING, K_PAD, K_NNUM, /* numeric keys end here */
     K_REPLY = K_NNUM, K_MODE
 };
 
@@ -561,8 +640,8 @@ static const struct {
     {"in", K_IN}, {"out", K_OUT}, {"cache_read", K_CACHE_READ}, {"cache_write", K_CACHE_WRITE},
     {"cache_creation", K_CACHE_WRITE}, {"events", K_EVENTS}, {"delay_ms", K_DELAY_MS},
     {"delay", K_DELAY_MS}, {"after", K_AFTER}, {"status", K_STATUS},
-    {"interval_ms", K_INTERVAL_MS}, {"interval", K_INTERVAL_MS}, {"reply", K_REPLY},
-    {"mode", K_MODE},
+    {"interval_ms", K_INTERVAL_MS}, {"interval", K_INTERVAL_MS}, {"reasoning", K_REASONING},
+    {"pad", K_PAD}, {"reply", K_REPLY}, {"mode", K_MODE},
 };
 
 typedef struct {
@@ -680,7 +759,8 @@ typedef struct {
     const char *model;
     size_t      model_len;
     bool        has_model, stream, include_usage;
-    int64_t     max_tokens; /* -1 if absent */
+    int64_t     max_tokens;        /* -1 if absent */
+    int64_t     max_output_tokens; /* Responses API; -1 if absent */
 } bodyinfo_t;
 
 static const char *js_ws(const char *p, const char *e)
@@ -745,6 +825,18 @@ static const char *js_skip(const char *p, const char *e)
 
 static bool js_true(const char *p, const char *e) { return e - p >= 4 && memcmp(p, "true", 4) == 0; }
 
+/* A non-negative integer of at most 15 digits at p, else -1. */
+static int64_t js_uint(const char *p, const char *e)
+{
+    int64_t v = 0;
+    int nd = 0;
+    while (p + nd < e && nd < 15 && p[nd] >= '0' && p[nd] <= '9') {
+        v = v * 10 + (p[nd] - '0');
+        nd++;
+    }
+    return nd ? v : -1;
+}
+
 #define KEY_IS(lit) (kl == sizeof(lit) - 1 && memcmp(k, lit, kl) == 0)
 
 static void js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
@@ -787,14 +879,13 @@ static void js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
             if (KEY_IS("stream")) {
                 bi->stream = js_true(p, e);
             } else if (KEY_IS("max_tokens") || KEY_IS("max_completion_tokens")) {
-                int64_t v = 0;
-                int nd = 0;
-                while (p + nd < e && nd < 15 && p[nd] >= '0' && p[nd] <= '9') {
-                    v = v * 10 + (p[nd] - '0');
-                    nd++;
-                }
-                if (nd)
+                int64_t v = js_uint(p, e);
+                if (v >= 0)
                     bi->max_tokens = v;
+            } else if (KEY_IS("max_output_tokens")) {
+                int64_t v = js_uint(p, e);
+                if (v >= 0)
+                    bi->max_output_tokens = v;
             } else if (KEY_IS("stream_options") && *p == '{') {
                 js_scan_obj(p, e, 1, bi);
             }
@@ -817,7 +908,7 @@ enum { M_NONE, M_DELAY, M_STALL, M_STALL_MID, M_RESET_MID, M_STATUS, M_MALFORMED
 static const char *const MODE_NAMES[] = {"none", "delay", "stall", "stall_mid", "reset_mid",
                                          "status", "malformed", "drip", "storm"};
 
-enum { EP_MESSAGES = 1, EP_COUNT, EP_CHAT, EP_MODELS, EP_404 };
+enum { EP_MESSAGES = 1, EP_COUNT, EP_CHAT, EP_MODELS, EP_RESP, EP_404 };
 enum { PH_NONE, PH_DELAY, PH_STREAM, PH_STALL, PH_RESET };
 enum { T_DELAY = 1, T_DRIP, T_RESET };
 enum { H_OTHER, H_XAPIKEY, H_AUTHZ, H_VER, H_BETA, H_FAKE, H_FAKE_KEY, H_EXPECT };
@@ -872,6 +963,7 @@ typedef struct {
     bool     openai, stream, include_usage, chunked, clamped;
     int      err_status; /* nonzero: answer with this error */
     int64_t  in, out, cr, cw, events, delay_ms, after, status, interval_ms;
+    int64_t  reasoning, pad, max_out; /* max_out: the request's limit, -1 if none */
     int      ev_idx, ev_total;
     int      http_status;
     int64_t  s_in, s_out, s_cr, s_cw; /* served so far */
@@ -1221,8 +1313,9 @@ static void oai_usage(buf_t *b, const job_t *j)
     buf_num(b, j->in + j->cr + j->out);
     BUF_LIT(b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
     buf_num(b, j->cr);
-    BUF_LIT(b, ",\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0,"
-               "\"audio_tokens\":0,\"accepted_prediction_tokens\":0,"
+    BUF_LIT(b, ",\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    buf_num(b, j->reasoning);
+    BUF_LIT(b, ",\"audio_tokens\":0,\"accepted_prediction_tokens\":0,"
                "\"rejected_prediction_tokens\":0}}");
 }
 
@@ -1366,6 +1459,199 @@ static void oai_event(job_t *j, int k)
     }
 }
 
+/* OpenAI Responses API.  The response object: status "in_progress" (output
+ * [] and usage null) unless final; final is "completed", or "incomplete" when
+ * OUT was clamped to max_output_tokens. */
+static void resp_msg_id(buf_t *b, const job_t *j)
+{
+    BUF_LIT(b, "\"msg_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\"");
+}
+
+static void resp_text_part(buf_t *b, const char *text, size_t n)
+{
+    BUF_LIT(b, "{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":");
+    buf_jstr(b, text, n);
+    BUF_LIT(b, "}");
+}
+
+/* The assistant message item; done: with its text and final status. */
+static void resp_item(buf_t *b, const job_t *j, bool done)
+{
+    BUF_LIT(b, "{\"id\":");
+    resp_msg_id(b, j);
+    BUF_LIT(b, ",\"type\":\"message\",\"status\":");
+    if (!done)
+        BUF_LIT(b, "\"in_progress\",\"content\":[");
+    else if (j->clamped)
+        BUF_LIT(b, "\"incomplete\",\"content\":[");
+    else
+        BUF_LIT(b, "\"completed\",\"content\":[");
+    if (done)
+        resp_text_part(b, j->reply, j->reply_len);
+    BUF_LIT(b, "],\"role\":\"assistant\"}");
+}
+
+/* pad=BYTES: a second message item whose text is BYTES bytes of plain ASCII
+ * (nothing to escape, so it is BYTES bytes inside the JSON string too). */
+static void resp_pad_item(buf_t *b, const job_t *j)
+{
+    static const char fill[] = "fakevendor padding, not model output; it only makes the body big. ";
+    size_t n = (size_t)j->pad, fl = sizeof fill - 1;
+    buf_reserve(b, n + 256);
+    BUF_LIT(b, "{\"id\":\"msg_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "_pad\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{\"type\":"
+               "\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"");
+    while (n) {
+        size_t k = n < fl ? n : fl;
+        buf_put(b, fill, k);
+        n -= k;
+    }
+    BUF_LIT(b, "\"}],\"role\":\"assistant\"}");
+}
+
+static void resp_usage(buf_t *b, const job_t *j)
+{
+    BUF_LIT(b, "{\"input_tokens\":");
+    buf_num(b, j->in + j->cr);
+    BUF_LIT(b, ",\"input_tokens_details\":{\"cached_tokens\":");
+    buf_num(b, j->cr);
+    BUF_LIT(b, "},\"output_tokens\":");
+    buf_num(b, j->out);
+    BUF_LIT(b, ",\"output_tokens_details\":{\"reasoning_tokens\":");
+    buf_num(b, j->reasoning);
+    BUF_LIT(b, "},\"total_tokens\":");
+    buf_num(b, j->in + j->cr + j->out);
+    BUF_LIT(b, "}");
+}
+
+static void resp_object(buf_t *b, const job_t *j, bool final)
+{
+    BUF_LIT(b, "{\"id\":\"resp_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\",\"object\":\"response\",\"created_at\":");
+    buf_num(b, j->created);
+    if (!final)
+        BUF_LIT(b, ",\"status\":\"in_progress\"");
+    else if (j->clamped)
+        BUF_LIT(b, ",\"status\":\"incomplete\"");
+    else
+        BUF_LIT(b, ",\"status\":\"completed\"");
+    BUF_LIT(b, ",\"background\":false,\"error\":null,\"incomplete_details\":");
+    if (final && j->clamped)
+        BUF_LIT(b, "{\"reason\":\"max_output_tokens\"}");
+    else
+        BUF_LIT(b, "null");
+    BUF_LIT(b, ",\"instructions\":null,\"max_output_tokens\":");
+    if (j->max_out >= 0)
+        buf_num(b, j->max_out);
+    else
+        BUF_LIT(b, "null");
+    BUF_LIT(b, ",\"max_tool_calls\":null,\"model\":");
+    put_model(b, j);
+    BUF_LIT(b, ",\"output\":[");
+    if (final) {
+        resp_item(b, j, true);
+        if (j->pad > 0) {
+            BUF_LIT(b, ",");
+            resp_pad_item(b, j);
+        }
+    }
+    BUF_LIT(b, "],\"parallel_tool_calls\":true,\"previous_response_id\":null,"
+               "\"prompt_cache_key\":null,\"reasoning\":{\"effort\":null,\"summary\":null},"
+               "\"safety_identifier\":null,\"service_tier\":\"default\",\"store\":true,"
+               "\"temperature\":1.0,\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":"
+               "\"medium\"},\"tool_choice\":\"auto\",\"tools\":[],\"top_logprobs\":0,"
+               "\"top_p\":1.0,\"truncation\":\"disabled\",\"usage\":");
+    if (final)
+        resp_usage(b, j);
+    else
+        BUF_LIT(b, "null");
+    BUF_LIT(b, ",\"user\":null,\"metadata\":{}}");
+}
+
+static void resp_body(const job_t *j)
+{
+    g_body.len = 0;
+    resp_object(&g_body, j, true);
+}
+
+/* "event: TYPE\ndata: {"type":"TYPE","sequence_number":K" -- the caller adds
+ * the other members and "}\n\n". */
+static void resp_ev_head(buf_t *b, const char *type, int k)
+{
+    BUF_LIT(b, "event: ");
+    buf_str(b, type);
+    BUF_LIT(b, "\ndata: {\"type\":\"");
+    buf_str(b, type);
+    BUF_LIT(b, "\",\"sequence_number\":");
+    buf_u64(b, (uint64_t)k);
+}
+
+static void resp_ev_part(buf_t *b, const job_t *j)
+{
+    BUF_LIT(b, ",\"item_id\":");
+    resp_msg_id(b, j);
+    BUF_LIT(b, ",\"output_index\":0,\"content_index\":0");
+}
+
+/* Render Responses stream event k into g_ev; updates served counters. */
+static void resp_event(job_t *j, int k)
+{
+    buf_t *b = &g_ev;
+    int N = (int)j->events;
+    b->len = 0;
+    if (k <= 1) {
+        resp_ev_head(b, k == 0 ? "response.created" : "response.in_progress", k);
+        BUF_LIT(b, ",\"response\":");
+        resp_object(b, j, false);
+    } else if (k == 2) {
+        resp_ev_head(b, "response.output_item.added", k);
+        BUF_LIT(b, ",\"output_index\":0,\"item\":");
+        resp_item(b, j, false);
+    } else if (k == 3) {
+        resp_ev_head(b, "response.content_part.added", k);
+        resp_ev_part(b, j);
+        BUF_LIT(b, ",\"part\":");
+        resp_text_part(b, "", 0);
+    } else if (k < 4 + N) {
+        const char *s;
+        size_t n;
+        reply_piece(j, k - 4, &s, &n);
+        resp_ev_head(b, "response.output_text.delta", k);
+        resp_ev_part(b, j);
+        BUF_LIT(b, ",\"delta\":");
+        buf_jstr(b, s, n);
+        BUF_LIT(b, ",\"logprobs\":[]");
+    } else if (k == 4 + N) {
+        resp_ev_head(b, "response.output_text.done", k);
+        resp_ev_part(b, j);
+        BUF_LIT(b, ",\"text\":");
+        buf_jstr(b, j->reply, j->reply_len);
+        BUF_LIT(b, ",\"logprobs\":[]");
+    } else if (k == 5 + N) {
+        resp_ev_head(b, "response.content_part.done", k);
+        resp_ev_part(b, j);
+        BUF_LIT(b, ",\"part\":");
+        resp_text_part(b, j->reply, j->reply_len);
+    } else if (k == 6 + N) {
+        resp_ev_head(b, "response.output_item.done", k);
+        BUF_LIT(b, ",\"output_index\":0,\"item\":");
+        resp_item(b, j, true);
+    } else {
+        resp_ev_head(b, j->clamped ? "response.incomplete" : "response.completed", k);
+        BUF_LIT(b, ",\"response\":");
+        resp_object(b, j, true);
+        j->s_in = j->in;
+        j->s_cr = j->cr;
+        j->s_out = j->out;
+        rec_result(j);
+    }
+    BUF_LIT(b, "}\n\n");
+}
+
 static void frame_event(conn_t *c)
 {
     buf_t *o = &c->out;
@@ -1378,6 +1664,8 @@ static void frame_event(conn_t *c)
     } else {
         buf_put(o, g_ev.p, g_ev.len);
     }
+    if (g_ev.cap > BUF_KEEP) /* after a pad= event: do not keep megabytes around */
+        buf_free(&g_ev);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1434,7 +1722,11 @@ static void run_stream(conn_t *c)
                 return;
             }
             g_ev.len = 0; /* malformed: one event with broken JSON */
-            if (j->openai)
+            if (j->ep == EP_RESP)
+                BUF_LIT(&g_ev, "event: response.output_text.delta\ndata: {\"type\":\"response."
+                               "output_text.delta\",\"item_id\":\"msg_fake_broken\",\"output_index\":"
+                               "0,\"content_index\":0,\"delta\":\"oops\n\n");
+            else if (j->openai)
                 BUF_LIT(&g_ev, "data: {\"id\":\"chatcmpl-fake-broken\",\"object\":\"chat.completion"
                                ".chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"oops\n\n");
             else
@@ -1448,7 +1740,9 @@ static void run_stream(conn_t *c)
             job_end(c);
             return;
         }
-        if (j->openai)
+        if (j->ep == EP_RESP)
+            resp_event(j, j->ev_idx);
+        else if (j->openai)
             oai_event(j, j->ev_idx);
         else
             anth_event(j, j->ev_idx);
@@ -1477,7 +1771,12 @@ static void stream_start(conn_t *c)
     rec_result(j);
     j->phase = PH_STREAM;
     j->ev_idx = 0;
-    j->ev_total = j->openai ? (int)j->events + 3 + (j->include_usage ? 1 : 0) : (int)j->events + 6;
+    if (j->ep == EP_RESP)
+        j->ev_total = (int)j->events + 8;
+    else if (j->openai)
+        j->ev_total = (int)j->events + 3 + (j->include_usage ? 1 : 0);
+    else
+        j->ev_total = (int)j->events + 6;
     run_stream(c);
 }
 
@@ -1550,10 +1849,13 @@ static void respond_now(conn_t *c)
         break;
     case EP_MESSAGES:
     case EP_CHAT:
+    case EP_RESP:
         if (j->stream) {
             stream_start(c);
         } else {
-            if (j->ep == EP_CHAT)
+            if (j->ep == EP_RESP)
+                resp_body(j);
+            else if (j->ep == EP_CHAT)
                 oai_completion_body(j);
             else
                 anth_message_body(j);
@@ -1563,6 +1865,8 @@ static void respond_now(conn_t *c)
     default:
         break;
     }
+    if (g_body.cap > BUF_KEEP) /* after a pad= body: do not keep megabytes around */
+        buf_free(&g_body);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1729,7 +2033,7 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
         buf_jstr(b, MODE_NAMES[j->mode], strlen(MODE_NAMES[j->mode]));
     BUF_LIT(b, ",\"body_bytes\":");
     buf_u64(b, r->body_bytes);
-    bool llm = j->ep == EP_MESSAGES || j->ep == EP_CHAT;
+    bool llm = j->ep == EP_MESSAGES || j->ep == EP_CHAT || j->ep == EP_RESP;
     BUF_LIT(b, ",\"planned\":{\"input\":");
     buf_num(b, (llm || j->ep == EP_COUNT) ? j->in : 0);
     BUF_LIT(b, ",\"output\":");
@@ -1817,13 +2121,17 @@ static void handle_request(conn_t *c)
         ep = EP_MESSAGES;
     else if (method == HTTP_POST && path_ends(url, plen, "/v1/chat/completions"))
         ep = EP_CHAT;
+    else if (method == HTTP_POST && path_ends(url, plen, "/v1/responses"))
+        ep = EP_RESP;
     else if (method == HTTP_GET && path_ends(url, plen, "/v1/models"))
         ep = EP_MODELS;
 
     /* request body fields and overrides */
-    bodyinfo_t bi = {.max_tokens = -1};
+    bodyinfo_t bi = {.max_tokens = -1, .max_output_tokens = -1};
     if (c->body.len)
         js_scan_obj(c->body.p, c->body.p + c->body.len, 0, &bi);
+    if (ep == EP_RESP) /* its only limit; recorded as max_tokens */
+        bi.max_tokens = bi.max_output_tokens;
     ov_t eff;
     eff.set = 0;
     if (c->body.len)
@@ -1833,7 +2141,7 @@ static void handle_request(conn_t *c)
     memset(j, 0, offsetof(job_t, model));
     j->seq = ++g_seq;
     j->ep = ep;
-    j->openai = ep == EP_CHAT || (ep == EP_MODELS && !r->has_ver);
+    j->openai = ep == EP_CHAT || ep == EP_RESP || (ep == EP_MODELS && !r->has_ver);
     j->stream = bi.stream;
     j->include_usage = bi.include_usage;
     j->created = (int64_t)time(NULL);
@@ -1858,10 +2166,18 @@ static void handle_request(conn_t *c)
     j->status = OV_HAS(&eff, K_STATUS) ? eff.num[K_STATUS] : 500;
     if (j->status < 200 || j->status > 599)
         j->status = 500;
-    if (bi.max_tokens >= 0 && j->out > bi.max_tokens && (ep == EP_MESSAGES || ep == EP_CHAT)) {
+    j->max_out = bi.max_tokens;
+    if (bi.max_tokens >= 0 && j->out > bi.max_tokens &&
+        (ep == EP_MESSAGES || ep == EP_CHAT || ep == EP_RESP)) {
         j->out = bi.max_tokens;
         j->clamped = true;
     }
+    j->reasoning = OV_HAS(&eff, K_REASONING) ? eff.num[K_REASONING] : 0;
+    if (j->reasoning > j->out)
+        j->reasoning = j->out;
+    j->pad = OV_HAS(&eff, K_PAD) ? eff.num[K_PAD] : 0;
+    if (j->pad > PAD_MAX)
+        j->pad = PAD_MAX;
     j->model_len = 0;
     if (bi.has_model) {
         j->model_len = bi.model_len < MODEL_MAX ? bi.model_len : MODEL_MAX;
