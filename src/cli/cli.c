@@ -136,6 +136,8 @@ int kr_cli_registry(kr_cli *c)
     kr_diag d = {{0}};
     int rc = kr_registry_load(c->cfg.registry_file, &c->reg, &d);
     if (rc) return kr_cli_errf("registry: %s", kr_diag_msg(&d, rc));
+    if ((rc = kr_runtimes_load(c->cfg.runtimes_file, &c->rts, &d)))
+        return kr_cli_errf("runtime profiles: %s", kr_diag_msg(&d, rc));
     return 0;
 }
 
@@ -153,6 +155,7 @@ void kr_cli_free(kr_cli *c)
 {
     kr_store_close(c->st);
     kr_registry_free(c->reg);
+    kr_runtimes_free(c->rts);
     sodium_memzero(&c->mk, sizeof c->mk);
     memset(c, 0, sizeof *c);
 }
@@ -163,7 +166,9 @@ void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, siz
     else kr_snprintf(proxy_url, cap, "http://%s", c->cfg.listen);
     size_t l = strlen(proxy_url);
     while (l && proxy_url[l - 1] == '/') proxy_url[--l] = 0;
+    memset(ctx, 0, sizeof *ctx);
     ctx->reg = c->reg;
+    ctx->rts = c->rts;
     ctx->policy = &c->pol;
     ctx->proxy_url = proxy_url;
     ctx->concierge_default_model = c->cfg.concierge_default_model;

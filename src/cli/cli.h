@@ -54,6 +54,7 @@ typedef struct kr_cli {
     kr_config cfg;
     kr_store *st;
     kr_registry *reg;
+    kr_runtimes *rts;
     kr_policy pol;
     kr_master_key mk;
     bool have_mk;
@@ -63,6 +64,7 @@ typedef struct kr_cli {
  * prints its own error. */
 int kr_cli_init(kr_cli *c, const kr_args *a);
 int kr_cli_store(kr_cli *c);
+/* The provider registry and the runtime profiles. */
 int kr_cli_registry(kr_cli *c);
 int kr_cli_key(kr_cli *c);
 void kr_cli_free(kr_cli *c);

@@ -125,7 +125,7 @@ int kr_cmd_ws(int argc, char **argv)
     static const kr_opt opts[] = {
         KR_COMMON_OPTS,
         {"--concierge", false, "create the org's concierge (at most one per org)"},
-        {"--runtime", true, "agent runtime: claude-code (default), codex, hermes, …"},
+        {"--runtime", true, "agent runtime profile: claude-code (default), codex, … (etc/runtimes.conf)"},
         {"--model", true, "MODEL for the create payload"},
         {"--set", true, "KEY=VALUE for the create payload (repeatable)"},
         {"--parent", true, "parent workspace id"},
@@ -148,14 +148,15 @@ int kr_cmd_ws(int argc, char **argv)
         kr_org o;
         kr_workspace ws;
         const char *runtime = kr_arg(&a, "--runtime") ? kr_arg(&a, "--runtime") : c.cfg.default_runtime;
-        kr_proto proto;
         kr_payload_var pv[32];
         char keys[32][128];
         size_t npv;
         int64_t parent = 0;
-        if (!kr_runtime_proto(runtime, &proto)) {
-            kr_cli_errf("unknown runtime '%s' (claude-code, hermes, langgraph, codex, openai-agents)",
-                        runtime);
+        if (kr_cli_registry(&c)) goto out;
+        if (!kr_runtimes_find(c.rts, runtime)) {
+            char names[256];
+            kr_runtimes_list_names(c.rts, names, sizeof names);
+            kr_cli_errf("unknown runtime '%s' (runtime profiles: %s)", runtime, names);
             goto out;
         }
         if (kr_arg(&a, "--parent") &&

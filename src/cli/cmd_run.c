@@ -12,10 +12,12 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -81,6 +83,80 @@ static int fetch_payload(const char *server, const char *token, kr_buf *out)
     return 0;
 }
 
+/* Where private runtime directories live: $XDG_STATE_HOME/keyrail/runtimes,
+ * else $HOME/.local/state/keyrail/runtimes; "" when neither is set. */
+static void state_dir(char *out, size_t cap)
+{
+    const char *x = getenv("XDG_STATE_HOME"), *h = getenv("HOME");
+    out[0] = 0;
+    if (x && x[0] == '/') kr_snprintf(out, cap, "%s/keyrail/runtimes", x);
+    else if (h && h[0] == '/') kr_snprintf(out, cap, "%s/.local/state/keyrail/runtimes", h);
+}
+
+/* mkdir -p for the parents of a private directory; the directory itself
+ * (the last component) must end up ours, a real directory, mode 0700. */
+static int private_dir(const char *dir)
+{
+    char p[600];
+    if (kr_strlcpy(p, dir, sizeof p)) return kr_cli_errf("runtime directory path too long");
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0700) && errno != EEXIST)
+            return kr_cli_errf("cannot create %s: %s", p, strerror(errno));
+        *s = '/';
+    }
+    if (mkdir(p, 0700) && errno != EEXIST)
+        return kr_cli_errf("cannot create %s: %s", p, strerror(errno));
+    struct stat st;
+    if (lstat(p, &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return kr_cli_errf("%s is not a directory of this user; refusing to use it", p);
+    if ((st.st_mode & 077) && chmod(p, 0700))
+        return kr_cli_errf("cannot make %s private: %s", p, strerror(errno));
+    return 0;
+}
+
+/* Writes the runtime profiles' files (rule L8): atomically, mode 0600, and
+ * removes the files a profile says an agent may have saved credentials in. */
+static int write_runtime_files(const kr_launch *l)
+{
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const kr_launch_file *f = &l->files[i];
+        if (!f->dir[0]) return kr_cli_errf("cannot place %s's config: set HOME or XDG_STATE_HOME",
+                                           f->rt->name);
+        if (private_dir(f->dir)) return 1;
+        for (size_t j = 0; j < f->rt->remove_files.n; j++) {
+            char rm[700];
+            if (!kr_snprintf(rm, sizeof rm, "%s/%s", f->dir, f->rt->remove_files.v[j]) &&
+                unlink(rm) && errno != ENOENT)
+                return kr_cli_errf("cannot remove %s: %s", rm, strerror(errno));
+        }
+        char tmp[700];
+        if (kr_snprintf(tmp, sizeof tmp, "%s.tmp.%ld", f->path, (long)getpid()))
+            return kr_cli_errf("runtime file path too long");
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) return kr_cli_errf("cannot write %s: %s", tmp, strerror(errno));
+        const char *p = f->content.data ? f->content.data : "";
+        size_t left = f->content.len;
+        while (left) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                close(fd);
+                unlink(tmp);
+                return kr_cli_errf("cannot write %s: %s", tmp, strerror(errno));
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+        if (close(fd) || rename(tmp, f->path)) {
+            unlink(tmp);
+            return kr_cli_errf("cannot write %s: %s", f->path, strerror(errno));
+        }
+    }
+    return 0;
+}
+
 int kr_cmd_run(int argc, char **argv)
 {
     static const kr_opt opts[] = {
@@ -90,14 +166,20 @@ int kr_cmd_run(int argc, char **argv)
         {"--explain", false, "print every decision and do not start the agent"},
         {"--format", true, "with --explain: text (default) or json"},
         {"--quiet", false, "do not print dropped credentials on stderr"},
+        {"--runtimes", true, "runtime profiles file (default: the built-in profiles)"},
         {"--help", false, "show this help"},
     };
     const char *usage =
-        "usage: keyrail run [--server URL --token T | --payload FILE] [--explain] -- CMD [ARGS…]\n\n"
+        "usage: keyrail run [--server URL | --payload FILE] [--explain] -- CMD [ARGS…]\n\n"
         "Starts CMD with the workspace's provisioned environment merged into the inherited one,\n"
         "so that each protocol keeps at most one credential -- the one issued for the host the\n"
         "agent will call. Other credentials are dropped, never moved. KEYRAIL_* variables are\n"
-        "never passed on. Without a reachable server or with a refused token, CMD is not run.";
+        "never passed on. Agents that read their provider from a config file (Codex, Claude\n"
+        "Code's settings) get a private one, written under $XDG_STATE_HOME/keyrail/runtimes\n"
+        "(or ~/.local/state/keyrail/runtimes), as the runtime profiles say. Without a reachable\n"
+        "server or with a refused token, CMD is not run.\n\n"
+        "The workspace token comes from KEYRAIL_WORKSPACE_TOKEN (recommended: --token puts it\n"
+        "on the command line, where other users' `ps` can read it).";
     kr_args a;
     int prc = kr_args_parse(&a, opts, sizeof opts / sizeof opts[0], argc, argv, usage);
     if (prc) return prc < 0 ? 2 : 0;
@@ -144,11 +226,24 @@ int kr_cmd_run(int argc, char **argv)
         if (kr_memlcpy(key, sizeof key, *e, (size_t)(eq - *e))) continue;
         kr_env_set(&inherited, key, eq + 1, KR_ORIGIN_INHERITED);
     }
+    kr_runtimes *rts;
+    if ((rc = kr_runtimes_load(kr_arg(&a, "--runtimes"), &rts, &d))) {
+        kr_env_free(&payload);
+        kr_env_free(&inherited);
+        return kr_cli_errf("runtime profiles: %s; the agent was not started", kr_diag_msg(&d, rc));
+    }
+    char sdir[512];
+    state_dir(sdir, sizeof sdir);
+    kr_launch_in in = {&payload,  &inherited, token,   proxy_origin[0] ? proxy_origin : NULL,
+                       rts,       sdir[0] ? sdir : NULL, a.rest, a.nrest};
     kr_launch l;
-    rc = kr_launch_compute(&payload, &inherited, token, proxy_origin[0] ? proxy_origin : NULL, &l, &d);
+    rc = kr_launch_compute(&in, &l, &d);
     kr_env_free(&payload);
     kr_env_free(&inherited);
-    if (rc) return kr_cli_errf("%s; the agent was not started", kr_diag_msg(&d, rc));
+    if (rc) {
+        kr_runtimes_free(rts);
+        return kr_cli_errf("%s; the agent was not started", kr_diag_msg(&d, rc));
+    }
     if (explain) {
         kr_buf out = KR_BUF_INIT(1 << 20);
         const char *fmt = kr_arg(&a, "--format");
@@ -161,7 +256,14 @@ int kr_cmd_run(int argc, char **argv)
         fwrite(out.data, 1, out.len, stdout);
         kr_buf_free(&out);
         kr_launch_free(&l);
+        kr_runtimes_free(rts);
         return 0;
+    }
+    if (write_runtime_files(&l)) {
+        kr_launch_free(&l);
+        kr_runtimes_free(rts);
+        fprintf(stderr, "keyrail run: the agent was not started\n");
+        return 1;
     }
     if (!kr_flag(&a, "--quiet"))
         for (size_t i = 0; i < l.nd; i++)
@@ -178,8 +280,12 @@ int kr_cmd_run(int argc, char **argv)
         memcpy(envp[i] + kl + 1, l.env.v[i].value, vl + 1);
     }
     fflush(NULL);
-    execvpe(a.rest[0], a.rest, envp);
+    execvpe(l.argv[0], l.argv, envp);
     int err = errno;
+    kr_cli_errf("cannot start %s: %s", a.rest[0], strerror(err));
+    for (size_t i = 0; i < l.env.n; i++) free(envp[i]);
+    free(envp);
     kr_launch_free(&l);
-    return kr_cli_errf("cannot start %s: %s", a.rest[0], strerror(err)) ? 127 : 127;
+    kr_runtimes_free(rts);
+    return 127;
 }

@@ -32,6 +32,9 @@ static const opt opts[] = {
       "File holding the 32-byte master key as 64 hex digits, mode 0600. KEYRAIL_MASTER_KEY "
       "takes precedence."),
     S("registry", "file", registry_file, KR_DEFAULT_REGISTRY, "Provider registry file."),
+    S("registry", "runtimes_file", runtimes_file, "",
+      "Agent runtime profiles (docs/CONFIG.md, \"Runtime profiles\"). Empty: the profiles built "
+      "into keyrail (etc/runtimes.conf)."),
     S("server", "listen", listen, "127.0.0.1:8080", "Address the proxy listens on (HOST:PORT)."),
     S("server", "public_url", public_url, "",
       "URL workspaces use to reach this proxy; put into platform-route environments. Empty: "

@@ -24,6 +24,7 @@ typedef struct kr_config {
     char master_key_file[512];
     /* [registry] */
     char registry_file[512];
+    char runtimes_file[512];
     /* [server] */
     char listen[128];
     char public_url[256];

@@ -72,6 +72,39 @@ size_t kr_cred_span(const char *s, size_t n)
     return i;
 }
 
+static bool key_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+kr_cred_class kr_cred_find(const char *s, size_t n, size_t *off, size_t *len)
+{
+    static const char *const pre[] = {KR_WS_TOKEN_PREFIX, "sk-"};
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && key_char((unsigned char)s[i - 1])) continue; /* inside a word */
+        for (size_t k = 0; k < sizeof pre / sizeof pre[0]; k++) {
+            size_t pl = strlen(pre[k]);
+            if (n - i < pl || memcmp(s + i, pre[k], pl)) continue;
+            size_t span = pl, digits = 0;
+            while (i + span < n && key_char((unsigned char)s[i + span])) {
+                if (s[i + span] >= '0' && s[i + span] <= '9') digits++;
+                span++;
+            }
+            if (span < pl + 16) continue;
+            kr_cred_class c = kr_cred_classify(s + i, span);
+            /* a bare "sk-…" word is a key only if it looks random (has digits):
+             * "sk-learn-tutorial-files" in a path is not */
+            if (c == KR_CRED_NONE || c == KR_CRED_UNKNOWN || (c == KR_CRED_VENDOR_KEY && !digits))
+                continue;
+            if (off) *off = i;
+            if (len) *len = span;
+            return c;
+        }
+    }
+    return KR_CRED_NONE;
+}
+
 int kr_url_origin(const char *url, char *out, size_t cap)
 {
     const char *p;

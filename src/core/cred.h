@@ -47,6 +47,12 @@ bool kr_cred_is_vendor(kr_cred_class c);
 void kr_cred_fingerprint(const char *s, size_t n, char out[KR_FP_LEN]);
 /* Length of the token-character run at s (base64url, '.', '~', '+', '/', '='). */
 size_t kr_cred_span(const char *s, size_t n);
+/* Finds a credential of a known shape anywhere in s (a header value, a
+ * variable like "x-api-key: sk-ant-…", JSON): a recognised prefix at the
+ * start of a token (s's start or after a byte that cannot be part of one)
+ * followed by at least 16 token characters. Returns its class (the first
+ * found) or KR_CRED_NONE; *off and *len locate it when not NULL. */
+kr_cred_class kr_cred_find(const char *s, size_t n, size_t *off, size_t *len);
 
 
 

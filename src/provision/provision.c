@@ -115,6 +115,7 @@ void kr_env_set(kr_env *e, const char *key, const char *value, kr_origin origin)
 {
     kr_env_var *v = (kr_env_var *)kr_env_get(e, key);
     if (v) {
+        sodium_memzero(v->value, strlen(v->value));
         free(v->value);
     } else {
         if (e->n == e->cap) {
@@ -126,8 +127,7 @@ void kr_env_set(kr_env *e, const char *key, const char *value, kr_origin origin)
     }
     v->value = kr_strdup(value);
     v->origin = origin;
-    v->cls = kr_cred_classify(value, strlen(value));
-    if (v->cls == KR_CRED_UNKNOWN && !kr_env_is_credential_name(NULL, key)) v->cls = KR_CRED_NONE;
+    v->cls = kr_env_var_class(NULL, NULL, key, value);
 }
 
 void kr_env_unset(kr_env *e, const char *key)
@@ -135,7 +135,10 @@ void kr_env_unset(kr_env *e, const char *key)
     for (size_t i = 0; i < e->n; i++)
         if (!strcmp(e->v[i].key, key)) {
             free(e->v[i].key);
-            free(e->v[i].value);
+            if (e->v[i].value) {
+                sodium_memzero(e->v[i].value, strlen(e->v[i].value));
+                free(e->v[i].value);
+            }
             memmove(&e->v[i], &e->v[i + 1], (e->n - i - 1) * sizeof e->v[0]);
             e->n--;
             return;
@@ -152,28 +155,34 @@ void kr_env_sort(kr_env *e)
     if (e->n) qsort(e->v, e->n, sizeof e->v[0], cmp_var);
 }
 
-/* Variables agent CLIs read a vendor credential or base URL from. */
-static const char *const agent_credential_vars[] = {
-    "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY",
-};
-static const char *const agent_base_url_vars[] = {"ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
-                                                  "OPENAI_API_BASE"};
-
-bool kr_env_is_credential_name(const kr_registry *reg, const char *key)
+static bool registry_cred_name(const kr_registry *reg, const char *key)
 {
-    for (size_t i = 0; i < sizeof agent_credential_vars / sizeof agent_credential_vars[0]; i++)
-        if (!strcmp(key, agent_credential_vars[i])) return true;
     for (size_t i = 0; reg && i < reg->nproviders; i++)
         for (size_t j = 0; j < reg->providers[i].ncredential_env; j++)
             if (!strcmp(key, reg->providers[i].credential_env[j])) return true;
     return false;
 }
 
-static bool is_base_url_name(const char *key)
+kr_cred_class kr_env_var_class(const kr_runtimes *rts, const kr_registry *reg, const char *key,
+                               const char *value)
 {
-    for (size_t i = 0; i < sizeof agent_base_url_vars / sizeof agent_base_url_vars[0]; i++)
-        if (!strcmp(key, agent_base_url_vars[i])) return true;
-    return false;
+    kr_cred_class c = kr_cred_classify(value, strlen(value));
+    if (c != KR_CRED_UNKNOWN) return c;
+    bool named = registry_cred_name(reg, key) ||
+                 (rts && (kr_runtimes_names(rts, key, KR_RTVAR_CREDENTIAL, -1) ||
+                          kr_runtimes_names(rts, key, KR_RTVAR_HEADERS, -1)));
+    if (!named && !rts && !reg) { /* no profiles at hand: the usual spelling of a secret */
+        size_t l = strlen(key);
+        named = (l > 4 && !strcmp(key + l - 4, "_KEY")) || (l > 6 && !strcmp(key + l - 6, "_TOKEN"));
+    }
+    return named ? KR_CRED_UNKNOWN : KR_CRED_NONE;
+}
+
+bool kr_env_is_agent_var(const kr_provision_ctx *ctx, const char *key)
+{
+    if (registry_cred_name(ctx->reg, key)) return true;
+    int role = kr_runtimes_role(ctx->rts, key);
+    return role >= 0 && role != KR_RTVAR_MODEL;
 }
 
 static void trace_rule(kr_resolution *r, const char *rule, const char *fmt, ...)
@@ -200,6 +209,14 @@ static void base_url_for(const char *root, kr_proto proto, char *out, size_t cap
     kr_snprintf(out, cap, "%s%s", root, proto == KR_PROTO_OPENAI ? "/v1" : "");
 }
 
+/* BYOK: the variable a profile reads a credential of this class from. */
+static const char *byok_var(const kr_runtime *rt, const kr_provider *p, kr_cred_class cls)
+{
+    if (cls == KR_CRED_ANTHROPIC_OAUTH) return rt->set_oauth;
+    if (p->header == KR_AUTH_X_API_KEY && rt->set_api_key[0]) return rt->set_api_key;
+    return rt->set_bearer;
+}
+
 int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_resolution *res,
                  const char *token, kr_env *out, kr_diag *d)
 {
@@ -221,43 +238,47 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
         }
         kr_env_set(out, e->key, e->read.value, e->origin);
     }
-    /* 2. no direct-vendor credential and no base URL survives from the store:
+    /* 2. nothing that steers an agent's credential survives from the store:
      *    the provisioner sets exactly the ones the route needs */
     const char *keep_cred = res->route == KR_ROUTE_BYOK ? res->credential_key : "";
     char *cred_value = NULL;
     for (size_t i = 0; i < out->n;) {
         kr_env_var *v = &out->v[i];
-        bool is_cred = kr_env_is_credential_name(ctx->reg, v->key) || kr_cred_is_vendor(v->cls) ||
-                       v->cls == KR_CRED_WORKSPACE_TOKEN;
-        if (is_cred || is_base_url_name(v->key)) {
+        v->cls = kr_env_var_class(ctx->rts, ctx->reg, v->key, v->value);
+        bool agent_var = kr_env_is_agent_var(ctx, v->key);
+        bool is_cred = kr_cred_is_vendor(v->cls) || v->cls == KR_CRED_WORKSPACE_TOKEN ||
+                       (agent_var && v->cls == KR_CRED_UNKNOWN);
+        if (is_cred || agent_var) {
             if (!strcmp(v->key, keep_cred)) cred_value = kr_strdup(v->value);
             else if (is_cred)
-                trace_rule(res, "ENV", "removed %s (%s, %s scope): %s", v->key, kr_cred_class_name(v->cls),
-                      kr_origin_name(v->origin),
-                      res->route == KR_ROUTE_PLATFORM
-                          ? "the platform route takes no direct-vendor credential"
-                          : "not the BYOK provider's credential");
+                trace_rule(res, "ENV", "removed %s (%s, %s scope): %s", v->key,
+                           kr_cred_class_name(v->cls), kr_origin_name(v->origin),
+                           res->route == KR_ROUTE_PLATFORM
+                               ? "the platform route takes no direct-vendor credential"
+                               : "not the BYOK provider's credential");
             kr_env_unset(out, v->key);
             continue;
         }
         i++;
     }
-    /* 3. the route's own base URL and credential */
+    /* 3. the route's own base URL and credential, for every runtime profile
+     *    that speaks the route's protocol */
     char url[512];
     if (res->route == KR_ROUTE_PLATFORM) {
         /* Both protocols go to the proxy with the workspace token, so an
          * agent of either protocol has exactly one credential, and it is the
          * one issued for the host it calls. */
         const char *tok = token ? token : KR_TOKEN_PLACEHOLDER;
-        for (int p = 0; p < 2; p++) {
+        for (size_t i = 0; i < ctx->rts->n; i++) {
+            const kr_runtime *rt = &ctx->rts->rt[i];
             char root[400];
-            kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name((kr_proto)p));
-            base_url_for(root, (kr_proto)p, url, sizeof url);
-            kr_env_set(out, p ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL", url, KR_ORIGIN_PROVISIONER);
-            kr_env_set(out, p ? "OPENAI_API_KEY" : "ANTHROPIC_AUTH_TOKEN", tok, KR_ORIGIN_PROVISIONER);
+            kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name(rt->proto));
+            base_url_for(root, rt->proto, url, sizeof url);
+            kr_env_set(out, rt->set_base_url, url, KR_ORIGIN_PROVISIONER);
+            kr_env_set(out, rt->set_bearer, tok, KR_ORIGIN_PROVISIONER);
         }
-        trace_rule(res, "ENV", "set both protocols' base URLs to the keyrail proxy and the workspace "
-                               "token as their only credential");
+        trace_rule(res, "ENV", "set every runtime's base URL to the keyrail proxy and the workspace "
+                               "token as its only credential");
     } else {
         const kr_provider *p = kr_registry_provider(ctx->reg, res->provider);
         int rc = 0;
@@ -281,7 +302,18 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
                             p->name);
             }
         }
+        kr_cred_class cls = cred_value ? kr_cred_classify(cred_value, strlen(cred_value))
+                                       : KR_CRED_NONE;
+        const kr_runtime *own = kr_runtimes_find(ctx->rts, res->runtime);
+        if (!rc && own && !byok_var(own, p, cls)[0]) {
+            rc = KR_EMISSING_BYOK_CREDENTIAL;
+            kr_snprintf(res->msg, sizeof res->msg,
+                        "runtime '%s' cannot take a %s credential (its profile names no variable "
+                        "for one)",
+                        own->name, kr_cred_class_name(cls));
+        }
         if (rc) {
+            if (cred_value) sodium_memzero(cred_value, strlen(cred_value));
             free(cred_value);
             kr_env_free(out);
             res->err = rc;
@@ -289,18 +321,18 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
             return kr_fail(d, rc, "%s", res->msg);
         }
         base_url_for(p->base_url, p->proto, url, sizeof url);
-        kr_cred_class cls = kr_cred_classify(cred_value, strlen(cred_value));
-        const char *var;
-        if (p->proto == KR_PROTO_OPENAI) var = "OPENAI_API_KEY";
-        else if (cls == KR_CRED_ANTHROPIC_OAUTH) var = "CLAUDE_CODE_OAUTH_TOKEN";
-        else if (p->header == KR_AUTH_BEARER) var = "ANTHROPIC_AUTH_TOKEN";
-        else var = "ANTHROPIC_API_KEY";
-        kr_env_set(out, p->proto == KR_PROTO_OPENAI ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL", url,
-                   KR_ORIGIN_PROVISIONER);
         const kr_secret_entry *ce = kr_secrets_get(secrets, res->credential_key);
-        kr_env_set(out, var, cred_value, ce ? ce->origin : KR_ORIGIN_PROVISIONER);
-        trace_rule(res, "ENV", "set %s base URL to provider '%s' and its key (%s) in %s", kr_proto_name(p->proto),
-              p->name, kr_cred_class_name(cls), var);
+        const char *first = NULL;
+        for (size_t i = 0; i < ctx->rts->n; i++) {
+            const kr_runtime *rt = &ctx->rts->rt[i];
+            const char *var = byok_var(rt, p, cls);
+            if (rt->proto != p->proto || !var[0]) continue; /* e.g. an SDK takes no OAuth token */
+            if (!first) first = var;
+            kr_env_set(out, rt->set_base_url, url, KR_ORIGIN_PROVISIONER);
+            kr_env_set(out, var, cred_value, ce ? ce->origin : KR_ORIGIN_PROVISIONER);
+        }
+        trace_rule(res, "ENV", "set the %s runtimes' base URL to provider '%s' and its key (%s) in %s",
+                   kr_proto_name(p->proto), p->name, kr_cred_class_name(cls), first ? first : "-");
         sodium_memzero(cred_value, strlen(cred_value));
         free(cred_value);
     }
@@ -312,9 +344,14 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
                    : KR_ORIGIN_PROVISIONER);
     if (res->model[0]) {
         kr_env_set(out, "MODEL", res->model, res->model_origin);
-        if (res->proto == KR_PROTO_ANTHROPIC)
-            kr_env_set(out, "ANTHROPIC_MODEL", res->model, res->model_origin);
+        for (size_t i = 0; i < ctx->rts->n; i++) {
+            const kr_runtime *rt = &ctx->rts->rt[i];
+            if (rt->proto == res->proto && rt->set_model[0])
+                kr_env_set(out, rt->set_model, res->model, res->model_origin);
+        }
     }
+    for (size_t i = 0; i < out->n; i++)
+        out->v[i].cls = kr_env_var_class(ctx->rts, ctx->reg, out->v[i].key, out->v[i].value);
     kr_env_sort(out);
     return 0;
 }

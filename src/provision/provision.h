@@ -20,10 +20,14 @@
  *   R4  a model of a non-platform provider -> BYOK with that provider, whose
  *       credential must be present (MISSING_BYOK_CREDENTIAL)
  *   R5  UNKNOWN_MODEL, MISSING_MODEL, MISSING_PLATFORM_PROXY
- * Environment rules: the platform route removes every direct-vendor
- * credential and sets the proxy URL and the workspace token for both
- * protocols (anthropic and openai; the runtime's is the one its agent uses); the BYOK route sets the provider's base URL and key and
- * removes every other vendor credential; a forbidden key aborts.
+ * Environment rules: every variable a runtime profile names as steering a
+ * credential (base URL, credential, headers, provider, config) and every
+ * vendor credential is removed from the stored values; the platform route
+ * then sets, for every runtime profile, its base URL variable to the proxy
+ * and its bearer variable to the workspace token; the BYOK route sets, for
+ * every profile of the provider's protocol, its base URL variable to the
+ * provider and the key in the variable its class needs (OAuth, bearer,
+ * x-api-key); a forbidden key aborts.
  */
 #ifndef KR_PROVISION_H
 #define KR_PROVISION_H
@@ -37,6 +41,7 @@
 #include "core/usage.h"
 #include "provision/forbidden.h"
 #include "registry/registry.h"
+#include "runtime/runtime.h"
 #include "secrets/secrets.h"
 #include "store/store.h"
 
@@ -48,6 +53,7 @@ typedef enum {
     KR_ORIGIN_DEFAULT,     /* keyrail's config (concierge default model) */
     KR_ORIGIN_PROVISIONER, /* set by the provisioner (proxy URL, token, provider pin) */
     KR_ORIGIN_INHERITED,   /* launcher: the environment it was started with */
+    KR_ORIGIN_LAUNCHER,    /* launcher: set by a runtime profile (a private config dir) */
 } kr_origin;
 
 const char *kr_origin_name(kr_origin o);
@@ -85,6 +91,7 @@ typedef struct kr_payload_var {
 
 typedef struct kr_provision_ctx {
     const kr_registry *reg;
+    const kr_runtimes *rts; /* agent runtime profiles */
     const kr_policy *policy;
     const char *proxy_url;               /* "" = none configured */
     const char *concierge_default_model; /* "" = none */
@@ -111,6 +118,7 @@ typedef struct kr_resolution {
     int err; /* 0 or KR_E*; when set, msg says why */
     char msg[320];
     kr_route route;
+    char runtime[32];  /* the workspace's runtime profile */
     char provider[32]; /* "platform" or the BYOK provider's name */
     kr_proto proto;    /* protocol the agent will speak */
     char model[128];   /* effective model, "" = the agent's default */
@@ -121,9 +129,6 @@ typedef struct kr_resolution {
     kr_trace_step trace[KR_TRACE_MAX];
     size_t ntrace;
 } kr_resolution;
-
-/* Maps a runtime name to its protocol; false for an unknown runtime. */
-bool kr_runtime_proto(const char *runtime, kr_proto *out);
 
 /* Pure: decides from the secret set (with the payload already overlaid). */
 void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtime,
@@ -148,8 +153,16 @@ void kr_env_unset(kr_env *e, const char *key);
 const kr_env_var *kr_env_get(const kr_env *e, const char *key);
 void kr_env_sort(kr_env *e);
 
-/* Credential variable names agents read, by protocol. */
-bool kr_env_is_credential_name(const kr_registry *reg, const char *key);
+/* True for a variable that steers where an agent sends its credential or
+ * which credential it sends: a base URL, credential, header, provider or
+ * config variable of any runtime profile, or a registry provider's
+ * credential variable. The provisioner sets these itself; stored values of
+ * them are never passed on. */
+bool kr_env_is_agent_var(const kr_provision_ctx *ctx, const char *key);
+/* The credential class of a variable: its value's shape, or "unknown" for a
+ * credential-named variable whose shape is not recognised. */
+kr_cred_class kr_env_var_class(const kr_runtimes *rts, const kr_registry *reg, const char *key,
+                               const char *value);
 
 /*
  * Pure: builds the environment for a resolution. token is the workspace

@@ -11,24 +11,8 @@
 const char *kr_origin_name(kr_origin o)
 {
     static const char *const n[] = {"org", "workspace", "payload", "default", "provisioner",
-                                    "inherited"};
+                                    "inherited", "launcher"};
     return (unsigned)o < sizeof n / sizeof n[0] ? n[o] : "?";
-}
-
-bool kr_runtime_proto(const char *runtime, kr_proto *out)
-{
-    static const struct {
-        const char *name;
-        kr_proto proto;
-    } rt[] = {{"claude-code", KR_PROTO_ANTHROPIC}, {"hermes", KR_PROTO_ANTHROPIC},
-              {"langgraph", KR_PROTO_ANTHROPIC},   {"codex", KR_PROTO_OPENAI},
-              {"openai-agents", KR_PROTO_OPENAI}};
-    for (size_t i = 0; i < sizeof rt / sizeof rt[0]; i++)
-        if (!strcmp(runtime, rt[i].name)) {
-            *out = rt[i].proto;
-            return true;
-        }
-    return false;
 }
 
 __attribute__((format(printf, 3, 4))) static void step(kr_resolution *r, const char *rule,
@@ -57,9 +41,15 @@ __attribute__((format(printf, 4, 5))) static void fail(kr_resolution *r, int err
 
 /* R4: the provider's credential, from the first of its credential_env names
  * that holds a non-empty value. */
-static void byok(const kr_provider *p, const kr_secrets *secrets, kr_resolution *r,
-                 const char *rule)
+static void byok(const kr_provider *p, const kr_runtime *rt, const kr_secrets *secrets,
+                 kr_resolution *r, const char *rule)
 {
+    if (p->proto != rt->proto) {
+        fail(r, KR_EUNKNOWN_MODEL, rule,
+             "BYOK provider '%s' serves the %s protocol; runtime '%s' speaks %s and cannot use it",
+             p->name, kr_proto_name(p->proto), rt->name, kr_proto_name(rt->proto));
+        return;
+    }
     r->route = KR_ROUTE_BYOK;
     kr_strlcpy(r->provider, p->name, sizeof r->provider);
     r->proto = p->proto;
@@ -85,12 +75,16 @@ void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtim
                 const kr_secrets *secrets, kr_resolution *r)
 {
     memset(r, 0, sizeof *r);
-    kr_proto runtime_proto = KR_PROTO_ANTHROPIC;
-    if (!kr_runtime_proto(runtime, &runtime_proto)) {
-        fail(r, KR_EINVAL, "R0", "unknown runtime '%s'", runtime);
+    const kr_runtime *rt = kr_runtimes_find(ctx->rts, runtime);
+    if (!rt) {
+        char names[256];
+        kr_runtimes_list_names(ctx->rts, names, sizeof names);
+        fail(r, KR_EINVAL, "R0", "unknown runtime '%s' (runtime profiles: %s)", runtime, names);
         return;
     }
+    kr_proto runtime_proto = rt->proto;
     r->proto = runtime_proto;
+    kr_strlcpy(r->runtime, rt->name, sizeof r->runtime);
 
     /* Fail closed: no decision is taken while any secret is unreadable. */
     for (size_t i = 0; i < secrets->n; i++)
@@ -136,7 +130,7 @@ void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtim
                 return;
             }
             step(r, "R1", "LLM_PROVIDER=%s pinned (%s scope)", v, kr_origin_name(pe->origin));
-            byok(p, secrets, r, "R1");
+            byok(p, rt, secrets, r, "R1");
             if (r->err) return;
         }
     } else {
@@ -151,7 +145,7 @@ void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtim
             kr_strlcpy(r->provider, "platform", sizeof r->provider);
             step(r, "R3", "empty model -> platform (empty is never a BYOK signal)");
         } else {
-            const kr_provider *p = kr_registry_claim(ctx->reg, r->model);
+            const kr_provider *p = kr_registry_claim_proto(ctx->reg, r->model, (int)runtime_proto);
             if (!p) {
                 fail(r, KR_EUNKNOWN_MODEL, "R5", "no provider in the registry claims model '%s'",
                      r->model);
@@ -164,7 +158,7 @@ void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtim
                      p->name);
             } else {
                 step(r, "R4", "model '%s' belongs to non-platform provider '%s'", r->model, p->name);
-                byok(p, secrets, r, "R4");
+                byok(p, rt, secrets, r, "R4");
                 if (r->err) return;
             }
         }

@@ -40,6 +40,7 @@ typedef struct {
     uint8_t hash[32];
     char hex[65];
     const kr_registry *reg;
+    const kr_runtimes *rts;
     const kr_policy *pol;
     const kr_master_key *mk;
     const char *proxy_url;
@@ -89,7 +90,7 @@ static void lookup_work(kr_store *st, kr_job *j)
         kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
         return;
     }
-    kr_provision_ctx ctx = {a->reg, a->pol, a->proxy_url, a->concierge_default_model, false};
+    kr_provision_ctx ctx = {a->reg, a->rts, a->pol, a->proxy_url, a->concierge_default_model, false};
     kr_resolution res;
     kr_resolve(&ctx, ws.kind, ws.runtime, &secrets, &res);
     kr_secrets_free(&secrets);
@@ -181,6 +182,7 @@ static auth_job *new_job(kr_server *s, const uint8_t *hash)
     memcpy(a->hash, hash, 32);
     kr_hex(hash, 32, a->hex);
     a->reg = s->reg;
+    a->rts = s->rts;
     a->pol = &s->pol;
     a->mk = &s->mk;
     a->proxy_url = s->proxy_url;

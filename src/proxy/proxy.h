@@ -113,6 +113,7 @@ struct kr_server {
     uv_timer_t drain_timer;
     const kr_config *cfg;
     kr_registry *reg;
+    kr_runtimes *rts; /* agent runtime profiles (the provisioner reads them) */
     kr_policy pol;
     kr_master_key mk;
     char proxy_url[300];

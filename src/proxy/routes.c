@@ -305,6 +305,7 @@ typedef struct {
     int64_t ws_id;
     char token[KR_WS_TOKEN_LEN + 8];
     const kr_registry *reg;
+    const kr_runtimes *rts;
     const kr_policy *pol;
     const kr_master_key *mk;
     const char *proxy_url, *default_model;
@@ -324,7 +325,7 @@ static void env_work(kr_store *st, kr_job *j)
         kr_strlcpy(e->msg, "workspace not found", sizeof e->msg);
         return;
     }
-    kr_provision_ctx ctx = {e->reg, e->pol, e->proxy_url, e->default_model, false};
+    kr_provision_ctx ctx = {e->reg, e->rts, e->pol, e->proxy_url, e->default_model, false};
     kr_provision_result res;
     rc = kr_provision(st, e->mk, &ctx, &ws, NULL, 0, e->token, &res, &d);
     sodium_memzero(e->token, sizeof e->token);
@@ -450,6 +451,7 @@ static void on_auth(kr_req *r, const kr_auth_info *a)
         }
         kr_memlcpy(e->token, sizeof e->token, tok, n);
         e->reg = s->reg;
+        e->rts = s->rts;
         e->pol = &s->pol;
         e->mk = &s->mk;
         e->proxy_url = s->proxy_url;

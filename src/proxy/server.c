@@ -568,6 +568,10 @@ int kr_server_run(const kr_config *cfg, bool dev)
         KR_ERROR("refusing to start: registry: %s", d.msg);
         return 1;
     }
+    if ((rc = kr_runtimes_load(cfg->runtimes_file, &s->rts, &d))) {
+        KR_ERROR("refusing to start: runtime profiles: %s", d.msg);
+        return 1;
+    }
     kr_policy_init(&s->pol);
     if ((rc = kr_policy_add_prefixes(&s->pol, cfg->operator_prefixes, &d))) {
         KR_ERROR("refusing to start: %s", d.msg);
@@ -645,6 +649,7 @@ int kr_server_run(const kr_config *cfg, bool dev)
             free(s->platform_auth[i]);
         }
     kr_registry_free(s->reg);
+    kr_runtimes_free(s->rts);
     sodium_memzero(&s->mk, sizeof s->mk);
     int loop_rc = uv_loop_close(s->loop);
     if (loop_rc) KR_WARN("event loop closed with open handles");

@@ -234,16 +234,31 @@ const kr_model *kr_registry_model(const kr_registry *r, const char *name)
     return NULL;
 }
 
-const kr_provider *kr_registry_claim(const kr_registry *r, const char *model)
+static const kr_provider *by_prefix(const kr_registry *r, const char *model, int proto)
 {
-    const kr_model *m = kr_registry_model(r, model);
-    if (m) return &r->providers[m->provider];
-    for (size_t i = 0; i < r->nproviders; i++)
+    for (size_t i = 0; i < r->nproviders; i++) {
+        if (proto >= 0 && (int)r->providers[i].proto != proto) continue;
         for (size_t j = 0; j < r->providers[i].nmodel_prefixes; j++) {
             const char *pre = r->providers[i].model_prefixes[j];
             if (!strncmp(model, pre, strlen(pre))) return &r->providers[i];
         }
+    }
     return NULL;
+}
+
+const kr_provider *kr_registry_claim_proto(const kr_registry *r, const char *model, int proto)
+{
+    const kr_model *m = kr_registry_model(r, model);
+    const kr_provider *p = m ? &r->providers[m->provider] : NULL;
+    if (p && (proto < 0 || (int)p->proto == proto)) return p;
+    const kr_provider *q = proto >= 0 ? by_prefix(r, model, proto) : NULL;
+    if (q) return q;
+    return p ? p : by_prefix(r, model, -1);
+}
+
+const kr_provider *kr_registry_claim(const kr_registry *r, const char *model)
+{
+    return kr_registry_claim_proto(r, model, -1);
 }
 
 int64_t kr_model_cost(const kr_model *m, const kr_usage *u)

@@ -76,6 +76,10 @@ const kr_model *kr_registry_model(const kr_registry *r, const char *name);
 /* The provider that claims a model: its model entry's provider, else the
  * first provider with a matching model prefix; NULL when none does. */
 const kr_provider *kr_registry_claim(const kr_registry *r, const char *model);
+/* Like kr_registry_claim, preferring a provider that speaks proto (a model
+ * several providers serve, e.g. DeepSeek over both protocols). proto < 0:
+ * no preference. */
+const kr_provider *kr_registry_claim_proto(const kr_registry *r, const char *model, int proto);
 /* The provider that issued a credential of this shape (longest matching
  * key_prefixes entry), or NULL when no provider claims the shape. */
 const kr_provider *kr_registry_key_issuer(const kr_registry *r, const char *value);

@@ -45,24 +45,50 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             p = nl ? nl + 1 : end;
         }
     }
+    static kr_runtimes *rts;
+    if (!rts && kr_runtimes_load(NULL, &rts, &d)) abort();
+    char *argv[] = {(size & 4) ? "codex" : "claude", "-p", "x", NULL};
+    kr_launch_in in = {&payload, &inh, (size & 1) ? token : NULL,
+                       (size & 2) ? "http://127.0.0.1:18080" : NULL, rts, "/state", argv, 3};
     kr_launch l;
-    if (kr_launch_compute(&payload, &inh, (size & 1) ? token : NULL,
-                          (size & 2) ? "http://127.0.0.1:18080" : NULL, &l, &d) == 0) {
-        for (size_t i = 0; i < l.env.n; i++)
-            if (!strncmp(l.env.v[i].key, "KEYRAIL_", 8)) abort();
+    if (kr_launch_compute(&in, &l, &d) == 0) {
+        for (size_t i = 0; i < l.env.n; i++) {
+            const kr_env_var *v = &l.env.v[i];
+            if (!strncmp(v->key, "KEYRAIL_", 8)) abort();
+            int role = kr_runtimes_role(rts, v->key);
+            /* an inherited header or provider switch never passes */
+            if ((role == KR_RTVAR_HEADERS || role == KR_RTVAR_PROVIDER) &&
+                v->origin == KR_ORIGIN_INHERITED)
+                abort();
+            /* an inherited credential never passes */
+            if (role == KR_RTVAR_CREDENTIAL && v->origin == KR_ORIGIN_INHERITED) abort();
+            /* a credential-shaped value only in a protocol's one credential variable */
+            if (kr_cred_find(v->value, strlen(v->value), NULL, NULL) != KR_CRED_NONE &&
+                v->origin == KR_ORIGIN_INHERITED)
+                abort();
+        }
         for (int p = 0; p < 2; p++) {
             int n = 0;
-            for (size_t i = 0; i < kr_launch_ncred_vars[p]; i++) {
-                const kr_env_var *v = kr_env_get(&l.env, kr_launch_cred_vars[p][i]);
-                if (!v) continue;
-                n++;
-                const char *iss = kr_launch_issuer(kr_cred_classify(v->value, strlen(v->value)));
-                if (v->origin == KR_ORIGIN_INHERITED && iss && !l.proto[p].to_proxy &&
-                    strcmp(iss, l.proto[p].host))
-                    abort(); /* an inherited credential went to a host that did not issue it */
+            for (size_t r = 0; r < rts->n; r++) {
+                if ((int)rts->rt[r].proto != p) continue;
+                for (size_t i = 0; i < rts->rt[r].vars[KR_RTVAR_CREDENTIAL].n; i++) {
+                    const char *var = rts->rt[r].vars[KR_RTVAR_CREDENTIAL].v[i];
+                    bool dup = false;
+                    for (size_t q = 0; q < r && !dup; q++)
+                        if ((int)rts->rt[q].proto == p)
+                            for (size_t k = 0; k < rts->rt[q].vars[KR_RTVAR_CREDENTIAL].n; k++)
+                                if (!strcmp(rts->rt[q].vars[KR_RTVAR_CREDENTIAL].v[k], var)) dup = true;
+                    for (size_t k = 0; k < i && !dup; k++)
+                        if (!strcmp(rts->rt[r].vars[KR_RTVAR_CREDENTIAL].v[k], var)) dup = true;
+                    if (!dup && kr_env_get(&l.env, var)) n++;
+                }
             }
             if (n > 1) abort();
         }
+        for (size_t i = 0; i < l.nfiles; i++) /* no credential is ever written to a file */
+            if (kr_cred_find(l.files[i].content.data ? l.files[i].content.data : "",
+                             l.files[i].content.len, NULL, NULL) != KR_CRED_NONE)
+                abort();
         kr_buf out = KR_BUF_INIT(1 << 20);
         kr_launch_render_text(&l, &out);
         kr_launch_render_json(&l, &out);

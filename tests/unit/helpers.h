@@ -27,6 +27,10 @@ static const char kr_test_registry_text[] =
     "[provider deepseek]\n"
     "protocol = openai\nbase_url = https://api.deepseek.com\ncredential_env = DEEPSEEK_API_KEY\n"
     "header = bearer\nplatform = false\nmodel_prefixes = deepseek-\n"
+    "[provider deepseek-anthropic]\n"
+    "protocol = anthropic\nbase_url = https://api.deepseek.com/anthropic\n"
+    "credential_env = DEEPSEEK_API_KEY\nheader = x-api-key\nplatform = false\n"
+    "model_prefixes = deepseek-\n"
     "[model claude-sonnet-4-5]\nprovider = anthropic\naliases = sonnet\n"
     "price_input = 3.00\nprice_output = 15.00\nprice_cache_read = 0.30\nprice_cache_write = 3.75\n"
     "[model claude-haiku-4-5]\nprovider = anthropic\nprice_input = 1\nprice_output = 5\n"
@@ -44,6 +48,18 @@ static inline kr_registry *kr_test_registry(void)
     int rc = kr_registry_parse(kr_test_registry_text, sizeof kr_test_registry_text - 1, &r, &d);
     cr_assert_eq(rc, 0, "test registry: %s", d.msg);
     return r;
+}
+
+/* The built-in runtime profiles (etc/runtimes.conf), parsed once per process. */
+static inline const kr_runtimes *kr_test_runtimes(void)
+{
+    static kr_runtimes *rts;
+    if (!rts) {
+        kr_diag d = {{0}};
+        int rc = kr_runtimes_load(NULL, &rts, &d);
+        cr_assert_eq(rc, 0, "built-in runtime profiles: %s", d.msg);
+    }
+    return rts;
 }
 
 static inline kr_store *kr_test_store(void)

@@ -16,8 +16,10 @@
 
 static char ws_token[KR_WS_TOKEN_LEN + 1];
 
-/* Builds a payload with the real provisioner: 0 platform, 1 BYOK API key,
- * 2 BYOK OAuth, 3 BYOK OpenAI-compatible vendor. */
+/* Builds a payload with the real provisioner: 0 platform (claude-code), 1 BYOK
+ * API key, 2 BYOK OAuth, 3 BYOK OpenAI-compatible vendor (codex), 4 platform
+ * (codex). */
+#define NROUTES 5
 static void payload_for(int route, kr_env *out)
 {
     kr_store *st = kr_test_store();
@@ -26,11 +28,12 @@ static void payload_for(int route, kr_env *out)
     kr_test_key(&mk);
     kr_policy pol;
     kr_policy_init(&pol);
-    kr_provision_ctx ctx = {reg, &pol, PROXY, "", false};
+    kr_provision_ctx ctx = {reg, kr_test_runtimes(), &pol, PROXY, "", false};
     kr_org o;
     kr_workspace w;
     cr_assert_eq(kr_org_create(st, "o", "o", &o, NULL), 0);
-    cr_assert_eq(kr_ws_create(st, o.id, "w", KR_WS_CONCIERGE, "claude-code", 0, &w, NULL), 0);
+    const char *runtime = route >= 3 ? "codex" : "claude-code";
+    cr_assert_eq(kr_ws_create(st, o.id, "w", KR_WS_CONCIERGE, runtime, 0, &w, NULL), 0);
     if (route == 1) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic", NULL);
         kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "ANTHROPIC_API_KEY", ANTHROPIC_KEY, NULL);
@@ -52,6 +55,13 @@ static void payload_for(int route, kr_env *out)
     kr_provision_result_free(&r);
     kr_registry_free(reg);
     kr_store_close(st);
+}
+
+static int compute(const kr_env *payload, const kr_env *inh, const char *token, const char *origin,
+                   char *const *argv, int argc, kr_launch *l, kr_diag *d)
+{
+    kr_launch_in in = {payload, inh, token, origin, kr_test_runtimes(), "/state", argv, argc};
+    return kr_launch_compute(&in, l, d);
 }
 
 static void init(void)
@@ -99,8 +109,8 @@ Test(launcher, placeholder_needs_a_token)
     kr_env inh = {0};
     kr_launch l;
     kr_diag d = {{0}};
-    cr_assert_eq(kr_launch_compute(&p, &inh, NULL, NULL, &l, &d), KR_EINVAL);
-    cr_assert(strstr(d.msg, "--token") != NULL);
+    cr_assert_eq(compute(&p, &inh, NULL, NULL, NULL, 0, &l, &d), KR_EINVAL);
+    cr_assert(strstr(d.msg, "KEYRAIL_WORKSPACE_TOKEN") != NULL);
     kr_env_free(&p);
 }
 
@@ -115,7 +125,7 @@ Test(launcher, incident_environment_gets_only_the_workspace_token)
     kr_env_set(&inh, "PATH", "/usr/bin", KR_ORIGIN_INHERITED);
     kr_launch l;
     kr_diag d = {{0}};
-    cr_assert_eq(kr_launch_compute(&p, &inh, ws_token, NULL, &l, &d), 0, "%s", d.msg);
+    cr_assert_eq(compute(&p, &inh, ws_token, NULL, NULL, 0, &l, &d), 0, "%s", d.msg);
     cr_assert_null(kr_env_get(&l.env, "CLAUDE_CODE_OAUTH_TOKEN"));
     cr_assert_null(kr_env_get(&l.env, "ANTHROPIC_API_KEY"));
     cr_assert_null(kr_env_get(&l.env, "KEYRAIL_MASTER_KEY"));
@@ -132,114 +142,261 @@ Test(launcher, incident_environment_gets_only_the_workspace_token)
     kr_env_free(&inh);
 }
 
-/* ---- generated ---- */
-
-static const char *const inh_vars[4] = {"CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN",
-                                        "ANTHROPIC_API_KEY", "OPENAI_API_KEY"};
-
-static const char *shape(int var, int k)
+Test(launcher, codex_gets_a_private_provider_and_claude_its_settings)
 {
-    switch (k) {
-    case 1: return OAUTH_TOKEN;
-    case 2: return var == 3 ? OPENAI_KEY : ANTHROPIC_KEY;
-    case 3: return ws_token;
-    case 4: return "garbage-credential-value";
-    default: return NULL;
-    }
+    kr_env p, inh = {0};
+    payload_for(4, &p);
+    kr_env_set(&inh, "CODEX_API_KEY", OPENAI_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "OPENAI_API_KEY", OPENAI_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "OPENAI_BASE_URL", "https://api.openai.com/v1", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "CODEX_HOME", "/home/agent/.codex", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "ANTHROPIC_CUSTOM_HEADERS", "x-api-key: " ANTHROPIC_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "MY_HELPER_VAR", "Bearer " OPENAI_KEY, KR_ORIGIN_INHERITED);
+    char *argv[] = {"/usr/bin/codex", "exec", "hi", NULL};
+    kr_launch l;
+    kr_diag d = {{0}};
+    cr_assert_eq(compute(&p, &inh, ws_token, PROXY_ORIGIN, argv, 3, &l, &d), 0, "%s", d.msg);
+    cr_assert_null(kr_env_get(&l.env, "CODEX_API_KEY"));
+    cr_assert_null(kr_env_get(&l.env, "ANTHROPIC_CUSTOM_HEADERS"));
+    cr_assert_null(kr_env_get(&l.env, "MY_HELPER_VAR"), "an unknown variable holding a key passed");
+    cr_assert_str_eq(kr_env_get(&l.env, "OPENAI_API_KEY")->value, ws_token);
+    const kr_env_var *home = kr_env_get(&l.env, "CODEX_HOME");
+    cr_assert_not_null(home);
+    cr_assert_eq(strncmp(home->value, "/state/codex-", 13), 0, "%s", home->value);
+    const kr_launch_file *f = NULL;
+    for (size_t i = 0; i < l.nfiles; i++)
+        if (!strcmp(l.files[i].rt->name, "codex")) f = &l.files[i];
+    cr_assert_not_null(f);
+    cr_assert_str_eq(f->dir, home->value);
+    cr_assert(strstr(f->content.data, "base_url = \"" PROXY "/openai/v1\"") != NULL, "%s", f->content.data);
+    cr_assert(strstr(f->content.data, "env_key = \"OPENAI_API_KEY\"") != NULL);
+    cr_assert(strstr(f->content.data, "wire_api = \"responses\"") != NULL);
+    cr_assert(strstr(f->content.data, "model_provider = \"keyrail\"") != NULL);
+    cr_assert_null(strstr(f->content.data, ws_token + 5), "a credential was written to a file");
+    /* codex gets no arguments; the launcher's command is unchanged */
+    cr_assert_eq(l.argc, 3);
+    cr_assert_str_eq(l.argv[1], "exec");
+    kr_launch_free(&l);
+    /* claude gets --settings with its base URL and the headers blanked */
+    char *cargv[] = {"claude", "-p", "hi", NULL};
+    cr_assert_eq(compute(&p, &inh, ws_token, PROXY_ORIGIN, cargv, 3, &l, &d), 0, "%s", d.msg);
+    cr_assert_eq(l.argc, 5);
+    cr_assert_str_eq(l.argv[1], "--settings");
+    cr_assert(strstr(l.argv[2], "/state/claude-code-") == l.argv[2], "%s", l.argv[2]);
+    cr_assert_str_eq(l.argv[3], "-p");
+    for (size_t i = 0; i < l.nfiles; i++)
+        if (!strcmp(l.files[i].rt->name, "claude-code")) {
+            cr_assert(strstr(l.files[i].content.data, "\"ANTHROPIC_BASE_URL\": \"" PROXY "/anthropic\"") != NULL,
+                      "%s", l.files[i].content.data);
+            cr_assert(strstr(l.files[i].content.data, "\"ANTHROPIC_CUSTOM_HEADERS\": \"\"") != NULL);
+            cr_assert(strstr(l.files[i].content.data, "\"apiKeyHelper\": \"\"") != NULL);
+        }
+    kr_launch_free(&l);
+    kr_env_free(&p);
+    kr_env_free(&inh);
 }
 
-static const char *base_for(int k, kr_proto p)
+/* ---- generated: every variable of every runtime profile ---- */
+
+static const char *const shapes[] = {
+    OAUTH_TOKEN, ANTHROPIC_KEY, OPENAI_KEY, NULL /* ws token */, "garbage-credential-value",
+    "x-api-key: " ANTHROPIC_KEY, "https://evil.example.net", DEEPSEEK_KEY,
+};
+#define NSHAPES (sizeof shapes / sizeof shapes[0])
+
+static const char *shape(size_t k)
 {
-    switch (k) {
-    case 1: return p ? PROXY "/openai/v1" : PROXY "/anthropic";
-    case 2: return p ? "https://api.openai.com/v1" : "https://api.anthropic.com";
-    case 3: return "https://evil.example.net";
-    default: return NULL;
-    }
+    return shapes[k] ? shapes[k] : ws_token;
 }
 
-/* The host a value was issued for, given the payload that configured it. */
-static bool issued_for(const char *value, const char *var, const kr_env *payload, kr_proto p,
-                       const char *host)
+/* Every variable any profile names, and one no profile names. */
+static size_t all_vars(const char *out[], size_t cap)
 {
-    if (!strcmp(value, ws_token)) return !strcmp(host, PROXY_ORIGIN);
+    const kr_runtimes *rts = kr_test_runtimes();
+    size_t n = 0;
+    for (size_t i = 0; i < rts->n; i++)
+        for (int role = 0; role < KR_RTVAR__COUNT; role++)
+            for (size_t j = 0; j < rts->rt[i].vars[role].n; j++) {
+                bool seen = false;
+                for (size_t k = 0; k < n && !seen; k++) seen = !strcmp(out[k], rts->rt[i].vars[role].v[j]);
+                if (!seen && n < cap) out[n++] = rts->rt[i].vars[role].v[j];
+            }
+    if (n < cap) out[n++] = "SOME_UNRELATED_VARIABLE";
+    return n;
+}
+
+static bool from_payload(const kr_env *payload, const char *var, const char *value)
+{
     const kr_env_var *pv = kr_env_get(payload, var);
-    const kr_env_var *pb = kr_env_get(payload, p ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL");
-    if (pv && !strcmp(pv->value, value) && pb) {
-        char o[300];
-        if (!kr_url_origin(pb->value, o, sizeof o) && !strcmp(o, host)) return true;
-    }
-    const char *iss = kr_launch_issuer(kr_cred_classify(value, strlen(value)));
-    return iss && !strcmp(iss, host);
+    return pv && (!strcmp(pv->value, value) ||
+                  (!strcmp(pv->value, KR_TOKEN_PLACEHOLDER) && !strcmp(value, ws_token)));
 }
 
-static void check(const kr_launch *l, const kr_env *payload, const kr_env *inh, const char *label)
+static void quoted(char *out, size_t cap, const char *s)
 {
-    for (size_t i = 0; i < l->env.n; i++)
-        cr_assert_neq(strncmp(l->env.v[i].key, "KEYRAIL_", 8), 0, "%s: %s passed", label, l->env.v[i].key);
+    snprintf(out, cap, "\"%s\"", s);
+}
+
+static void check(const kr_launch *l, const kr_env *payload, const char *label)
+{
+    const kr_runtimes *rts = kr_test_runtimes();
+    for (size_t i = 0; i < l->env.n; i++) {
+        const kr_env_var *v = &l->env.v[i];
+        cr_assert_neq(strncmp(v->key, "KEYRAIL_", 8), 0, "%s: %s passed", label, v->key);
+        int role = kr_runtimes_role(rts, v->key);
+        if (role == KR_RTVAR_HEADERS || role == KR_RTVAR_PROVIDER)
+            cr_assert(from_payload(payload, v->key, v->value), "%s: inherited %s passed", label, v->key);
+        /* a credential of a known shape sits only in a protocol's one credential variable */
+        if (kr_cred_find(v->value, strlen(v->value), NULL, NULL) != KR_CRED_NONE)
+            cr_assert(!strcmp(v->key, l->proto[0].cred_var) || !strcmp(v->key, l->proto[1].cred_var),
+                      "%s: %s holds a credential", label, v->key);
+    }
     for (int p = 0; p < 2; p++) {
         size_t n = 0;
         const char *var = NULL;
-        for (size_t i = 0; i < kr_launch_ncred_vars[p]; i++) {
-            const kr_env_var *v = kr_env_get(&l->env, kr_launch_cred_vars[p][i]);
-            if (v && v->value[0]) n++, var = v->key;
+        for (size_t r = 0; r < rts->n; r++) {
+            if ((int)rts->rt[r].proto != p) continue;
+            const kr_rt_list *cl = &rts->rt[r].vars[KR_RTVAR_CREDENTIAL];
+            for (size_t i = 0; i < cl->n; i++) {
+                const kr_env_var *v = kr_env_get(&l->env, cl->v[i]);
+                if (v && v->value[0] && (!var || strcmp(var, v->key))) n++, var = v->key;
+            }
         }
         cr_assert_leq(n, 1, "%s: %zu %s credentials", label, n, kr_proto_name((kr_proto)p));
         if (l->proto[p].configured)
             cr_assert_eq(n, 1, "%s: configured %s has no credential", label, kr_proto_name((kr_proto)p));
-        if (!n) continue;
-        const kr_env_var *b = kr_env_get(&l->env, p ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL");
+        /* no second base URL that disagrees */
+        const char *base_var = kr_launch_base_var(rts, (kr_proto)p);
+        const kr_env_var *b = kr_env_get(&l->env, base_var);
+        for (size_t r = 0; r < rts->n; r++) {
+            if ((int)rts->rt[r].proto != p) continue;
+            const kr_rt_list *bl = &rts->rt[r].vars[KR_RTVAR_BASE_URL];
+            for (size_t i = 0; i < bl->n; i++) {
+                const kr_env_var *o = kr_env_get(&l->env, bl->v[i]);
+                if (o && o != b)
+                    cr_assert(b && !strcmp(o->value, b->value), "%s: %s disagrees with %s", label,
+                              bl->v[i], base_var);
+            }
+        }
+        const char *base = b && b->value[0] ? b->value : kr_launch_default_url((kr_proto)p);
         char host[300];
-        cr_assert_eq(kr_url_origin(b && b->value[0] ? b->value : kr_launch_default_url((kr_proto)p),
-                                   host, sizeof host),
-                     0);
+        if (kr_url_origin(base, host, sizeof host)) { /* no credential goes to what is no URL */
+            cr_assert_eq(n, 0, "%s: a credential for the invalid base URL %s", label, base);
+            continue;
+        }
+        /* every file of this protocol points at the same host and credential */
+        for (size_t i = 0; i < l->nfiles; i++) {
+            const kr_launch_file *f = &l->files[i];
+            if ((int)f->rt->proto != p) continue;
+            char q[600];
+            quoted(q, sizeof q, base);
+            cr_assert(strstr(f->content.data, q) != NULL, "%s: %s's file does not call %s", label,
+                      f->rt->name, base);
+            cr_assert_eq(kr_cred_find(f->content.data, f->content.len, NULL, NULL), KR_CRED_NONE,
+                         "%s: a credential in %s's file", label, f->rt->name);
+            quoted(q, sizeof q, var ? var : f->rt->set_bearer);
+            bool names_cred = false;
+            for (size_t k = 0; k < f->rt->nlines; k++)
+                if (strstr(f->rt->lines[k], "${credential_env}")) names_cred = true;
+            if (names_cred)
+                cr_assert(strstr(f->content.data, q) != NULL, "%s: %s's file names another credential",
+                          label, f->rt->name);
+            if (var) { /* a settings file must not blank the one credential chosen */
+                char blank[128];
+                snprintf(blank, sizeof blank, "\"%s\": \"\"", var);
+                cr_assert_null(strstr(f->content.data, blank), "%s: %s's file blanks %s", label,
+                               f->rt->name, var);
+            }
+            if (f->rt->dir_env[0])
+                cr_assert_str_eq(kr_env_get(&l->env, f->rt->dir_env)->value, f->dir, "%s", label);
+        }
+        if (!n) continue;
         const char *value = kr_env_get(&l->env, var)->value;
-        cr_assert(issued_for(value, var, payload, (kr_proto)p, host),
-                  "%s: %s (%s) goes to %s, which did not issue it", label, var,
-                  kr_cred_class_name(kr_cred_classify(value, strlen(value))), host);
-        /* never moved: the value sat in this very variable before */
-        const kr_env_var *pv = kr_env_get(payload, var), *iv = kr_env_get(inh, var);
-        bool from_payload = pv && (!strcmp(pv->value, value) ||
-                                   (!strcmp(pv->value, KR_TOKEN_PLACEHOLDER) && !strcmp(value, ws_token)));
-        cr_assert(from_payload || (iv && !strcmp(iv->value, value)), "%s: %s was moved", label, var);
+        /* issued for this host: the workspace token for the proxy, the
+         * payload's credential with the payload's base URL */
+        if (!strcmp(value, ws_token)) {
+            cr_assert_str_eq(host, PROXY_ORIGIN, "%s: the workspace token goes to %s", label, host);
+        } else {
+            const kr_env_var *pb = kr_env_get(payload, base_var);
+            char o[300];
+            cr_assert(pb && !kr_url_origin(pb->value, o, sizeof o) && !strcmp(o, host),
+                      "%s: %s goes to %s, which the payload did not choose for it", label, var, host);
+            const char *iss = kr_launch_issuer(kr_cred_classify(value, strlen(value)));
+            cr_assert(!iss || !strcmp(iss, host), "%s: %s goes to %s, not its issuer", label, var, host);
+        }
+        /* never moved: the payload put this value in this very variable */
+        cr_assert(from_payload(payload, var, value), "%s: %s was moved or inherited", label, var);
     }
 }
 
-Test(launcher, generated_every_inherited_combination, .timeout = 120)
+static void run_one(const kr_env *payload, const kr_env *inh, int srv, int cmd, const char *label)
 {
-    kr_env payloads[4];
-    for (int r = 0; r < 4; r++) payload_for(r, &payloads[r]);
+    static char *cmds[][3] = {{"claude", "-p", "hi"}, {"codex", "exec", "hi"}, {"bash", "-c", "x"}};
+    kr_launch l;
+    kr_diag d = {{0}};
+    int rc = compute(payload, inh, ws_token, srv ? PROXY_ORIGIN : NULL, cmds[cmd], 3, &l, &d);
+    cr_assert_eq(rc, 0, "%s: %s", label, d.msg);
+    check(&l, payload, label);
+    kr_launch_free(&l);
+}
+
+static kr_env base_inherited(void)
+{
+    kr_env inh = {0};
+    kr_env_set(&inh, "HOME", "/home/agent", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "PATH", "/usr/bin:/opt/sk-learn-tutorial-files/bin", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "KEYRAIL_WORKSPACE_TOKEN", ws_token, KR_ORIGIN_INHERITED);
+    return inh;
+}
+
+Test(launcher, generated_every_profile_variable, .timeout = 300)
+{
+    kr_env payloads[NROUTES];
+    for (int r = 0; r < NROUTES; r++) payload_for(r, &payloads[r]);
+    const char *vars[256];
+    size_t nv = all_vars(vars, 256);
+    cr_assert_gt(nv, 30, "the profiles name %zu variables", nv);
     size_t combos = 0;
-    for (int r = 0; r < 4; r++)
-        for (int base = 0; base < 4; base++)
-            for (int c0 = 0; c0 < 5; c0++)
-                for (int c1 = 0; c1 < 5; c1++)
-                    for (int c2 = 0; c2 < 5; c2++)
-                        for (int c3 = 0; c3 < 5; c3++)
-                            for (int srv = 0; srv < 2; srv++) {
-                                int ks[4] = {c0, c1, c2, c3};
-                                kr_env inh = {0};
-                                kr_env_set(&inh, "HOME", "/home/agent", KR_ORIGIN_INHERITED);
-                                kr_env_set(&inh, "KEYRAIL_WORKSPACE_TOKEN", ws_token, KR_ORIGIN_INHERITED);
-                                for (int i = 0; i < 4; i++)
-                                    if (shape(i, ks[i])) kr_env_set(&inh, inh_vars[i], shape(i, ks[i]), KR_ORIGIN_INHERITED);
-                                for (int p = 0; p < 2; p++)
-                                    if (base_for(base, (kr_proto)p))
-                                        kr_env_set(&inh, p ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL",
-                                                   base_for(base, (kr_proto)p), KR_ORIGIN_INHERITED);
-                                char label[128];
-                                snprintf(label, sizeof label, "route=%d base=%d creds=%d%d%d%d server=%d", r,
-                                         base, c0, c1, c2, c3, srv);
-                                kr_launch l;
-                                kr_diag d = {{0}};
-                                int rc = kr_launch_compute(&payloads[r], &inh, ws_token,
-                                                           srv ? PROXY_ORIGIN : NULL, &l, &d);
-                                cr_assert_eq(rc, 0, "%s: %s", label, d.msg);
-                                check(&l, &payloads[r], &inh, label);
-                                kr_launch_free(&l);
-                                kr_env_free(&inh);
-                                combos++;
-                            }
-    cr_assert_eq(combos, 4 * 4 * 625 * 2);
-    for (int r = 0; r < 4; r++) kr_env_free(&payloads[r]);
+    char label[256];
+    for (int r = 0; r < NROUTES; r++)
+        for (int srv = 0; srv < 2; srv++) {
+            /* each variable alone, with each shape */
+            for (size_t v = 0; v < nv; v++)
+                for (size_t k = 0; k < NSHAPES; k++) {
+                    kr_env inh = base_inherited();
+                    kr_env_set(&inh, vars[v], shape(k), KR_ORIGIN_INHERITED);
+                    snprintf(label, sizeof label, "route=%d server=%d %s=shape%zu", r, srv, vars[v], k);
+                    run_one(&payloads[r], &inh, srv, (int)(v % 3), label);
+                    kr_env_free(&inh);
+                    combos++;
+                }
+            /* every variable at once, with each shape */
+            for (size_t k = 0; k < NSHAPES; k++) {
+                kr_env inh = base_inherited();
+                for (size_t v = 0; v < nv; v++) kr_env_set(&inh, vars[v], shape(k), KR_ORIGIN_INHERITED);
+                snprintf(label, sizeof label, "route=%d server=%d all=shape%zu", r, srv, k);
+                for (int cmd = 0; cmd < 3; cmd++) run_one(&payloads[r], &inh, srv, cmd, label);
+                kr_env_free(&inh);
+                combos++;
+            }
+            /* random mixes (fixed seed: the same cases every run) */
+            uint32_t x = 2463534242u + (uint32_t)(r * 2 + srv);
+            for (int t = 0; t < 400; t++) {
+                kr_env inh = base_inherited();
+                size_t nset = 0;
+                for (size_t v = 0; v < nv; v++) {
+                    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+                    if (x % 4 == 0) {
+                        kr_env_set(&inh, vars[v], shape((x >> 8) % NSHAPES), KR_ORIGIN_INHERITED);
+                        nset++;
+                    }
+                }
+                snprintf(label, sizeof label, "route=%d server=%d mix=%d (%zu vars)", r, srv, t, nset);
+                run_one(&payloads[r], &inh, srv, t % 3, label);
+                kr_env_free(&inh);
+                combos++;
+            }
+        }
+    cr_assert_eq(combos, (size_t)NROUTES * 2 * (nv * NSHAPES + NSHAPES + 400));
+    for (int r = 0; r < NROUTES; r++) kr_env_free(&payloads[r]);
 }

@@ -26,7 +26,7 @@ static void fx_init(fx *f)
     f->reg = kr_test_registry();
     kr_test_key(&f->mk);
     kr_policy_init(&f->pol);
-    f->ctx = (kr_provision_ctx){f->reg, &f->pol, "http://proxy.test:8080", "", false};
+    f->ctx = (kr_provision_ctx){f->reg, kr_test_runtimes(), &f->pol, "http://proxy.test:8080", "", false};
     cr_assert_eq(kr_org_create(f->st, "acme", "Acme", &f->org, NULL), 0);
 }
 
@@ -36,13 +36,18 @@ static void fx_free(fx *f)
     kr_registry_free(f->reg);
 }
 
-static kr_workspace mkws(fx *f, const char *name, kr_ws_kind kind)
+static kr_workspace mkws_rt(fx *f, const char *name, kr_ws_kind kind, const char *runtime)
 {
     kr_workspace w;
     kr_diag d = {{0}};
-    int rc = kr_ws_create(f->st, f->org.id, name, kind, "claude-code", 0, &w, &d);
+    int rc = kr_ws_create(f->st, f->org.id, name, kind, runtime, 0, &w, &d);
     cr_assert_eq(rc, 0, "ws create: %s", d.msg);
     return w;
+}
+
+static kr_workspace mkws(fx *f, const char *name, kr_ws_kind kind)
+{
+    return mkws_rt(f, name, kind, "claude-code");
 }
 
 static void put(fx *f, kr_scope scope, int64_t owner, const char *key, const char *value)
@@ -411,13 +416,46 @@ Test(rules, r4_byok_without_credential)
     fx_free(&f);
 }
 
+Test(rules, r4_byok_vendor_serving_the_runtimes_protocol)
+{
+    /* DeepSeek serves both protocols: Claude Code gets its Anthropic endpoint */
+    fx f;
+    fx_init(&f);
+    put(&f, KR_SCOPE_ORG, f.org.id, "DEEPSEEK_API_KEY", "sk-deepseekTESTxxxxxxxxxxxxxxxx");
+    kr_workspace w = mkws(&f, "w", KR_WS_WORKSPACE);
+    kr_payload_var pv[] = {{"MODEL", "deepseek-chat"}};
+    kr_provision_result r;
+    cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);
+    cr_assert_str_eq(r.res.provider, "deepseek-anthropic");
+    cr_assert_eq(r.res.proto, KR_PROTO_ANTHROPIC);
+    cr_assert_str_eq(env(&r, "ANTHROPIC_BASE_URL"), "https://api.deepseek.com/anthropic");
+    cr_assert_str_eq(env(&r, "ANTHROPIC_API_KEY"), "sk-deepseekTESTxxxxxxxxxxxxxxxx");
+    cr_assert_null(env(&r, "OPENAI_API_KEY"));
+    kr_provision_result_free(&r);
+    fx_free(&f);
+}
+
+Test(rules, r4_byok_provider_the_runtime_cannot_speak)
+{
+    fx f;
+    fx_init(&f);
+    put(&f, KR_SCOPE_ORG, f.org.id, "MINIMAX_API_KEY", MINIMAX_KEY);
+    kr_workspace w = mkws_rt(&f, "w", KR_WS_WORKSPACE, "codex");
+    kr_payload_var pv[] = {{"MODEL", "MiniMax-M2"}};
+    kr_provision_result r;
+    cr_assert_eq(provision(&f, &w, pv, 1, &r), KR_EUNKNOWN_MODEL);
+    cr_assert(strstr(r.res.msg, "runtime 'codex' speaks openai") != NULL, "%s", r.res.msg);
+    kr_provision_result_free(&r);
+    fx_free(&f);
+}
+
 Test(rules, r4_byok_openai_compatible_vendor)
 {
     fx f;
     fx_init(&f);
     put(&f, KR_SCOPE_ORG, f.org.id, "DEEPSEEK_API_KEY", "sk-deepseekTESTxxxxxxxxxxxxxxxx");
     put(&f, KR_SCOPE_ORG, f.org.id, "OPENAI_API_KEY", OPENAI_KEY);
-    kr_workspace w = mkws(&f, "w", KR_WS_WORKSPACE);
+    kr_workspace w = mkws_rt(&f, "w", KR_WS_WORKSPACE, "codex");
     kr_payload_var pv[] = {{"MODEL", "deepseek-chat"}};
     kr_provision_result r;
     cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);
@@ -561,7 +599,7 @@ static void check_env_invariants(const kr_provision_result *r, const char *label
     size_t creds = 0;
     for (size_t i = 0; i < r->env.n; i++) {
         const kr_env_var *v = &r->env.v[i];
-        if (kr_env_is_credential_name(NULL, v->key) || kr_cred_is_vendor(v->cls) ||
+        if (kr_runtimes_role(kr_test_runtimes(), v->key) == KR_RTVAR_CREDENTIAL || kr_cred_is_vendor(v->cls) ||
             v->cls == KR_CRED_WORKSPACE_TOKEN || !strcmp(v->value, KR_TOKEN_PLACEHOLDER))
             creds++;
         if (r->res.route == KR_ROUTE_PLATFORM)
@@ -589,7 +627,7 @@ Test(generated, rebuild_resolves_exactly_like_fresh_create, .timeout = 240)
                             f.reg = reg;
                             kr_test_key(&f.mk);
                             kr_policy_init(&f.pol);
-                            f.ctx = (kr_provision_ctx){reg, &f.pol, "http://proxy.test:8080",
+                            f.ctx = (kr_provision_ctx){reg, kr_test_runtimes(), &f.pol, "http://proxy.test:8080",
                                                        kind ? "claude-sonnet-4-5" : "", false};
                             cr_assert_eq(kr_org_create(f.st, "o", "o", &f.org, NULL), 0);
                             kr_workspace w = mkws(&f, "w", kind ? KR_WS_CONCIERGE : KR_WS_WORKSPACE);

@@ -4,7 +4,7 @@
 static kr_provision_ctx ctx(kr_registry *r, kr_policy *p)
 {
     kr_policy_init(p);
-    return (kr_provision_ctx){r, p, "http://proxy:1", "", false};
+    return (kr_provision_ctx){r, kr_test_runtimes(), p, "http://proxy:1", "", false};
 }
 
 Test(resolve, unknown_runtime)
