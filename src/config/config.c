@@ -66,6 +66,11 @@ static const opt opts[] = {
       "ends, so every response a client saw complete has its usage row, even after kill -9 "
       "(the journal is replayed at start). 0: no journal; a crash can lose the rows of the "
       "last batch window."),
+    I("server", "max_usage_event_bytes", max_usage_event_bytes, "8388608", 65536, 268435456,
+      "Largest response part read for usage: one server-sent event (the Responses API's final "
+      "event repeats the whole response) or a whole non-streamed body. Beyond it the response "
+      "still reaches the client; its usage row is recorded with status unreadable, logged and "
+      "counted in keyrail_usage_unreadable_total."),
     S("server", "usage_journal", usage_journal, "",
       "Usage journal file (one per instance). Empty: the SQLite store path + \"-usage-journal\", "
       "or keyrail-usage.journal in the working directory for PostgreSQL. The file is locked while "

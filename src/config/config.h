@@ -40,6 +40,7 @@ typedef struct kr_config {
     int64_t max_connections;
     int64_t token_cache_ms;
     int64_t usage_sync;
+    int64_t max_usage_event_bytes;
     char usage_journal[512];
     char log_file[512];
     char log_level[16];

@@ -78,31 +78,49 @@ static bool key_char(unsigned char c)
            c == '_';
 }
 
+/* The credential starting at s[i] (a prefix match at a word start), or NONE. */
+static kr_cred_class cred_at(const char *s, size_t n, size_t i, size_t pl, size_t *len)
+{
+    if (i > 0 && key_char((unsigned char)s[i - 1])) return KR_CRED_NONE; /* inside a word */
+    size_t span = pl, digits = 0;
+    while (i + span < n && key_char((unsigned char)s[i + span])) {
+        if (s[i + span] >= '0' && s[i + span] <= '9') digits++;
+        span++;
+    }
+    if (span < pl + 16) return KR_CRED_NONE;
+    kr_cred_class c = kr_cred_classify(s + i, span);
+    /* a bare "sk-…" word is a key only if it looks random (has digits):
+     * "sk-learn-tutorial-files" in a path is not */
+    if (c == KR_CRED_NONE || c == KR_CRED_UNKNOWN || (c == KR_CRED_VENDOR_KEY && !digits))
+        return KR_CRED_NONE;
+    *len = span;
+    return c;
+}
+
 kr_cred_class kr_cred_find(const char *s, size_t n, size_t *off, size_t *len)
 {
     static const char *const pre[] = {KR_WS_TOKEN_PREFIX, "sk-"};
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && key_char((unsigned char)s[i - 1])) continue; /* inside a word */
-        for (size_t k = 0; k < sizeof pre / sizeof pre[0]; k++) {
-            size_t pl = strlen(pre[k]);
-            if (n - i < pl || memcmp(s + i, pre[k], pl)) continue;
-            size_t span = pl, digits = 0;
-            while (i + span < n && key_char((unsigned char)s[i + span])) {
-                if (s[i + span] >= '0' && s[i + span] <= '9') digits++;
-                span++;
+    size_t best = n, blen = 0;
+    kr_cred_class bc = KR_CRED_NONE;
+    for (size_t k = 0; k < sizeof pre / sizeof pre[0]; k++) {
+        size_t pl = strlen(pre[k]);
+        for (const char *p = s; p && (size_t)(p - s) < best;) {
+            p = memmem(p, n - (size_t)(p - s), pre[k], pl);
+            if (!p || (size_t)(p - s) >= best) break;
+            size_t l;
+            kr_cred_class c = cred_at(s, n, (size_t)(p - s), pl, &l);
+            if (c != KR_CRED_NONE) {
+                best = (size_t)(p - s), blen = l, bc = c;
+                break;
             }
-            if (span < pl + 16) continue;
-            kr_cred_class c = kr_cred_classify(s + i, span);
-            /* a bare "sk-…" word is a key only if it looks random (has digits):
-             * "sk-learn-tutorial-files" in a path is not */
-            if (c == KR_CRED_NONE || c == KR_CRED_UNKNOWN || (c == KR_CRED_VENDOR_KEY && !digits))
-                continue;
-            if (off) *off = i;
-            if (len) *len = span;
-            return c;
+            p++;
         }
     }
-    return KR_CRED_NONE;
+    if (bc != KR_CRED_NONE) {
+        if (off) *off = best;
+        if (len) *len = blen;
+    }
+    return bc;
 }
 
 int kr_url_origin(const char *url, char *out, size_t cap)

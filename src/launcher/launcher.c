@@ -193,7 +193,10 @@ __attribute__((format(printf, 7, 8))) static void decide(kr_launch *l, const kr_
     if (v) {
         size_t vl = strlen(v->value), off = 0, len = vl;
         x->cls = kr_env_var_class(rts, NULL, var, v->value);
-        if (x->cls == KR_CRED_NONE) x->cls = kr_cred_find(v->value, vl, &off, &len);
+        if (x->cls == KR_CRED_NONE || x->cls == KR_CRED_UNKNOWN) { /* "x-api-key: sk-…" */
+            kr_cred_class found = kr_cred_find(v->value, vl, &off, &len);
+            if (found != KR_CRED_NONE) x->cls = found;
+        }
         x->origin = v->origin;
         if (x->cls != KR_CRED_NONE) kr_cred_fingerprint(v->value + off, len, x->fp);
     } else {

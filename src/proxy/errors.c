@@ -59,7 +59,7 @@ void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, 
     va_end(ap);
     kr_strlcpy(r->error_type, type, sizeof r->error_type);
     kr_buf b = KR_BUF_INIT(4096);
-    if (r->proto == KR_PROTO_OPENAI && r->route != KR_ROUTE_OTHER) {
+    if (r->proto == KR_PROTO_OPENAI) { /* every /openai/… path, matched or not */
         kr_buf_puts(&b, "{\"error\":{\"message\":\"");
         kr_buf_json_str(&b, msg, strlen(msg));
         kr_buf_printf(&b, "\",\"type\":\"%s\",\"param\":null,\"code\":%s},\"request_id\":\"%s\"}",
@@ -72,11 +72,8 @@ void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, 
     char extra[96] = "";
     if (status == 429 && r->retry_after > 0)
         snprintf(extra, sizeof extra, "retry-after: %d\r\n", r->retry_after);
-    if (status == 405)
-        kr_strlcpy(extra, r->route == KR_ROUTE_ANTHROPIC_MODELS || r->route == KR_ROUTE_OPENAI_MODELS ||
-                               r->route == KR_ROUTE_WORKSPACE_ENV || r->route < KR_ROUTE_ANTHROPIC_MESSAGES
-                           ? "allow: GET, HEAD\r\n"
-                           : "allow: POST\r\n",
+    if (status == 405 && r->rd)
+        kr_strlcpy(extra, !strcmp(r->rd->method, "GET") ? "allow: GET, HEAD\r\n" : "allow: POST\r\n",
                    sizeof extra);
     kr_respond_json(r, status, b.data, b.len, extra);
     kr_buf_free(&b);

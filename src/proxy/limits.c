@@ -75,11 +75,15 @@ static void roll(kr_window *w, int64_t now)
     w->flight_req = w->flight_tok = 0;
 }
 
+/* A request whose estimate alone is over the tpm limit counts as the whole
+ * limit: it is admitted into an empty window (and settled to its real usage
+ * at the end), so its 429's retry-after is a promise that can come true. */
 static bool over(const kr_window *w, int64_t rpm, int64_t tpm, uint64_t est)
 {
     int64_t req = w->store_req + w->local_req + w->flight_req;
     int64_t tok = w->store_tok + w->local_tok + w->flight_tok;
-    return (rpm > 0 && req + 1 > rpm) || (tpm > 0 && tok + (int64_t)est > tpm);
+    int64_t e = tpm > 0 && (int64_t)est > tpm ? tpm : (int64_t)est;
+    return (rpm > 0 && req + 1 > rpm) || (tpm > 0 && tok + e > tpm);
 }
 
 static bool allowed(const char *allow, const char *model)

@@ -8,8 +8,11 @@
  *   2. the org's balance plus overage cap is above zero           -> else 402
  *   3. the workspace's and the org's requests and tokens in the current
  *      UTC minute stay within rpm / tpm                           -> else 429
- * Tokens are estimated at admission (body bytes / 4 + max_tokens, 4096 when
- * absent) and settled to the real usage when the response ends.
+ * Tokens are estimated at admission (body bytes / 4 + the output cap the
+ * request names: max_tokens, max_completion_tokens or max_output_tokens, the
+ * largest; 4096 when none) and settled to the real usage when the response
+ * ends. An estimate larger than the tpm limit counts as the limit: such a
+ * request is admitted into an empty window, never refused forever.
  *
  * Shared state lives in the store so that every instance sees it: each
  * instance adds its counts to rate_windows and reads the totals back every

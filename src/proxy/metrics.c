@@ -1,16 +1,7 @@
 #include "proxy/metrics.h"
 
-static const char *const route_labels[KR_ROUTE__COUNT] = {
-    "healthz", "readyz", "metrics", "anthropic_messages", "anthropic_count_tokens",
-    "anthropic_models", "openai_chat_completions", "openai_models", "workspace_env", "other"};
-
 static const double bounds[KR_LATENCY_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                   0.1,    0.25,  0.5,    1,     2.5,  5,    10};
-
-const char *kr_route_label(kr_route_id r)
-{
-    return (unsigned)r < KR_ROUTE__COUNT ? route_labels[r] : "other";
-}
 
 void kr_metrics_request(kr_metrics *m, kr_route_id route, int status)
 {
@@ -52,7 +43,7 @@ void kr_metrics_render(const kr_metrics *m, const char *extra, kr_buf *out)
     for (int r = 0; r < KR_ROUTE__COUNT; r++)
         for (int i = 0; i < KR_METRICS_STATUSES && m->requests[r][i].status; i++)
             kr_buf_printf(out, "keyrail_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                          route_labels[r], m->requests[r][i].status,
+                          kr_route_label((kr_route_id)r), m->requests[r][i].status,
                           (unsigned long long)m->requests[r][i].count);
     kr_buf_puts(out, "# HELP keyrail_upstream_latency_seconds Time to the upstream response head.\n"
                      "# TYPE keyrail_upstream_latency_seconds histogram\n");
@@ -84,9 +75,14 @@ void kr_metrics_render(const kr_metrics *m, const char *extra, kr_buf *out)
                   "# TYPE keyrail_upstream_errors_total counter\nkeyrail_upstream_errors_total %llu\n"
                   "# HELP keyrail_client_disconnects_total Clients gone before the response ended.\n"
                   "# TYPE keyrail_client_disconnects_total counter\n"
-                  "keyrail_client_disconnects_total %llu\n",
+                  "keyrail_client_disconnects_total %llu\n"
+                  "# HELP keyrail_usage_unreadable_total Metered responses whose usage could not be "
+                  "read (an event or body over its cap, or none sent); their rows say so.\n"
+                  "# TYPE keyrail_usage_unreadable_total counter\n"
+                  "keyrail_usage_unreadable_total %llu\n",
                   (long long)m->open_streams, (long long)m->open_connections, (long long)m->inflight,
                   (unsigned long long)m->upstream_errors,
-                  (unsigned long long)m->client_disconnects);
+                  (unsigned long long)m->client_disconnects,
+                  (unsigned long long)m->usage_unreadable);
     if (extra) kr_buf_puts(out, extra);
 }

@@ -18,6 +18,7 @@ typedef enum {
     KR_ROUTE_ANTHROPIC_COUNT_TOKENS,
     KR_ROUTE_ANTHROPIC_MODELS,
     KR_ROUTE_OPENAI_CHAT,
+    KR_ROUTE_OPENAI_RESPONSES,
     KR_ROUTE_OPENAI_MODELS,
     KR_ROUTE_WORKSPACE_ENV,
     KR_ROUTE_OTHER,
@@ -41,8 +42,10 @@ typedef struct kr_metrics {
     int64_t open_connections;
     int64_t inflight;
     uint64_t client_disconnects;
+    uint64_t usage_unreadable; /* metered responses whose usage could not be read */
 } kr_metrics;
 
+/* The metrics/log label of a route (routes.c's table). */
 const char *kr_route_label(kr_route_id r);
 void kr_metrics_request(kr_metrics *m, kr_route_id route, int status);
 void kr_metrics_upstream_latency(kr_metrics *m, double seconds);

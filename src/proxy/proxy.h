@@ -180,9 +180,33 @@ int kr_server_run(const kr_config *cfg, bool dev);
 
 /* ---- requests (routes.c) ---- */
 
+/* What the proxy does with a route. routes.c holds the table: one row per
+ * route carries all of its facts. */
+typedef enum {
+    KR_RK_HEALTHZ = 0,
+    KR_RK_READYZ,
+    KR_RK_METRICS,
+    KR_RK_MODELS,   /* the platform models of the route's protocol */
+    KR_RK_ENV,      /* the workspace environment (the launcher's) */
+    KR_RK_UPSTREAM, /* forwarded to the platform's vendor */
+} kr_route_kind;
+
+typedef struct kr_route_def {
+    const char *path;
+    const char *method; /* "GET" (also answers HEAD) or "POST" */
+    kr_route_id id;     /* metrics slot */
+    const char *label;  /* metrics and log label */
+    kr_proto proto;     /* error shape; the protocol a workspace speaks here */
+    kr_route_kind kind;
+    kr_wire wire;         /* upstream: body and usage dialect */
+    const char *upstream; /* upstream: path appended to the provider's base URL */
+    bool metered;         /* upstream: usage recorded, debited, admitted by credits and limits */
+} kr_route_def;
+
 struct kr_req {
     kr_server *srv;
     kr_conn *conn; /* NULL once the client is gone */
+    const kr_route_def *rd; /* the matched route; NULL: none */
     kr_route_id route;
     kr_proto proto;
     char id[40];
@@ -211,6 +235,7 @@ struct kr_req {
     bool timed_out;
     bool meter; /* record usage for this request */
     int up_status;
+    bool usage_unreadable; /* the usage of a metered response could not be read */
     kr_buf resp_head; /* response head being assembled from the upstream's */
     kr_buf out;       /* response bytes staged for one write: head with the
                          first chunk; whole small bodies; for streams, every

@@ -15,8 +15,6 @@
 
 #define WRITE_HIGH_WATER (256 * 1024)
 #define OUT_CAP          (64 * 1024) /* staged bytes of a non-SSE body before a write */
-#define JSON_USAGE_CAP   (4u << 20)
-#define SSE_EVENT_CAP    (1u << 20)
 
 static void finish(kr_req *r);
 static void undirty(kr_req *r);
@@ -38,7 +36,7 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
     kr_buf_init(&r->upbody, (size_t)s->cfg->max_body_bytes + 4096);
     kr_buf_init(&r->resp_head, 16 * 1024);
     kr_buf_init(&r->out, OUT_CAP + 64 * 1024 + 64);
-    kr_buf_init(&r->json, JSON_USAGE_CAP);
+    kr_buf_init(&r->json, (size_t)s->cfg->max_usage_event_bytes);
     s->metrics.inflight++;
     return r;
 }
@@ -165,63 +163,101 @@ static void finish(kr_req *r)
 
 /* ---- credentials ---- */
 
+static const char *class_words(kr_cred_class cls)
+{
+    return cls == KR_CRED_ANTHROPIC_OAUTH     ? "an Anthropic OAuth token"
+           : cls == KR_CRED_ANTHROPIC_API_KEY ? "an Anthropic API key"
+           : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
+           : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
+           : cls == KR_CRED_WORKSPACE_TOKEN   ? "a second workspace token"
+                                              : "a credential that is not a keyrail workspace token";
+}
+
+/* The credential a credential header carries ("Bearer " stripped). */
+static kr_slice header_credential(const kr_http_header *hd)
+{
+    kr_slice v = hd->value;
+    if (kr_slice_eq_ci(hd->name, "authorization") && v.n > 7 && !strncasecmp(v.p, "bearer ", 7)) {
+        v.p += 7;
+        v.n -= 7;
+        while (v.n && *v.p == ' ')
+            v.p++, v.n--;
+    }
+    return v;
+}
+
 /* The workspace token a request presents, or a refusal (401) naming the
- * class of what arrived instead. Never echoes credential bytes. */
+ * class of what arrived instead or besides. Exactly one credential may
+ * arrive: a workspace token, as x-api-key or Authorization: Bearer (both
+ * headers carrying the same token count as one). Any other credential -- a
+ * second Authorization or x-api-key, or a credential of a known shape in any
+ * other header (custom headers, cookies) -- is refused, nothing forwarded.
+ * Never echoes credential bytes. */
 static bool take_credential(kr_req *r, const char **tok, size_t *n)
 {
-    const kr_http_header *xk = kr_http_find(r->http, "x-api-key");
-    const kr_http_header *au = kr_http_find(r->http, "authorization");
-    kr_slice cand[2];
-    int nc = 0;
-    if (xk && xk->value.n) cand[nc++] = xk->value;
-    if (au && au->value.n) {
-        kr_slice v = au->value;
-        if (v.n > 7 && !strncasecmp(v.p, "bearer ", 7)) {
-            v.p += 7;
-            v.n -= 7;
-            while (v.n && *v.p == ' ')
-                v.p++, v.n--;
+    const kr_http_req *h = r->http;
+    kr_slice ws = {NULL, 0};
+    /* the refusal names one extra credential: x-api-key's first, then
+     * Authorization's, then any other header's */
+    int bad_rank = 3;
+    const kr_http_header *bad = NULL;
+    kr_slice bad_v = {NULL, 0};
+    kr_cred_class bad_cls = KR_CRED_NONE;
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const kr_http_header *hd = &h->headers[i];
+        int rank = kr_slice_eq_ci(hd->name, "x-api-key")       ? 0
+                   : kr_slice_eq_ci(hd->name, "authorization") ? 1
+                                                               : 2;
+        kr_slice v = rank < 2 ? header_credential(hd) : hd->value;
+        kr_cred_class cls;
+        size_t off = 0, len = v.n;
+        if (rank < 2) {
+            if (!v.n) continue;
+            cls = kr_cred_classify(v.p, v.n);
+            if (cls == KR_CRED_WORKSPACE_TOKEN &&
+                (!ws.p || (ws.n == v.n && sodium_memcmp(ws.p, v.p, v.n) == 0))) {
+                ws = v; /* the token, or the same token again */
+                continue;
+            }
+            if (cls == KR_CRED_NONE) cls = KR_CRED_UNKNOWN;
+        } else {
+            cls = kr_cred_find(v.p, v.n, &off, &len);
+            if (cls == KR_CRED_NONE) continue;
         }
-        cand[nc++] = v;
+        if (rank < bad_rank) {
+            bad_rank = rank, bad = hd, bad_cls = cls;
+            bad_v = (kr_slice){v.p + off, len};
+        }
     }
-    if (nc == 0) {
+    if (bad) { /* something other than the one workspace token: refused */
+        char fp[KR_FP_LEN], name[64];
+        kr_cred_fingerprint(bad_v.p, bad_v.n, fp);
+        /* Claude Code hides a 401 whose message says "x-api-key" behind "Not
+         * logged in": name that header in words */
+        if (bad_rank == 0)
+            kr_strlcpy(name, "API key", sizeof name);
+        else
+            kr_memlcpy(name, sizeof name, bad->name.p, bad->name.n < 63 ? bad->name.n : 63);
+        kr_strlcpy(r->cred_class, kr_cred_class_name(bad_cls), sizeof r->cred_class);
+        kr_respond_error(r, 401, "authentication_error",
+                         "%s was presented in the %s header (class %s, fingerprint %s); this "
+                         "endpoint takes exactly one credential, a keyrail workspace token "
+                         "(krws_…), and nothing was forwarded. Start the agent with `keyrail "
+                         "run`, or check its environment (ANTHROPIC_AUTH_TOKEN, ANTHROPIC_API_KEY, "
+                         "CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_CUSTOM_HEADERS, OPENAI_API_KEY).",
+                         class_words(bad_cls), name, kr_cred_class_name(bad_cls), fp);
+        return false;
+    }
+    if (!ws.p) {
         kr_strlcpy(r->cred_class, "none", sizeof r->cred_class);
         kr_respond_error(r, 401, "authentication_error",
                          "no credential: this endpoint takes a keyrail workspace token (krws_…) as "
                          "x-api-key or Authorization: Bearer");
         return false;
     }
-    int ws = -1, nws = 0;
-    for (int i = 0; i < nc; i++)
-        if (kr_cred_classify(cand[i].p, cand[i].n) == KR_CRED_WORKSPACE_TOKEN) ws = i, nws++;
-    if (nws == 2 && (cand[0].n != cand[1].n || sodium_memcmp(cand[0].p, cand[1].p, cand[0].n))) {
-        kr_strlcpy(r->cred_class, "ambiguous", sizeof r->cred_class);
-        kr_respond_error(r, 401, "authentication_error",
-                         "two different workspace tokens were presented; send exactly one");
-        return false;
-    }
-    if (ws < 0) {
-        kr_cred_class cls = kr_cred_classify(cand[0].p, cand[0].n);
-        char fp[KR_FP_LEN];
-        kr_cred_fingerprint(cand[0].p, cand[0].n, fp);
-        kr_strlcpy(r->cred_class, kr_cred_class_name(cls), sizeof r->cred_class);
-        const char *what = cls == KR_CRED_ANTHROPIC_OAUTH     ? "an Anthropic OAuth token"
-                           : cls == KR_CRED_ANTHROPIC_API_KEY ? "an Anthropic API key"
-                           : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
-                           : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
-                                                       : "a credential that is not a keyrail "
-                                                         "workspace token";
-        kr_respond_error(r, 401, "authentication_error",
-                         "%s was presented (class %s, fingerprint %s); this endpoint takes keyrail "
-                         "workspace tokens (krws_…) only, and the credential was not forwarded. "
-                         "Start the agent with `keyrail run` or check ANTHROPIC_AUTH_TOKEN / "
-                         "CLAUDE_CODE_OAUTH_TOKEN / ANTHROPIC_API_KEY in its environment.",
-                         what, kr_cred_class_name(cls), fp);
-        return false;
-    }
     kr_strlcpy(r->cred_class, "workspace-token", sizeof r->cred_class);
-    *tok = cand[ws].p;
-    *n = cand[ws].n;
+    *tok = ws.p;
+    *n = ws.n;
     return true;
 }
 
@@ -422,20 +458,18 @@ static void forward(kr_req *r);
 
 static void on_auth(kr_req *r, const kr_auth_info *a)
 {
-    bool platform = r->route != KR_ROUTE_WORKSPACE_ENV;
+    bool platform = r->rd->kind != KR_RK_ENV;
     if (!auth_ok(r, a, platform)) return;
-    if (platform && !kr_meter_healthy(r->srv->meter) &&
-        (r->route == KR_ROUTE_ANTHROPIC_MESSAGES || r->route == KR_ROUTE_OPENAI_CHAT)) {
+    if (r->rd->metered && !kr_meter_healthy(r->srv->meter)) {
         kr_respond_error(r, 503, "api_error",
                          "usage cannot be recorded right now; keyrail refuses to serve unmetered");
         return;
     }
-    switch (r->route) {
-    case KR_ROUTE_ANTHROPIC_MODELS:
-    case KR_ROUTE_OPENAI_MODELS:
+    switch (r->rd->kind) {
+    case KR_RK_MODELS:
         respond_models(r);
         return;
-    case KR_ROUTE_WORKSPACE_ENV: {
+    case KR_RK_ENV: {
         kr_server *s = r->srv;
         env_job *e = kr_xcalloc(1, sizeof *e);
         e->job.work = env_work;
@@ -495,8 +529,9 @@ static int apply(kr_req *r, const char **b, size_t *bn, size_t off, size_t len, 
 }
 
 /* Rewrites the body where it must change: the canonical model id in place
- * of an alias, and for an OpenAI stream stream_options.include_usage =
- * true, so the vendor sends the usage chunk. Otherwise the body passes as
+ * of an alias, and for a chat completions stream
+ * stream_options.include_usage = true, so the vendor sends the usage chunk
+ * (the Responses API always reports usage in its final event). Otherwise the body passes as
  * it came. */
 static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *model)
 {
@@ -508,7 +543,7 @@ static int rewrite_body(kr_req *r, const char **body, size_t *n, const kr_jval *
         int rl = snprintf(rep, sizeof rep, "\"%s\"", r->model_id);
         if ((rc = apply(r, &b, &bn, (size_t)(model->p - b), model->n, rep, (size_t)rl))) return rc;
     }
-    if (r->proto == KR_PROTO_OPENAI && r->stream) {
+    if (r->rd->wire == KR_WIRE_OPENAI_CHAT && r->stream) {
         const char *const k[] = {"stream_options"};
         kr_jval so;
         if (kr_json_object_get(b, bn, k, &so, 1)) return KR_EPARSE;
@@ -568,10 +603,8 @@ static bool header_forwarded(kr_slice name, const kr_http_header *conn)
                                        "accept-encoding",
                                        "cookie",
                                        "forwarded",
-                                       "x-forwarded-for",
-                                       "x-forwarded-host",
-                                       "x-forwarded-proto",
                                        "x-real-ip",
+                                       "via",
                                        "content-type",
                                        "x-keyrail-request-id",
                                        "http2-settings"};
@@ -579,6 +612,9 @@ static bool header_forwarded(kr_slice name, const kr_http_header *conn)
         if (kr_slice_eq_ci(name, drop[i])) return false;
     /* some servers read '_' as '-': Content_Length could smuggle a length */
     if (memchr(name.p, '_', name.n)) return false;
+    /* every x-forwarded-* (for, host, proto, port, prefix, server, …): the
+     * client's say about its path is nobody's business upstream */
+    if (name.n >= 12 && !strncasecmp(name.p, "x-forwarded-", 12)) return false;
     if (conn) {
         const char *p = conn->value.p, *e = p + conn->value.n;
         while (p < e) {
@@ -599,24 +635,55 @@ static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud);
 static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud);
 static void on_up_timeout(uv_timer_t *t);
 
+/* The output cap a request names (max_tokens, max_completion_tokens or
+ * max_output_tokens, the largest when several), 0 when none: 0 on success,
+ * else the 400 was sent. */
+static int output_cap(kr_req *r, const kr_jval *v, const char *const *names, size_t n,
+                      uint64_t *cap)
+{
+    *cap = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x;
+        if (v[i].type == KR_JSON_ABSENT || v[i].type == KR_JSON_NULL) continue;
+        if (kr_jval_u64(&v[i], &x) || x == 0) {
+            kr_respond_error(r, 400, "invalid_request_error", "%s must be a positive integer",
+                             names[i]);
+            return -1;
+        }
+        if (x > *cap) *cap = x;
+    }
+    return 0;
+}
+
 static void forward(kr_req *r)
 {
     kr_server *s = r->srv;
     const kr_http_req *h = r->http;
+    const kr_route_def *rd = r->rd;
     const char *body = h->body;
     size_t n = h->body_len;
-    static const char *const keys[] = {"model", "stream", "max_tokens", "stream_options"};
-    kr_jval v[4];
-    if (kr_json_object_get(body, n, keys, v, 4)) {
+    static const char *const keys[] = {"model",          "stream",
+                                       "stream_options", "max_tokens",
+                                       "max_completion_tokens", "max_output_tokens"};
+    kr_jval v[6];
+    if (kr_json_object_get(body, n, keys, v, 6)) {
         kr_respond_error(r, 400, "invalid_request_error",
                          "the request body must be one JSON object (valid JSON, no duplicate "
-                         "model/stream/max_tokens/stream_options members)");
+                         "model/stream/stream_options/max_tokens/max_completion_tokens/"
+                         "max_output_tokens members)");
         return;
     }
     char model[128];
     if (v[0].type != KR_JSON_STRING || kr_jval_str(&v[0], model, sizeof model, NULL) || !model[0]) {
         kr_respond_error(r, 400, "invalid_request_error",
                          "model: a model name (string) is required");
+        return;
+    }
+    kr_cred_class mc = kr_cred_find(model, strlen(model), NULL, NULL);
+    if (mc != KR_CRED_NONE) { /* never echoed, never logged */
+        kr_respond_error(r, 400, "invalid_request_error",
+                         "model: the value holds a credential (class %s); it is not a model name",
+                         kr_cred_class_name(mc));
         return;
     }
     if (v[1].type != KR_JSON_ABSENT && v[1].type != KR_JSON_TRUE && v[1].type != KR_JSON_FALSE) {
@@ -626,7 +693,7 @@ static void forward(kr_req *r)
     r->stream = v[1].type == KR_JSON_TRUE;
     const kr_model *m = kr_registry_model(s->reg, model);
     const kr_provider *claim =
-        m ? &s->reg->providers[m->provider] : kr_registry_claim(s->reg, model);
+        m ? &s->reg->providers[m->provider] : kr_registry_claim_proto(s->reg, model, (int)r->proto);
     kr_strlcpy(r->model_id, m ? m->id : model, sizeof r->model_id);
     if (!claim || !claim->platform) {
         kr_respond_error(r, 403, "permission_error", "model '%s' is not available on the platform",
@@ -635,9 +702,11 @@ static void forward(kr_req *r)
     }
     if (claim->proto != r->proto) {
         kr_respond_error(r, 403, "permission_error",
-                         "model '%s' is served over the %s protocol; use /%s/v1/%s", r->model_id,
-                         kr_proto_name(claim->proto), kr_proto_name(claim->proto),
-                         claim->proto == KR_PROTO_OPENAI ? "chat/completions" : "messages");
+                         "model '%s' is served over the %s protocol; use %s", r->model_id,
+                         kr_proto_name(claim->proto),
+                         claim->proto == KR_PROTO_OPENAI
+                             ? "/openai/v1/chat/completions or /openai/v1/responses"
+                             : "/anthropic/v1/messages");
         return;
     }
     if (!m || !m->priced) {
@@ -655,26 +724,22 @@ static void forward(kr_req *r)
     }
     r->model = m;
     r->prov = claim;
-    /* admission: allow-list, credits, rate limits (limits.h) */
-    uint64_t max_tokens = 0;
-    if (v[2].type != KR_JSON_ABSENT && kr_jval_u64(&v[2], &max_tokens)) {
-        kr_respond_error(r, 400, "invalid_request_error", "max_tokens must be a positive integer");
-        return;
-    }
-    uint64_t est = n / 4 + (max_tokens ? max_tokens : 4096);
-    if (kr_limits_admit(s, r, est, r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS)) return;
+    /* admission: allow-list, credits, rate limits (limits.h). The token
+     * estimate is the prompt's size / 4 plus the output cap the request names
+     * (any of the three spellings; 4096 without one). */
+    uint64_t cap;
+    if (output_cap(r, v + 3, keys + 3, 3, &cap)) return;
+    uint64_t est = n / 4 + (cap ? cap : 4096);
+    if (kr_limits_admit(s, r, est, rd->metered)) return;
     if (rewrite_body(r, &body, &n, &v[0])) {
         kr_respond_error(r, 413, "request_too_large", "the request body is too large");
         return;
     }
-    /* URL: the registry's base URL and the protocol path; nothing the
+    /* URL: the registry's base URL and the route's upstream path; nothing the
      * tenant sends can change the host */
     char url[512];
-    const char *path = r->route == KR_ROUTE_OPENAI_CHAT              ? "/v1/chat/completions"
-                       : r->route == KR_ROUTE_ANTHROPIC_COUNT_TOKENS ? "/v1/messages/count_tokens"
-                                                                     : "/v1/messages";
     bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
-    snprintf(url, sizeof url, "%s%s%s", claim->base_url, path, beta ? "?beta=true" : "");
+    snprintf(url, sizeof url, "%s%s%s", claim->base_url, rd->upstream, beta ? "?beta=true" : "");
     /* headers */
     struct curl_slist *hl = NULL;
     char line[8300];
@@ -720,7 +785,7 @@ static void forward(kr_req *r)
     long ulbuf = n > 16384 ? (long)(n < (2u << 20) ? n : (2u << 20)) : 16384L;
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, ulbuf);
     if (!s->env_proxy) curl_easy_setopt(e, CURLOPT_PROXY, "");
-    r->meter = r->route != KR_ROUTE_ANTHROPIC_COUNT_TOKENS;
+    r->meter = rd->metered;
     r->t_up_ns = kr_mono_ns();
     if (kr_upstream_start(s, e)) {
         kr_respond_error(r, 502, "api_error", "the upstream request could not be started");
@@ -836,7 +901,7 @@ static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
             v++;
         if ((size_t)(buf + n - v) >= 17 && !strncasecmp(v, "text/event-stream", 17)) {
             r->is_sse = true;
-            kr_sse_usage_init(&r->sse, r->proto, SSE_EVENT_CAP);
+            kr_sse_usage_init_wire(&r->sse, r->rd->wire, (size_t)r->srv->cfg->max_usage_event_bytes);
         }
     }
     if (kr_buf_append(&r->resp_head, buf, n)) return 0; /* absurd upstream head: abort */
@@ -858,8 +923,8 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     up_activity(r);
     if (r->is_sse)
         kr_sse_usage_feed(&r->sse, ptr, n);
-    else if (r->up_status < 300)
-        kr_buf_append(&r->json, ptr, n); /* capped; usage needs the whole body */
+    else if (r->up_status < 300 && kr_buf_append(&r->json, ptr, n))
+        r->usage_unreadable = true; /* over the cap: the client gets it, usage cannot be read */
     if (n == 0) return 0;
     if (r->chunked) {
         char pre[24];
@@ -926,8 +991,24 @@ static void record_usage(kr_req *r, const char *status)
     if (r->is_sse) {
         kr_sse_usage_finish(&r->sse);
         u = r->sse.usage;
-    } else if (r->json.len) {
-        kr_usage_from_json(r->proto, r->json.data, r->json.len, &u, NULL, 0);
+        if (r->sse.usage_lost) r->usage_unreadable = true;
+    } else if (r->json.len && !r->usage_unreadable) {
+        if (kr_usage_from_json_wire(r->rd->wire, r->json.data, r->json.len, &u, NULL, 0))
+            r->usage_unreadable = true;
+    }
+    /* a complete metered response must say what it used: when it cannot be
+     * read the row still exists, says so, and the operator is told */
+    if (r->meter && !strcmp(status, "complete") && !u.seen) r->usage_unreadable = true;
+    if (r->meter && r->usage_unreadable) {
+        r->srv->metrics.usage_unreadable++;
+        if (!strcmp(status, "complete")) status = "unreadable";
+        KR_WARN("request %s: the usage of this response could not be read (%s); its row is "
+                "recorded with status unreadable",
+                r->id,
+                r->is_sse ? (r->sse.usage_lost ? "its final event was over server.max_usage_event_bytes"
+                                               : "no usage event")
+                : r->json.len >= r->json.max ? "its body was over server.max_usage_event_bytes"
+                                             : "no usage object in its body");
     }
     int64_t cost = r->model ? kr_model_cost(r->model, &u) : 0;
     kr_metrics_tokens(&r->srv->metrics, &u);
@@ -1058,31 +1139,48 @@ void kr_req_abort(kr_req *r)
 
 /* ---- routing ---- */
 
-typedef struct {
-    const char *path;
-    const char *method; /* "GET" also accepts HEAD */
-    kr_route_id route;
-    kr_proto proto;
-} route_def;
-
-static const route_def routes[] = {
-    {"/anthropic/v1/messages", "POST", KR_ROUTE_ANTHROPIC_MESSAGES, KR_PROTO_ANTHROPIC},
+static const kr_route_def routes[] = {
+    /* path, method, metrics id, label, protocol, kind, wire, upstream path, metered */
+    {"/anthropic/v1/messages", "POST", KR_ROUTE_ANTHROPIC_MESSAGES, "anthropic_messages",
+     KR_PROTO_ANTHROPIC, KR_RK_UPSTREAM, KR_WIRE_ANTHROPIC, "/v1/messages", true},
     {"/anthropic/v1/messages/count_tokens", "POST", KR_ROUTE_ANTHROPIC_COUNT_TOKENS,
-     KR_PROTO_ANTHROPIC},
-    {"/openai/v1/chat/completions", "POST", KR_ROUTE_OPENAI_CHAT, KR_PROTO_OPENAI},
-    {"/anthropic/v1/models", "GET", KR_ROUTE_ANTHROPIC_MODELS, KR_PROTO_ANTHROPIC},
-    {"/openai/v1/models", "GET", KR_ROUTE_OPENAI_MODELS, KR_PROTO_OPENAI},
-    {"/v1/workspace/env", "GET", KR_ROUTE_WORKSPACE_ENV, KR_PROTO_ANTHROPIC},
-    {"/healthz", "GET", KR_ROUTE_HEALTHZ, KR_PROTO_ANTHROPIC},
-    {"/readyz", "GET", KR_ROUTE_READYZ, KR_PROTO_ANTHROPIC},
-    {"/metrics", "GET", KR_ROUTE_METRICS, KR_PROTO_ANTHROPIC},
+     "anthropic_count_tokens", KR_PROTO_ANTHROPIC, KR_RK_UPSTREAM, KR_WIRE_ANTHROPIC,
+     "/v1/messages/count_tokens", false},
+    {"/openai/v1/chat/completions", "POST", KR_ROUTE_OPENAI_CHAT, "openai_chat_completions",
+     KR_PROTO_OPENAI, KR_RK_UPSTREAM, KR_WIRE_OPENAI_CHAT, "/v1/chat/completions", true},
+    {"/openai/v1/responses", "POST", KR_ROUTE_OPENAI_RESPONSES, "openai_responses",
+     KR_PROTO_OPENAI, KR_RK_UPSTREAM, KR_WIRE_OPENAI_RESPONSES, "/v1/responses", true},
+    {"/anthropic/v1/models", "GET", KR_ROUTE_ANTHROPIC_MODELS, "anthropic_models",
+     KR_PROTO_ANTHROPIC, KR_RK_MODELS, 0, NULL, false},
+    {"/openai/v1/models", "GET", KR_ROUTE_OPENAI_MODELS, "openai_models", KR_PROTO_OPENAI,
+     KR_RK_MODELS, 0, NULL, false},
+    {"/v1/workspace/env", "GET", KR_ROUTE_WORKSPACE_ENV, "workspace_env", KR_PROTO_ANTHROPIC,
+     KR_RK_ENV, 0, NULL, false},
+    {"/healthz", "GET", KR_ROUTE_HEALTHZ, "healthz", KR_PROTO_ANTHROPIC, KR_RK_HEALTHZ, 0, NULL,
+     false},
+    {"/readyz", "GET", KR_ROUTE_READYZ, "readyz", KR_PROTO_ANTHROPIC, KR_RK_READYZ, 0, NULL, false},
+    {"/metrics", "GET", KR_ROUTE_METRICS, "metrics", KR_PROTO_ANTHROPIC, KR_RK_METRICS, 0, NULL,
+     false},
 };
+
+const char *kr_route_label(kr_route_id id)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (routes[i].id == id) return routes[i].label;
+    return "other";
+}
+
+static bool is_websocket_upgrade(const kr_http_req *h)
+{
+    const kr_http_header *u = kr_http_find(h, "upgrade");
+    return u && u->value.n >= 9 && !strncasecmp(u->value.p, "websocket", 9);
+}
 
 void kr_req_start(kr_conn *c, const kr_http_req *h)
 {
     kr_req *r = req_new(c, h);
     c->req = r;
-    const route_def *rd = NULL;
+    const kr_route_def *rd = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (kr_slice_eq(h->path, routes[i].path)) {
             rd = &routes[i];
@@ -1096,26 +1194,34 @@ void kr_req_start(kr_conn *c, const kr_http_req *h)
             kr_respond_json(r, 200, hello, sizeof hello - 1, NULL);
             return;
         }
-        kr_respond_error(r, 404, "not_found_error", "no route for %.*s %.*s",
-                         (int)(h->method.n < 16 ? h->method.n : 16), h->method.p,
-                         (int)(h->path.n < 128 ? h->path.n : 128), h->path.p);
+        kr_respond_error(r, 404, r->proto == KR_PROTO_OPENAI ? "invalid_request_error" : "not_found_error",
+                         "no route for %.*s %.*s", (int)(h->method.n < 16 ? h->method.n : 16),
+                         h->method.p, (int)(h->path.n < 128 ? h->path.n : 128), h->path.p);
         return;
     }
-    r->route = rd->route;
+    r->rd = rd;
+    r->route = rd->id;
     r->proto = rd->proto;
     bool get = !strcmp(rd->method, "GET");
     if (!(kr_slice_eq(h->method, rd->method) || (get && kr_slice_eq(h->method, "HEAD")))) {
-        kr_respond_error(r, 405, "invalid_request_error", "%s takes %s", rd->path,
-                         get ? "GET" : "POST");
+        if (is_websocket_upgrade(h))
+            /* Codex tries a WebSocket first; a plain refusal makes it fall back at once */
+            kr_respond_error(r, 405, "invalid_request_error",
+                             "WebSocket is not supported on %s: send POST with \"stream\": true "
+                             "(server-sent events)",
+                             rd->path);
+        else
+            kr_respond_error(r, 405, "invalid_request_error", "%s takes %s", rd->path,
+                             get ? "GET" : "POST");
         return;
     }
-    switch (r->route) {
-    case KR_ROUTE_HEALTHZ: {
+    switch (rd->kind) {
+    case KR_RK_HEALTHZ: {
         static const char ok[] = "{\"status\":\"ok\"}";
         kr_respond_json(r, 200, ok, sizeof ok - 1, NULL);
         return;
     }
-    case KR_ROUTE_READYZ: {
+    case KR_RK_READYZ: {
         ping_job *p = kr_xcalloc(1, sizeof *p);
         p->job.work = ping_work;
         p->job.done = ping_done;
@@ -1124,14 +1230,14 @@ void kr_req_start(kr_conn *c, const kr_http_req *h)
         kr_workq_submit(c->srv->workers, &p->job);
         return;
     }
-    case KR_ROUTE_METRICS:
+    case KR_RK_METRICS:
         respond_metrics(r);
         return;
     default:
         break;
     }
     if (h->query.n && !(h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9)) &&
-        r->route != KR_ROUTE_ANTHROPIC_MODELS && r->route != KR_ROUTE_OPENAI_MODELS) {
+        rd->kind != KR_RK_MODELS) {
         /* only ?beta=true is meaningful; refuse rather than silently drop */
         kr_respond_error(r, 400, "invalid_request_error", "unsupported query string");
         return;

@@ -32,8 +32,15 @@
 
 void kr_sse_usage_init(kr_sse_usage *s, kr_proto proto, size_t max_event)
 {
+    kr_sse_usage_init_wire(s, proto == KR_PROTO_OPENAI ? KR_WIRE_OPENAI_CHAT : KR_WIRE_ANTHROPIC,
+                           max_event);
+}
+
+void kr_sse_usage_init_wire(kr_sse_usage *s, kr_wire wire, size_t max_event)
+{
     memset(s, 0, sizeof *s);
-    s->proto = proto;
+    s->wire = wire;
+    s->proto = wire == KR_WIRE_ANTHROPIC ? KR_PROTO_ANTHROPIC : KR_PROTO_OPENAI;
     s->max_event = max_event ? max_event : DEFAULT_MAX_EVENT;
     kr_buf_init(&s->line, s->max_event);
     kr_buf_init(&s->data, s->max_event);
@@ -99,6 +106,32 @@ static int openai_usage(const kr_jval *obj, kr_usage *u)
     }
     u->input_tokens = prompt > cached ? prompt - cached : 0;
     u->output_tokens = completion;
+    u->cache_read_tokens = cached;
+    u->cache_write_tokens = 0;
+    u->seen = true;
+    return rc;
+}
+
+/* Responses API usage object: input_tokens includes the cached ones;
+ * output_tokens includes reasoning. The whole record is replaced. */
+static int responses_usage(const kr_jval *obj, kr_usage *u)
+{
+    static const char *const keys[] = {"input_tokens", "output_tokens", "input_tokens_details"};
+    static const char *const dkeys[] = {"cached_tokens"};
+    kr_jval f[3], c;
+    uint64_t input = 0, output = 0, cached = 0;
+    int rc = 0;
+    if (kr_json_object_get(obj->p, obj->n, keys, f, 3)) return KR_EPARSE;
+    if (field_u64(&f[0], &input) < 0) rc = KR_EPARSE;
+    if (field_u64(&f[1], &output) < 0) rc = KR_EPARSE;
+    if (f[2].type == KR_JSON_OBJECT) {
+        if (kr_json_object_get(f[2].p, f[2].n, dkeys, &c, 1) || field_u64(&c, &cached) < 0)
+            rc = KR_EPARSE;
+    } else if (f[2].type != KR_JSON_ABSENT && f[2].type != KR_JSON_NULL) {
+        rc = KR_EPARSE;
+    }
+    u->input_tokens = input > cached ? input - cached : 0;
+    u->output_tokens = output;
     u->cache_read_tokens = cached;
     u->cache_write_tokens = 0;
     u->seen = true;
@@ -224,6 +257,53 @@ static void openai_event(kr_sse_usage *s, const char *d, size_t n)
     if (v[2].type == KR_JSON_OBJECT) s->error_event = true;
 }
 
+/* Responses API: the final events carry the whole response object. */
+static bool responses_final(const char *name)
+{
+    return !strcmp(name, "response.completed") || !strcmp(name, "response.incomplete") ||
+           !strcmp(name, "response.failed");
+}
+
+static void responses_event(kr_sse_usage *s, const char *d, size_t n)
+{
+    static const char *const keys[] = {"type", "response"};
+    /* The bulk of a stream is output_text deltas: only an event named (or
+     * typed) as one of ours is scanned; a "type" spelled with \u escapes is
+     * scanned too. */
+    bool named = s->event[0] != 0;
+    if (named && !responses_final(s->event) && strcmp(s->event, "error") &&
+        strcmp(s->event, "response.created"))
+        return;
+    if (!named && !contains(d, n, "response.completed") && !contains(d, n, "response.incomplete") &&
+        !contains(d, n, "response.failed") && !contains(d, n, "error") &&
+        !contains(d, n, "response.created") && !contains(d, n, "\\u"))
+        return;
+    kr_jval v[2];
+    if (!event_object(s, d, n, keys, v, 2)) return;
+    char type[64] = "";
+    if (v[0].type == KR_JSON_STRING && kr_jval_str(&v[0], type, sizeof type, NULL)) type[0] = 0;
+    if (!type[0] && named) kr_strlcpy(type, s->event, sizeof type);
+    if (!strcmp(type, "error")) {
+        s->error_event = true;
+        return;
+    }
+    bool final = responses_final(type);
+    if (!final && strcmp(type, "response.created")) return;
+    if (v[1].type != KR_JSON_OBJECT) return;
+    static const char *const rkeys[] = {"usage", "model"};
+    kr_jval r[2];
+    if (kr_json_object_get(v[1].p, v[1].n, rkeys, r, 2)) {
+        s->malformed = true;
+        return;
+    }
+    if (r[1].type == KR_JSON_STRING && (final || !s->model[0]))
+        copy_model(s->model, sizeof s->model, &r[1]);
+    if (!final) return;
+    if (r[0].type == KR_JSON_OBJECT && responses_usage(&r[0], &s->usage)) s->malformed = true;
+    if (!strcmp(type, "response.failed")) s->error_event = true;
+    else s->done = true;
+}
+
 static void end_event(kr_sse_usage *s)
 {
     kr_buf_reset(&s->data);
@@ -237,7 +317,9 @@ static void dispatch(kr_sse_usage *s)
     if (!s->skip_event && s->has_data) {
         s->events++;
         const char *d = s->data.data ? s->data.data : "";
-        if (s->proto == KR_PROTO_OPENAI)
+        if (s->wire == KR_WIRE_OPENAI_RESPONSES)
+            responses_event(s, d, s->data.len);
+        else if (s->proto == KR_PROTO_OPENAI)
             openai_event(s, d, s->data.len);
         else
             anthropic_event(s, d, s->data.len);
@@ -249,6 +331,12 @@ static void dispatch(kr_sse_usage *s)
 static void event_overflow(kr_sse_usage *s)
 {
     s->malformed = true;
+    /* a final Responses event too large to read: its usage is lost, and the
+     * stream is over all the same */
+    if (s->wire == KR_WIRE_OPENAI_RESPONSES && responses_final(s->event)) {
+        s->usage_lost = true;
+        s->done = true;
+    }
     s->skip_event = true;
     kr_buf_reset(&s->data);
     s->has_data = false;
@@ -379,6 +467,13 @@ void kr_sse_usage_finish(kr_sse_usage *s)
 int kr_usage_from_json(kr_proto proto, const char *body, size_t n, kr_usage *u, char *model,
                        size_t modelcap)
 {
+    return kr_usage_from_json_wire(proto == KR_PROTO_OPENAI ? KR_WIRE_OPENAI_CHAT : KR_WIRE_ANTHROPIC,
+                                   body, n, u, model, modelcap);
+}
+
+int kr_usage_from_json_wire(kr_wire wire, const char *body, size_t n, kr_usage *u, char *model,
+                            size_t modelcap)
+{
     static const char *const keys[] = {"usage", "model"};
     kr_jval v[2];
     int rc;
@@ -391,7 +486,9 @@ int kr_usage_from_json(kr_proto proto, const char *body, size_t n, kr_usage *u, 
     }
     if (model && modelcap && v[1].type == KR_JSON_STRING) copy_model(model, modelcap, &v[1]);
     if (v[0].type != KR_JSON_OBJECT) return KR_ENOTFOUND;
-    rc = proto == KR_PROTO_OPENAI ? openai_usage(&v[0], u) : anthropic_usage(&v[0], u);
+    rc = wire == KR_WIRE_OPENAI_RESPONSES ? responses_usage(&v[0], u)
+         : wire == KR_WIRE_OPENAI_CHAT    ? openai_usage(&v[0], u)
+                                          : anthropic_usage(&v[0], u);
     if (rc) {
         memset(u, 0, sizeof *u);
         return KR_EPARSE;

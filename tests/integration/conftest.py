@@ -30,8 +30,11 @@ TENANT_OAUTH = "sk-ant-oat01-CANARYTENANTOAUTH000000000000000000000000"
 TENANT_ANTHROPIC_KEY = "sk-ant-api03-CANARYTENANTANTHROPIC000000000000000000"
 TENANT_OPENAI_KEY = "sk-proj-CANARYTENANTOPENAI0000000000000000000000"
 TENANT_MINIMAX_KEY = "mmk-CANARYTENANTMINIMAX000000000000000000"
+# an OpenAI key in the legacy shape (sk-…): its shape names no issuer, so the
+# launcher lets the payload pair it with the fake vendor standing in for OpenAI
+TENANT_OPENAI_LEGACY_KEY = "sk-CANARYTENANTOPENAILEGACY000000000000000000"
 CANARIES = [PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, TENANT_ANTHROPIC_KEY,
-            TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY]
+            TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY, TENANT_OPENAI_LEGACY_KEY]
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "UndefinedBehaviorSanitizer", "AddressSanitizer:")
@@ -314,6 +317,20 @@ price_output = 0.60
 
 [model gpt-unpriced]
 provider = openai
+
+# the pinned agents' own default models (Claude Code 2.1.332, Codex 0.171.0)
+[model claude-opus-5-5]
+provider = anthropic
+price_input = 4.00
+price_output = 20.00
+price_cache_read = 0.20
+price_cache_write = 5.00
+
+[model gpt-6.2-sol]
+provider = openai
+price_input = 2.00
+price_output = 10.00
+price_cache_read = 0.10
 """
 
 

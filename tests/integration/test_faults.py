@@ -161,15 +161,18 @@ def test_malformed_sse_is_relayed_and_metered_openai(kr, vendor):
 
 def test_malformed_non_stream_body(kr, vendor):
     """A truncated JSON body (content-length consistent): relayed as is, and
-    nothing can be read from it, so nothing is charged."""
+    nothing can be read from it, so nothing is charged; the row says its usage
+    was unreadable, and so do the log and the metric."""
     tok = kr.setup_org()
     kr.start()
     st, h, data = call(kr, tok, "anthropic", False, "mode=malformed in=50 out=9")
     assert st == 200
     with pytest.raises(ValueError):
         json.loads(data)
-    row = assert_usage_is_what_was_served(kr, h["x-keyrail-request-id"], last_record(vendor), "complete")
+    row = assert_usage_is_what_was_served(kr, h["x-keyrail-request-id"], last_record(vendor), "unreadable")
     assert row["cost_micros"] == 0
+    assert metrics(kr.port)["keyrail_usage_unreadable_total"] == 1
+    assert h["x-keyrail-request-id"] in kr.log_text()
     assert_idle(kr)
 
 

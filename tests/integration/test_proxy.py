@@ -174,10 +174,14 @@ def test_vendor_sees_platform_key_never_tenant_credentials(kr, vendor):
     tok = kr.setup_org()
     kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", TENANT_OAUTH)
     kr.start()
-    # a hostile client sends its own vendor headers along
-    st, _, _ = anthropic(kr, tok, headers={"authorization": f"Bearer {TENANT_OAUTH}",
-                                           "cookie": "a=b", "x-forwarded-for": "1.2.3.4",
-                                           "anthropic-beta": "tools-2024"})
+    # a hostile client sends its own vendor credential along: refused, class named, nothing sent
+    st, _, data = anthropic(kr, tok, headers={"authorization": f"Bearer {TENANT_OAUTH}"})
+    assert st == 401 and b"class oauth" in data and TENANT_OAUTH.encode() not in data
+    assert vendor.requests() == []
+    fwd = {f"x-forwarded-{k}": "v" for k in ("for", "host", "proto", "port", "prefix", "server",
+                                              "scheme", "uri", "ssl")}
+    st, _, _ = anthropic(kr, tok, headers=dict(fwd, cookie="a=b", forwarded="for=1.2.3.4",
+                                               **{"x-real-ip": "1.2.3.4", "anthropic-beta": "tools-2024"}))
     assert st == 200
     st, _, _ = openai(kr, tok)
     assert st == 200
@@ -186,7 +190,8 @@ def test_vendor_sees_platform_key_never_tenant_credentials(kr, vendor):
     assert a["auth_class"] == "anthropic-api-key" and not a.get("auth_multiple")
     assert a["anthropic_beta"] == "tools-2024" and a["anthropic_version"] == "2023-06-01"
     assert "cookie" not in [x.lower() for x in a["headers"]]
-    assert "x-forwarded-for" not in [x.lower() for x in a["headers"]]
+    sent = [x.lower() for x in a["headers"]]
+    assert not [h for h in sent if h.startswith("x-forwarded-") or h in ("forwarded", "x-real-ip")], sent
     assert o["auth_header"] == "authorization" and o["auth_sha256"] == sha256(PLATFORM_OPENAI_KEY)
 
 
@@ -218,7 +223,7 @@ def test_count_tokens_and_models(kr, vendor):
     ids = [m["id"] for m in json.loads(data)["data"]]
     assert st == 200 and "claude-sonnet-4-5" in ids and "claude-unpriced" not in ids and "gpt-4o" not in ids
     st, _, data = http(kr.port, "GET", "/openai/v1/models", headers={"authorization": f"Bearer {tok}"})
-    assert st == 200 and [m["id"] for m in json.loads(data)["data"]] == ["gpt-4o", "gpt-4o-mini"]
+    assert st == 200 and [m["id"] for m in json.loads(data)["data"]] == ["gpt-4o", "gpt-4o-mini", "gpt-6.2-sol"]
 
 
 def test_unknown_path_and_method(kr, vendor):
