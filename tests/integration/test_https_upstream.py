@@ -14,7 +14,9 @@ as https://localhost:PORT and upstream.ca_file names the test CA.
 - a CA file that cannot be used stops keyrail from starting;
 - the fake vendor's HTTP machinery is unchanged over TLS (keep-alive,
   pipelining, HTTP/1.0 close-delimited streams, fault modes), and a broken
-  stream through keyrail over TLS is metered as served.
+  stream through keyrail over TLS is metered as served;
+- the launcher (`keyrail run --server https://…`) refuses a server it
+  cannot verify, before its token leaves.
 """
 import json
 import os
@@ -339,3 +341,27 @@ def test_stream_broken_over_tls_is_metered_as_served(setups, pki):
     st, _, _ = call(s.kr, s.token, "openai", True)
     assert st == 200
     assert_tls_only(s.vendor, 2)
+
+
+# ---- the launcher's connection to the keyrail server ----
+
+def test_launcher_refuses_a_server_it_cannot_verify(tmp_path, pki):
+    """`keyrail run --server https://…` verifies the server against the
+    system CA store; a certificate it cannot verify stops it before the
+    workspace token is sent, and the agent is not started."""
+    v = FakeVendor(str(tmp_path), tls=pki.pair("good"))
+    try:
+        marker = tmp_path / "agent-ran"
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+        p = subprocess.run([KEYRAIL, "run", "--server", f"https://localhost:{v.port}", "--token",
+                            "krws_" + "a" * 43, "--", "touch", str(marker)],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0
+        assert not marker.exists(), "the agent must not start"
+        assert "cannot reach the keyrail server" in p.stderr, p.stderr
+        assert re.search(r"unable to get local issuer certificate", p.stderr), p.stderr
+        assert "krws_" not in p.stderr
+        assert v.requests() == [], "the token never left"
+        wait_until(lambda: v.stats()["tls"]["handshake_failures"] == 1, what="refused handshake")
+    finally:
+        v.stop()
