@@ -50,6 +50,8 @@ static int fetch_payload(const char *server, const char *token, kr_buf *out)
     if (kr_snprintf(auth, sizeof auth, "Authorization: Bearer %s", token))
         return kr_cli_errf("--token too long");
     CURL *c = curl_easy_init();
+    char why[CURL_ERROR_SIZE] = ""; /* the cause, e.g. the certificate problem (TLS is verified) */
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, why);
     struct curl_slist *h = curl_slist_append(NULL, auth);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -68,7 +70,7 @@ static int fetch_payload(const char *server, const char *token, kr_buf *out)
     sodium_memzero(auth, sizeof auth);
     if (rc != CURLE_OK)
         return kr_cli_errf("cannot reach the keyrail server at %s (%s); the agent was not started",
-                           server, curl_easy_strerror(rc));
+                           server, why[0] ? why : curl_easy_strerror(rc));
     if (status != 200) {
         char msg[400];
         error_message(out, msg, sizeof msg);

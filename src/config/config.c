@@ -80,6 +80,12 @@ static const opt opts[] = {
     I("server", "log_flush_ms", log_flush_ms, "100", 0, 10000,
       "Request log lines are written in batches at least this often (a crash can lose the "
       "last ones); warnings and errors are written at once. 0: every line at once."),
+    S("upstream", "ca_file", upstream_ca_file, "",
+      "CA certificates (a PEM bundle) that vendors' TLS certificates are verified against, "
+      "instead of the system CA store: only these are trusted. Empty: the system CA store. "
+      "keyrail refuses to start when the file cannot be read or holds no certificate. "
+      "Certificate and host name verification cannot be turned off; a failure is a 502 naming "
+      "the cause."),
     S("provision", "concierge_default_model", concierge_default_model, "",
       "Model a concierge gets when neither its payload nor the store names one. Empty: the "
       "platform route with the agent's own default model."),

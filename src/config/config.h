@@ -45,6 +45,8 @@ typedef struct kr_config {
     char log_file[512];
     char log_level[16];
     int64_t log_flush_ms;
+    /* [upstream] */
+    char upstream_ca_file[512];
     /* [provision] */
     char concierge_default_model[128];
     char default_runtime[32];

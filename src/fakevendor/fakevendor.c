@@ -4,21 +4,26 @@
  * integration tests, end-to-end tests with the real Claude Code / Codex CLIs
  * and official SDKs, demos and benchmarks.
  *
- * Standalone: one C file, libuv + libhttp-parser (2.9) only, nothing from
- * keyrail itself.  Single-threaded libuv loop; keep-alive; pipelined requests
- * are answered strictly in order; no per-request heap allocation in steady
- * state (connection, record and scratch buffers are reused; only a buffer
- * grown past 1 MiB, e.g. by pad=, is freed after use).
+ * Standalone: one C file, libuv + libhttp-parser (2.9) + OpenSSL (for
+ * --tls-cert only), nothing from keyrail itself.  Single-threaded libuv loop;
+ * keep-alive; pipelined requests are answered strictly in order; no
+ * per-request heap allocation in steady state (connection, record and
+ * scratch buffers are reused; only a buffer grown past 1 MiB, e.g. by pad=,
+ * is freed after use).
  *
  * USAGE
  *   keyrail-fakevendor [--listen HOST:PORT] [--port-file FILE] [--record FILE]
- *                      [--quiet]
+ *                      [--quiet] [--tls-cert FILE --tls-key FILE]
  *     --listen     default 127.0.0.1:0; port 0 picks a free port.  IPv6 as
  *                  [::1]:PORT.
  *     --port-file  after listening, the actual port ("PORT\n") is written to
  *                  FILE.tmp.<pid> and renamed to FILE (atomic for pollers).
  *     --record     append one JSON line per finished request to FILE.
  *     --quiet      no per-request log lines on stderr (use for benchmarks).
+ *     --tls-cert, --tls-key
+ *                  serve HTTPS: every connection is TLS (1.2 or 1.3), with
+ *                  this certificate chain (PEM, leaf first) and private key
+ *                  (PEM).  Both or neither.  See TLS below.
  *   Always prints "listening on HOST:PORT" to stdout once listening.
  *   SIGTERM / SIGINT: clean exit (status 0).
  *   Debug aid: `keyrail-fakevendor --sha256-stdin` prints the SHA-256 of stdin.
@@ -138,7 +143,11 @@
  * gets the same objects as JSON lines, written when each request finishes,
  * so file order is finish order).  In memory: the last 10,000 requests.
  *   {"seq":N, "t_ms": ms since start, "method":"POST", "path":"/v1/messages",
- *    "query":"beta=true", "auth_header":"x-api-key"|"authorization"|"none",
+ *    "query":"beta=true",
+ *    "tls": true if the request came over TLS (--tls-cert), else false,
+ *    "sni": the SNI host name the client sent in the TLS handshake | null
+ *           (plain TCP, or no SNI, e.g. a client connecting to an IP),
+ *    "auth_header":"x-api-key"|"authorization"|"none",
  *    "auth_class":"anthropic-oauth"|"anthropic-api-key"|"openai-key"|
  *                 "workspace-token"|"unknown"|"none",
  *    "auth_sha256": hex SHA-256 of the credential (Authorization: "Bearer "
@@ -178,7 +187,16 @@
  *                 above, is in neither),
  *    "errors": N     of the finished ones, those answered with status >= 400,
  *    "served": {"input","output","cache_read","cache_write"}  the sum of the
- *              records' "served" over those requests, updated as it goes out}
+ *              records' "served" over those requests, updated as it goes out,
+ *    "tls": {"handshakes": N       TLS handshakes completed,
+ *            "handshake_failures": N  TLS connections that sent handshake
+ *                                  bytes but closed or failed before the
+ *                                  handshake completed (e.g. the client
+ *                                  refused our certificate),
+ *            "plaintext": N        connections to a TLS listener whose first
+ *                                  byte was not a TLS handshake record}
+ *           (all 0 without --tls-cert; connections, not requests: the
+ *           /_fake/... requests' own connections count too)}
  *   Requests that began before the last DELETE add nothing, even if they
  *   finish after it.
  *
@@ -225,6 +243,19 @@
  *   it sends accept-encoding: zstd,gzip; answers are never compressed.  A
  *   20 MB pad is fine for it.
  *
+ * TLS (--tls-cert/--tls-key): OpenSSL with memory BIOs on the same loop;
+ * the HTTP layer above is unchanged, so keep-alive, pipelining, streaming,
+ * every fault mode, the record and the stats work the same over TLS
+ * (reset_mid still resets the TCP connection, without a close_notify; a
+ * connection closed by us otherwise ends with a close_notify).  ALPN: the
+ * server selects http/1.1 when the client offers it, otherwise none (never
+ * h2).  The SNI name the client sent is kept per connection and recorded
+ * ("sni").  A connection whose first byte is not a TLS handshake record
+ * (e.g. a plaintext HTTP request) is counted as "plaintext" and closed
+ * unanswered; a handshake that fails (the client refused the certificate
+ * and sent an alert, or closed) is counted and, without --quiet, logged on
+ * stderr with OpenSSL's reason.  Neither is ever a record.
+ *
  * HTTP NOTES: HTTP/1.1 keep-alive (and HTTP/1.0 keep-alive), pipelining,
  * Expect: 100-continue, chunked request bodies, absolute-form targets and
  * HEAD (no body) are handled; an unparsable request gets 400 and a close.
@@ -250,6 +281,8 @@
 #include <unistd.h>
 
 #include <http_parser.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 /* ------------------------------------------------------------------------ */
@@ -993,6 +1026,18 @@ typedef struct conn {
     int      npend;
     req_t    req;
     job_t    job;
+    /* TLS (--tls-cert); ssl == NULL on a plain TCP listener.  c->out stays
+     * plaintext; try_flush seals it into records in tout, which then goes
+     * the way c->out goes on plain TCP (uv_try_write, the tail via wb). */
+    SSL  *ssl;
+    BIO  *rbio, *wbio;  /* network bytes into / out of the TLS engine */
+    buf_t tout;
+    bool  tls_seen;     /* some bytes arrived */
+    bool  tls_done;     /* handshake completed */
+    bool  tls_shut;     /* our close_notify is queued */
+    bool  tls_counted;  /* counted as failed or plaintext */
+    bool  has_sni;
+    char  sni[256];
 } conn_t;
 
 /* ------------------------------------------------------------------------ */
@@ -1010,9 +1055,12 @@ static uint64_t             g_seq, g_visible_from = 1, g_storm;
 static uint64_t             g_start_ms;
 static char                 g_readbuf[READBUF_SIZE];
 static buf_t                g_body, g_ev, g_line;
+static SSL_CTX             *g_tls; /* --tls-cert: every connection is TLS */
+static char                 g_tlsbuf[READBUF_SIZE]; /* decrypted input, consumed at once */
 static struct {
     uint64_t completed, incomplete, errors;
     int64_t  in, out, cr, cw;
+    uint64_t tls_ok, tls_failed, tls_plain;
 } g_stats; /* GET /_fake/stats; reset by DELETE /_fake/requests */
 
 static const char MODELS_ANTHROPIC[] =
@@ -1677,7 +1725,7 @@ static void on_timer(uv_timer_t *t);
 
 static bool over_high(const conn_t *c)
 {
-    return c->out.len + c->wb.len >= HIGH_WATER || c->npend >= MAXPEND;
+    return c->out.len + c->tout.len + c->wb.len >= HIGH_WATER || c->npend >= MAXPEND;
 }
 
 static void start_timer(conn_t *c, int kind, int64_t ms)
@@ -1955,6 +2003,12 @@ static void fake_stats(conn_t *c, int method)
     buf_num(b, g_stats.cr);
     BUF_LIT(b, ",\"cache_write\":");
     buf_num(b, g_stats.cw);
+    BUF_LIT(b, "},\"tls\":{\"handshakes\":");
+    buf_u64(b, g_stats.tls_ok);
+    BUF_LIT(b, ",\"handshake_failures\":");
+    buf_u64(b, g_stats.tls_failed);
+    BUF_LIT(b, ",\"plaintext\":");
+    buf_u64(b, g_stats.tls_plain);
     BUF_LIT(b, "}}\n");
     send_body(c, 200, 0, false);
 }
@@ -1985,6 +2039,13 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
     buf_jstr(b, path, plen);
     BUF_LIT(b, ",\"query\":");
     buf_jstr(b, query, qlen);
+    BUF_LIT(b, ",\"tls\":");
+    buf_bool(b, c->ssl != NULL);
+    BUF_LIT(b, ",\"sni\":");
+    if (c->has_sni)
+        buf_jstr(b, c->sni, strlen(c->sni));
+    else
+        BUF_LIT(b, "null");
     const cred_t *cr = r->xkey.present ? &r->xkey : r->authz.present ? &r->authz : NULL;
     BUF_LIT(b, ",\"auth_header\":\"");
     buf_str(b, r->xkey.present ? "x-api-key" : r->authz.present ? "authorization" : "none");
@@ -2469,6 +2530,152 @@ static int cb_message_complete(http_parser *p)
 }
 
 /* ------------------------------------------------------------------------ */
+/* TLS over memory BIOs (--tls-cert)                                         */
+
+/* A TLS connection ended before its handshake completed: count it once and
+ * say why (OpenSSL's reason, e.g. the alert the client sent). */
+static void tls_count_failure(conn_t *c, const char *what)
+{
+    if (c->tls_counted || c->tls_done || !c->tls_seen)
+        return;
+    c->tls_counted = true;
+    g_stats.tls_failed++;
+    if (!g_quiet) {
+        char why[256] = "";
+        unsigned long e = ERR_peek_last_error();
+        if (e)
+            ERR_error_string_n(e, why, sizeof why);
+        fprintf(stderr, "fakevendor: TLS handshake failed: %s%s%s\n", what, why[0] ? ": " : "",
+                why);
+    }
+    ERR_clear_error();
+}
+
+/* Seal the plaintext in c->out into TLS records and move every pending
+ * record (handshake messages, tickets, alerts, close_notify) to c->tout.
+ * -1: the TLS engine failed. */
+static int tls_seal(conn_t *c)
+{
+    size_t off = 0;
+    while (c->tls_done && off < c->out.len) {
+        size_t n = c->out.len - off;
+        if (n > (1u << 20))
+            n = 1u << 20;
+        ERR_clear_error();
+        int w = SSL_write(c->ssl, c->out.p + off, (int)n);
+        if (w <= 0)
+            return -1;
+        off += (size_t)w;
+    }
+    if (c->tls_done)
+        c->out.len = 0;
+    size_t pend = BIO_ctrl_pending(c->wbio);
+    if (pend) {
+        buf_reserve(&c->tout, pend);
+        int r = BIO_read(c->wbio, c->tout.p + c->tout.len, (int)pend);
+        if (r > 0)
+            c->tout.len += (size_t)r;
+    }
+    return 0;
+}
+
+/* Bytes from the socket: into the TLS engine; what it decrypts is appended
+ * to c->in.  -1: the connection was closed. */
+static int tls_input(conn_t *c, const char *p, size_t n)
+{
+    if (!c->tls_seen) {
+        c->tls_seen = true;
+        if ((unsigned char)p[0] != 0x16) { /* not a TLS handshake record */
+            c->tls_counted = true;
+            g_stats.tls_plain++;
+            if (!g_quiet)
+                fprintf(stderr, "fakevendor: plaintext on a TLS listener; connection closed\n");
+            close_conn(c, false);
+            return -1;
+        }
+    }
+    if (BIO_write(c->rbio, p, (int)n) != (int)n)
+        die("out of memory");
+    ERR_clear_error();
+    if (!c->tls_done) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return 0; /* more to come; drive() sends what the engine wrote */
+            tls_count_failure(c, "handshake error");
+            if (tls_seal(c) == 0 && c->tout.len && !c->writing) { /* our alert, if any */
+                uv_buf_t b = uv_buf_init(c->tout.p, (unsigned)c->tout.len);
+                (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            }
+            close_conn(c, false);
+            return -1;
+        }
+        c->tls_done = true;
+        g_stats.tls_ok++;
+        const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+        if (sni) {
+            size_t l = strlen(sni);
+            if (l >= sizeof c->sni)
+                l = sizeof c->sni - 1;
+            memcpy(c->sni, sni, l);
+            c->sni[l] = 0;
+            c->has_sni = true;
+        }
+    }
+    for (;;) {
+        int r = SSL_read(c->ssl, g_tlsbuf, (int)sizeof g_tlsbuf);
+        if (r > 0) {
+            buf_put(&c->in, g_tlsbuf, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer is done sending */
+            c->read_eof = true;
+            return 0;
+        }
+        if (!g_quiet) {
+            char why[256] = "";
+            ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
+            fprintf(stderr, "fakevendor: TLS error: %s; connection closed\n", why);
+        }
+        ERR_clear_error();
+        close_conn(c, false);
+        return -1;
+    }
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char h11[] = "\x08http/1.1";
+    unsigned char *o = NULL;
+    if (SSL_select_next_proto(&o, outlen, h11, sizeof h11 - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = o;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void tls_setup(const char *cert, const char *key)
+{
+    g_tls = SSL_CTX_new(TLS_server_method());
+    if (!g_tls || !SSL_CTX_set_min_proto_version(g_tls, TLS1_2_VERSION))
+        die("cannot create the TLS context");
+    char why[256] = "";
+    if (SSL_CTX_use_certificate_chain_file(g_tls, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(g_tls, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(g_tls) != 1) {
+        ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
+        fprintf(stderr, "keyrail-fakevendor: --tls-cert %s / --tls-key %s: %s\n", cert, key, why);
+        exit(1);
+    }
+    SSL_CTX_set_options(g_tls, SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_alpn_select_cb(g_tls, alpn_select, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
 /* I/O                                                                       */
 
 static void on_write(uv_write_t *w, int status)
@@ -2494,9 +2701,17 @@ static int try_flush(conn_t *c)
         return -1;
     if (c->writing)
         return 0;
-    if (c->out.len == 0)
+    buf_t *src = &c->out; /* the bytes for the socket */
+    if (c->ssl) {
+        if (tls_seal(c) != 0) {
+            close_conn(c, false);
+            return -1;
+        }
+        src = &c->tout;
+    }
+    if (src->len == 0)
         return 1;
-    uv_buf_t b = uv_buf_init(c->out.p, (unsigned)c->out.len);
+    uv_buf_t b = uv_buf_init(src->p, (unsigned)src->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == UV_EAGAIN || n == UV_ENOSYS)
         n = 0;
@@ -2504,14 +2719,14 @@ static int try_flush(conn_t *c)
         close_conn(c, false);
         return -1;
     }
-    if ((size_t)n == c->out.len) {
-        c->out.len = 0;
+    if ((size_t)n == src->len) {
+        src->len = 0;
         return 1;
     }
     buf_t t = c->wb; /* hand the unsent tail to uv_write, keep accumulating in the other buffer */
-    c->wb = c->out;
-    c->out = t;
-    c->out.len = 0;
+    c->wb = *src;
+    *src = t;
+    src->len = 0;
     b = uv_buf_init(c->wb.p + n, (unsigned)(c->wb.len - (size_t)n));
     c->wreq.data = c;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
@@ -2597,7 +2812,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     if (c->no_more || (c->job.active && (c->job.phase == PH_STALL || c->job.phase == PH_RESET)))
         return; /* nothing more will be answered on this connection: discard */
-    buf_put(&c->in, b->base, (size_t)nread);
+    if (c->ssl) {
+        if (tls_input(c, b->base, (size_t)nread) < 0)
+            return; /* closed */
+    } else {
+        buf_put(&c->in, b->base, (size_t)nread);
+    }
     if (c->in.len - c->in_off > IN_MAX) {
         uv_read_stop(s);
         c->read_stopped = true;
@@ -2638,6 +2858,14 @@ static void drive(conn_t *c)
             break; /* closed, or on_write will call us again */
         complete_pending(c);
         if (c->close_after_flush && !j->active) {
+            if (c->ssl && c->tls_done && !c->tls_shut) { /* end with a close_notify */
+                c->tls_shut = true;
+                ERR_clear_error();
+                SSL_shutdown(c->ssl);
+                ERR_clear_error();
+                c->redrive = true;
+                continue;
+            }
             close_conn(c, false);
             break;
         }
@@ -2647,6 +2875,8 @@ static void drive(conn_t *c)
         }
         if (c->out.cap > BUF_KEEP)
             buf_free(&c->out);
+        if (c->tout.cap > BUF_KEEP)
+            buf_free(&c->tout);
         if (c->read_stopped && !c->read_eof && c->in.len - c->in_off < IN_MAX / 2) {
             c->read_stopped = false;
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -2690,6 +2920,8 @@ static void on_closed(uv_handle_t *h)
     buf_free(&c->out);
     buf_free(&c->wb);
     buf_free(&c->body);
+    buf_free(&c->tout);
+    SSL_free(c->ssl); /* and its BIOs */
     free(c);
 }
 
@@ -2698,6 +2930,8 @@ static void close_conn(conn_t *c, bool reset)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->ssl)
+        tls_count_failure(c, "connection closed during the handshake");
     if (c->job.active) {
         rec_result(&c->job);
         rec_done(c->job.seq, false);
@@ -2741,6 +2975,16 @@ static void on_connection(uv_stream_t *srv, int status)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->keep_alive = true;
+    if (g_tls) {
+        c->ssl = SSL_new(g_tls);
+        c->rbio = BIO_new(BIO_s_mem());
+        c->wbio = BIO_new(BIO_s_mem());
+        if (!c->ssl || !c->rbio || !c->wbio)
+            die("out of memory");
+        BIO_set_mem_eof_return(c->rbio, -1); /* empty: "retry", not EOF */
+        SSL_set_bio(c->ssl, c->rbio, c->wbio);
+        SSL_set_accept_state(c->ssl);
+    }
     c->next = g_conns;
     if (g_conns)
         g_conns->prev = c;
@@ -2768,6 +3012,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyrail-fakevendor [--listen HOST:PORT] [--port-file FILE] "
                "[--record FILE] [--quiet]\n"
+               "                          [--tls-cert FILE --tls-key FILE]\n"
                "       keyrail-fakevendor --sha256-stdin\n"
                "Fake Anthropic/OpenAI upstream for tests; see the top of fakevendor.c.\n");
 }
@@ -2796,12 +3041,14 @@ static int sha256_stdin(void)
 int main(int argc, char **argv)
 {
     const char *listen_arg = "127.0.0.1:0", *port_file = NULL, *record = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         const char *eq = strchr(a, '=');
         size_t al = eq ? (size_t)(eq - a) : strlen(a);
 #define OPT(name) (al == sizeof(name) - 1 && memcmp(a, name, al) == 0)
-        bool needs = OPT("--listen") || OPT("--port-file") || OPT("--record");
+        bool needs = OPT("--listen") || OPT("--port-file") || OPT("--record") ||
+                     OPT("--tls-cert") || OPT("--tls-key");
         if (needs) {
             if (eq)
                 v = eq + 1;
@@ -2818,6 +3065,10 @@ int main(int argc, char **argv)
             port_file = v;
         else if (OPT("--record"))
             record = v;
+        else if (OPT("--tls-cert"))
+            tls_cert = v;
+        else if (OPT("--tls-key"))
+            tls_key = v;
         else if (OPT("--quiet"))
             g_quiet = true;
         else if (OPT("--sha256-stdin"))
@@ -2857,6 +3108,10 @@ int main(int argc, char **argv)
     }
     if (port < 0 || port > 65535)
         die("bad port");
+    if (!tls_cert != !tls_key)
+        die("--tls-cert and --tls-key go together");
+    if (tls_cert)
+        tls_setup(tls_cert, tls_key);
 
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
@@ -2936,5 +3191,6 @@ int main(int argc, char **argv)
     if (g_rec_fd >= 0)
         close(g_rec_fd);
     uv_loop_close(g_loop);
+    SSL_CTX_free(g_tls);
     return 0;
 }

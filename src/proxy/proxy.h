@@ -103,6 +103,15 @@ CURL *kr_upstream_easy(kr_server *s);
 void kr_upstream_release(kr_server *s, CURL *easy);
 /* Called by upstream.c when a transfer ends (routes.c implements it). */
 void kr_req_upstream_done(kr_req *r, CURLcode rc);
+/* Refuses (at start) an upstream.ca_file that cannot be read or holds no
+ * PEM certificate. */
+int kr_upstream_check_config(const kr_config *cfg, kr_diag *d);
+/* The message of a 502 for a transfer that failed before the response head:
+ * the cause in libcurl's words (errbuf: the request's up_err), redacted;
+ * TLS failures say so and that the request was not sent. */
+void kr_upstream_describe(CURLcode rc, const char *errbuf, char *out, size_t cap);
+/* A TLS handshake or verification failure (always before any request byte). */
+bool kr_upstream_is_tls_error(CURLcode rc);
 
 /* ---- server and connections (server.c) ---- */
 
@@ -236,6 +245,7 @@ struct kr_req {
     bool meter; /* record usage for this request */
     int up_status;
     bool usage_unreadable; /* the usage of a metered response could not be read */
+    char up_err[CURL_ERROR_SIZE]; /* libcurl's error text for the transfer (ERRORBUFFER) */
     kr_buf resp_head; /* response head being assembled from the upstream's */
     kr_buf out;       /* response bytes staged for one write: head with the
                          first chunk; whole small bodies; for streams, every

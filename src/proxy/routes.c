@@ -1074,9 +1074,11 @@ void kr_req_upstream_done(kr_req *r, CURLcode rc)
             kr_respond_error(r, 504, "api_error",
                              "the upstream vendor did not answer within %lld ms",
                              (long long)s->cfg->upstream_timeout_ms);
-        else
-            kr_respond_error(r, 502, "api_error", "the upstream vendor could not be reached (%s)",
-                             curl_easy_strerror(rc));
+        else {
+            char why[400];
+            kr_upstream_describe(rc, r->up_err, why, sizeof why); /* TLS: the cause, named */
+            kr_respond_error(r, 502, "api_error", "%s", why);
+        }
         kr_req_unref(r);
         return;
     }

@@ -548,9 +548,13 @@ int kr_server_run(const kr_config *cfg, bool dev)
 {
     char journal[600];
     tune_malloc();
-    kr_server *s = kr_xcalloc(1, sizeof *s);
     kr_diag d = {{0}};
     int rc;
+    if ((rc = kr_upstream_check_config(cfg, &d))) {
+        KR_ERROR("refusing to start: %s", d.msg);
+        return 1;
+    }
+    kr_server *s = kr_xcalloc(1, sizeof *s);
     s->cfg = cfg;
     s->loop = uv_default_loop();
     s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,

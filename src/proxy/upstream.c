@@ -6,9 +6,20 @@
  * uv_timer and hand events back with curl_multi_socket_action. The multi
  * handle keeps the connection cache, so upstream connections (HTTP/1.1
  * keep-alive, HTTP/2 over TLS) are reused across requests. Easy handles are
- * pooled and reset between requests.
+ * pooled and reused without a reset.
+ *
+ * TLS to vendors: every handle verifies the peer's certificate chain and
+ * its host name (CURLOPT_SSL_VERIFYPEER 1, CURLOPT_SSL_VERIFYHOST 2, TLS 1.2
+ * at least), against upstream.ca_file when set (and then only against it),
+ * else the system CA store. These options are set once per handle, when it
+ * is created, and nothing ever changes them: there is no setting to weaken
+ * them, and libcurl never falls back from https to plain http. A transfer
+ * that fails before the response head is described by kr_upstream_describe
+ * from libcurl's error text (the certificate problem, the host name) for the
+ * 502 body.
  */
 #include "proxy/proxy.h"
+#include "core/ini.h"
 #include "core/log.h"
 
 #include <stdlib.h>
@@ -31,6 +42,9 @@ static void check_done(kr_server *s)
         kr_req *r = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
         curl_multi_remove_handle(s->multi, e);
+        if (r && rc != CURLE_OK && kr_upstream_is_tls_error(rc))
+            KR_WARN("upstream TLS failure (%s, request %s): %s", r->prov ? r->prov->name : "?",
+                    r->id, r->up_err[0] ? r->up_err : curl_easy_strerror(rc));
         if (r) kr_req_upstream_done(r, rc);
     }
 }
@@ -169,15 +183,43 @@ int kr_upstream_url(kr_server *s, CURL *e, const char *url)
     return curl_easy_setopt(e, CURLOPT_CURLU, u) ? -1 : 0;
 }
 
+int kr_upstream_check_config(const kr_config *cfg, kr_diag *d)
+{
+    if (!cfg->upstream_ca_file[0]) return 0;
+    char *text;
+    size_t n;
+    kr_diag inner = {{0}};
+    int rc = kr_read_file(cfg->upstream_ca_file, 64u << 20, &text, &n, &inner);
+    if (rc) return kr_fail(d, rc, "upstream.ca_file: %s", kr_diag_msg(&inner, rc));
+    static const char pem[] = "-----BEGIN CERTIFICATE-----";
+    bool found = memmem(text, n, pem, sizeof pem - 1) != NULL;
+    free(text);
+    if (!found)
+        return kr_fail(d, KR_ECONFIG, "upstream.ca_file: %s holds no PEM certificate",
+                       cfg->upstream_ca_file);
+    return 0;
+}
+
 CURL *kr_upstream_easy(kr_server *s)
 {
     if (s->neasy > 0) return s->easy_pool[--s->neasy];
-    return curl_easy_init();
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    /* TLS verification, for the handle's life (see the top of this file) */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (s->cfg->upstream_ca_file[0]) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, s->cfg->upstream_ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL); /* the bundle alone, not /etc/ssl/certs too */
+    }
+    return e;
 }
 
 void kr_upstream_release(kr_server *s, CURL *e)
 {
     if (!e) return;
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL); /* it belongs to the finished request */
     /* no curl_easy_reset: forward() sets every option it relies on for each
      * request, and a reset per request is measurable work */
     if (s->multi && s->neasy < (int)(sizeof s->easy_pool / sizeof s->easy_pool[0]))
@@ -188,7 +230,66 @@ void kr_upstream_release(kr_server *s, CURL *e)
 
 int kr_upstream_start(kr_server *s, CURL *e)
 {
+    kr_req *r = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+    if (r) {
+        r->up_err[0] = 0;
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->up_err);
+    }
     return curl_multi_add_handle(s->multi, e) == CURLM_OK ? 0 : -1;
+}
+
+bool kr_upstream_is_tls_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+        return true; /* all of them before any request byte */
+    default:
+        return false;
+    }
+}
+
+void kr_upstream_describe(CURLcode rc, const char *errbuf, char *out, size_t cap)
+{
+    /* libcurl's own text names the cause ("SSL certificate problem:
+     * certificate has expired", "… self-signed certificate", "… unable to
+     * get local issuer certificate", "SSL: no alternative certificate
+     * subject name matches target host name 'x'"); it holds host names and
+     * certificate fields, never request headers, and is redacted anyway */
+    const char *why = errbuf && errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    kr_buf red = KR_BUF_INIT(CURL_ERROR_SIZE * 4);
+    kr_redact(why, strnlen(why, CURL_ERROR_SIZE), &red);
+    int n = (int)red.len;
+    const char *t = red.data ? red.data : "";
+    if (rc == CURLE_PEER_FAILED_VERIFICATION)
+        kr_snprintf(out, cap,
+                    "the upstream vendor's TLS certificate failed verification (%.*s); the request "
+                    "was not sent",
+                    n, t);
+    else if (rc == CURLE_SSL_CACERT_BADFILE)
+        kr_snprintf(out, cap,
+                    "the CA bundle for upstream TLS could not be used (%.*s); the request "
+                    "was not sent",
+                    n, t);
+    else if (kr_upstream_is_tls_error(rc))
+        kr_snprintf(out, cap,
+                    "the TLS handshake with the upstream vendor failed (%.*s); the request "
+                    "was not sent",
+                    n, t);
+    else
+        kr_snprintf(out, cap, "the upstream vendor could not be reached (%.*s)", n, t);
+    kr_buf_free(&red);
 }
 
 void kr_upstream_cancel(kr_server *s, CURL *e)

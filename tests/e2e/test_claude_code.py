@@ -75,6 +75,43 @@ def test_concierge_through_launcher_with_hostile_env(tmp_path, kr, vendor):
     assert sum(r["output"] for r in rows) == sum(r["served"]["output"] for r in reqs)
 
 
+def test_claude_code_over_an_https_upstream(tmp_path):
+    """The same launch, with keyrail's upstream over HTTPS (issue 15): the
+    fake vendor serves TLS with a certificate from a CA made now, the
+    registry names https://localhost:PORT, upstream.ca_file the CA."""
+    pki = fx.TestPKI(str(tmp_path))
+    vendor = fx.FakeVendor(str(tmp_path), tls=pki.pair("good"))
+    kr = None
+    try:
+        kr = fx.Keyrail(str(tmp_path), vendor, extra_config=f"[upstream]\nca_file = {pki.ca}\n"
+                        "[provision]\nconcierge_default_model = claude-sonnet-4-5")
+        assert vendor.url.startswith("https://localhost:")
+        token = kr.setup_org(credits="10")
+        kr.start()
+        p = launch(kr, token, str(tmp_path), "say hello")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "Hello from fakevendor." in p.stdout
+        for c in fx.CANARIES:
+            assert c not in p.stderr and c not in p.stdout
+        reqs = [r for r in vendor.requests() if r["path"].endswith("/v1/messages")]
+        assert reqs, "Claude Code never reached the vendor"
+        for r in reqs:
+            assert r["tls"] is True and r["sni"] == "localhost", r
+            assert r["auth_sha256"] == fx.sha256(fx.PLATFORM_ANTHROPIC_KEY), r
+        assert vendor.stats()["tls"]["plaintext"] == 0
+        rows = fx.wait_until(lambda: kr.usage() if len(kr.usage()) == len(reqs) else None,
+                             what="a usage row per request")
+        assert all(r["status"] == "complete" for r in rows)
+        assert sum(r["input"] for r in rows) == sum(r["served"]["input"] for r in reqs)
+        assert sum(r["output"] for r in rows) == sum(r["served"]["output"] for r in reqs)
+    finally:
+        rc = kr.stop() if kr else 0
+        vendor.stop()
+        if kr:
+            fx.check_log_clean(kr.log_text())
+            assert rc == 0, kr.log_text()[-3000:]
+
+
 def test_byok_workspace_goes_to_its_vendor_directly(tmp_path, kr, vendor):
     kr.cli("org", "create", "acme")
     kr.secret("--org", "acme", "MINIMAX_API_KEY", fx.TENANT_MINIMAX_KEY)

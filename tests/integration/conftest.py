@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 
@@ -230,31 +231,145 @@ def metrics(port):
 
 
 class FakeVendor:
-    def __init__(self, tmp):
+    """The fake vendor. tls=(cert file, key file): it serves HTTPS only, and
+    its url is https://<url_host>:PORT (the host keyrail's registry names)."""
+
+    def __init__(self, tmp, tls=None, url_host="localhost"):
         self.tmp = tmp
+        self.tls = tls
+        self.url_host = url_host
         self.port_file = os.path.join(tmp, "fv.port")
-        self.proc = subprocess.Popen([FAKEVENDOR, "--port-file", self.port_file, "--quiet"],
-                                     stdout=subprocess.DEVNULL,
+        args = [FAKEVENDOR, "--port-file", self.port_file]
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]  # logs its TLS failures
+        else:
+            args += ["--quiet"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(tmp, "fakevendor.log"), "w"))
         self.port = int(wait_until(lambda: open(self.port_file).read().strip(), what="fakevendor port"))
-        wait_until(lambda: http(self.port, "GET", "/_fake/healthz")[0] == 200, what="fakevendor")
+        wait_until(lambda: self.control("GET", "/_fake/healthz")[0] == 200, what="fakevendor")
 
     @property
     def url(self):
+        if self.tls:
+            return f"https://{self.url_host}:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
+    def control(self, method, path):
+        """A /_fake/... call. Over TLS the test's own channel does not verify
+        the certificate: it may be one keyrail has to refuse."""
+        if not self.tls:
+            return http(self.port, method, path)
+        c = httpclient.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                       context=ssl._create_unverified_context())
+        c.request(method, path)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
     def requests(self):
-        st, _, body = http(self.port, "GET", "/_fake/requests")
+        st, _, body = self.control("GET", "/_fake/requests")
+        assert st == 200
+        return json.loads(body)
+
+    def stats(self):
+        st, _, body = self.control("GET", "/_fake/stats")
         assert st == 200
         return json.loads(body)
 
     def clear(self):
-        http(self.port, "DELETE", "/_fake/requests")
+        self.control("DELETE", "/_fake/requests")
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=10)
+
+
+class TestPKI:
+    """A certificate authority and server certificates made at test time
+    (python3-cryptography; nothing is committed). Every pair is written to
+    dir as NAME.pem / NAME.key; pair(NAME) returns (cert file, key file).
+
+      ca          the test CA (ca.pem is what keyrail's upstream.ca_file names)
+      good        localhost + 127.0.0.1, signed by the CA
+      wrong_name  other.example only, signed by the CA
+      name_only   localhost only (no IP), signed by the CA
+      expired     localhost + 127.0.0.1, signed by the CA, expired 30 days ago
+      self_signed localhost + 127.0.0.1, signed by its own key
+      unknown_ca  localhost + 127.0.0.1, signed by another CA (other_ca.pem)
+    """
+    __test__ = False  # not a test class
+
+    def __init__(self, dir):
+        import datetime
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        self.dir = dir
+        now = datetime.datetime.now(datetime.timezone.utc)
+        day = datetime.timedelta(days=1)
+
+        def key():
+            return ec.generate_private_key(ec.SECP256R1())
+
+        def name(cn):
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+        def write(n, cert, k):
+            with open(os.path.join(dir, n + ".pem"), "wb") as f:
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+            with open(os.path.join(dir, n + ".key"), "wb") as f:
+                f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+
+        def make_ca(cn):
+            k = key()
+            c = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                 .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - day).not_valid_after(now + 30 * day)
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                 .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                              key_encipherment=False, data_encipherment=False,
+                                              key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                              encipher_only=False, decipher_only=False), critical=True)
+                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+                 .sign(k, hashes.SHA256()))
+            return c, k
+
+        def make_leaf(names, issuer, issuer_key, before, after, ips=("127.0.0.1",)):
+            k = key()
+            san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            b = (x509.CertificateBuilder().subject_name(name(names[0]))
+                 .issuer_name(issuer.subject if issuer else name(names[0]))
+                 .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(before).not_valid_after(after)
+                 .add_extension(x509.SubjectAlternativeName(san), critical=False)
+                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+            if issuer:
+                b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    issuer_key.public_key()), critical=False)
+            return b.sign(issuer_key if issuer else k, hashes.SHA256()), k
+
+        ca, ca_key = make_ca("keyrail test CA")
+        other, other_key = make_ca("keyrail other test CA")
+        write("ca", ca, ca_key)
+        write("other_ca", other, other_key)
+        self.ca = os.path.join(dir, "ca.pem")
+        write("good", *make_leaf(["localhost"], ca, ca_key, now - day, now + 30 * day))
+        write("wrong_name", *make_leaf(["other.example"], ca, ca_key, now - day, now + 30 * day, ips=()))
+        write("name_only", *make_leaf(["localhost"], ca, ca_key, now - day, now + 30 * day, ips=()))
+        write("expired", *make_leaf(["localhost"], ca, ca_key, now - 400 * day, now - 30 * day))
+        leaf, k = make_leaf(["localhost"], None, None, now - day, now + 30 * day)
+        write("self_signed", leaf, k)
+        write("unknown_ca", *make_leaf(["localhost"], other, other_key, now - day, now + 30 * day))
+
+    def pair(self, n):
+        return os.path.join(self.dir, n + ".pem"), os.path.join(self.dir, n + ".key")
 
 
 REGISTRY = """
