@@ -42,7 +42,13 @@ static const opt opts[] = {
       "Largest request head (request line + headers) accepted (431 beyond)."),
     I("server", "max_headers", max_headers, "64", 8, 64, "Most header fields per request (431 beyond)."),
     I("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
-      "A client must send a complete request head within this time (slow clients are dropped)."),
+      "A client must send a complete request head within this time, and a request body may not "
+      "pause longer than this (408 and the connection closed)."),
+    I("server", "request_timeout_ms", request_timeout_ms, "60000", 1000, 3600000,
+      "A whole request, head and body, must arrive within this time of its first byte, however "
+      "steadily it trickles (408 and the connection closed). 60 s admits a 200 KB agent request "
+      "at 4 KB/s, but a body of the default server.max_body_bytes (32 MiB) only at 0.56 MB/s or "
+      "faster: raise it with max_body_bytes for slow links."),
     I("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 3600000,
       "Keep-alive connections idle this long are closed."),
     I("server", "send_timeout_ms", send_timeout_ms, "60000", 100, 3600000,

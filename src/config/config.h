@@ -31,6 +31,7 @@ typedef struct kr_config {
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t header_timeout_ms;
+    int64_t request_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t send_timeout_ms;
     int64_t upstream_connect_timeout_ms;

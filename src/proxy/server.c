@@ -7,7 +7,10 @@
  * the cap). Writes go out with uv_try_write first and queue the rest; the
  * queued byte count is the back-pressure signal routes.c uses to pause the
  * upstream. Timers: a complete head must arrive within header_timeout_ms,
- * the body must keep moving, idle keep-alive connections close after
+ * the body may not pause longer than that, and the whole request (head and
+ * body) must arrive within request_timeout_ms of its first byte, however
+ * steadily it trickles -- a request that misses a bound is answered 408 and
+ * the connection closed. Idle keep-alive connections close after
  * idle_timeout_ms, and a client that accepts no bytes for send_timeout_ms
  * is dropped.
  */
@@ -16,6 +19,8 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +44,13 @@ typedef struct {
 static void timer_arm(kr_conn *c, uint64_t ms);
 static void on_timeout(uv_timer_t *t);
 static void close_or_linger(kr_conn *c);
+static void respond_conn_error(kr_conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void kr_server_request_id(kr_server *s, char *out, size_t cap)
+{
+    kr_snprintf(out, cap, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
+}
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -147,12 +159,34 @@ static void on_timeout(uv_timer_t *t)
         return;
     }
     if (c->req) return; /* the request's own timers decide */
-    if (c->linger) {
-        kr_conn_close(c);
+    if (c->linger || !c->got_bytes) {
+        kr_conn_close(c); /* the drain after a refusal is over, or an idle connection */
         return;
     }
-    if (c->got_bytes) KR_INFO("dropping a slow client: request not complete in time");
-    kr_conn_close(c);
+    /* a request began and missed one of its arrival bounds */
+    const kr_config *cfg = c->srv->cfg;
+    if (uv_now(c->srv->loop) >= c->deadline)
+        respond_conn_error(c, 408,
+                           "the request did not arrive within %lld ms (server.request_timeout_ms)",
+                           (long long)cfg->request_timeout_ms);
+    else if (c->in_body)
+        respond_conn_error(c, 408,
+                           "the request body paused for %lld ms (server.header_timeout_ms)",
+                           (long long)cfg->header_timeout_ms);
+    else
+        respond_conn_error(c, 408,
+                           "the request head did not arrive within %lld ms (server.header_timeout_ms)",
+                           (long long)cfg->header_timeout_ms);
+}
+
+/* Until the next arrival bound: header_timeout_ms of silence, capped by the
+ * request's total deadline. */
+static void arm_arrival(kr_conn *c)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t ms = (uint64_t)c->srv->cfg->header_timeout_ms;
+    uint64_t left = c->deadline > now ? c->deadline - now : 0;
+    timer_arm(c, ms < left ? ms : left);
 }
 
 /* ---- reads ---- */
@@ -207,26 +241,58 @@ static void reading(kr_conn *c, bool on)
     else uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
-static void respond_parse_error(kr_conn *c)
+/*
+ * Refuses the request arriving on c before it became a kr_req (a parse
+ * error, an arrival timeout): one JSON error with its own request id, like
+ * every keyrail response -- in the OpenAI shape when the head named an
+ * /openai/ path, else in the Anthropic shape --, `connection: close`, then
+ * the lingering close, so no byte after it is ever parsed.
+ */
+static void respond_conn_error(kr_conn *c, int status, const char *fmt, ...)
 {
-    int status = c->parser.status ? c->parser.status : 400;
-    char body[256];
-    int bl = snprintf(body, sizeof body,
-                      "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
-                      "\"message\":\"%s\"}}",
-                      c->parser.error ? c->parser.error : "bad request");
-    char head[256];
+    char msg[256], id[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    kr_server_request_id(c->srv, id, sizeof id);
+    /* the path is known once the parser reached the end of the head */
+    bool openai = c->parser.req.path.p && kr_slice_starts(c->parser.req.path, "/openai/");
+    kr_buf body = KR_BUF_INIT(4096);
+    if (openai) {
+        kr_buf_puts(&body, "{\"error\":{\"message\":\"");
+        kr_buf_json_str(&body, msg, strlen(msg));
+        kr_buf_printf(&body, "\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null},"
+                             "\"request_id\":\"%s\"}",
+                      id);
+    } else {
+        /* the Anthropic API's own type for a 413 (docs/PROXY.md) */
+        kr_buf_printf(&body, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"",
+                      status == 413 ? "request_too_large" : "invalid_request_error");
+        kr_buf_json_str(&body, msg, strlen(msg));
+        kr_buf_printf(&body, "\"},\"request_id\":\"%s\"}", id);
+    }
+    char head[512];
     int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                      "connection: close\r\n\r\n",
-                      status, kr_status_text(status), bl);
-    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body, (unsigned)bl)};
+                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+                      "x-keyrail-request-id: %s\r\n%s: %s\r\nconnection: close\r\n\r\n",
+                      status, kr_status_text(status), body.len, id,
+                      openai ? "x-request-id" : "request-id", id);
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body.data, (unsigned)body.len)};
     kr_metrics_request(&c->srv->metrics, KR_ROUTE_OTHER, status);
-    KR_INFO("refused a malformed request: %d %s", status, c->parser.error ? c->parser.error : "");
+    KR_INFO("refused a request before routing: %d %s (request_id %s)", status, msg, id);
     c->close_after = true;
     c->linger = true;
+    uv_timer_stop(&c->timer);
     kr_conn_write(c, b, 2);
+    kr_buf_free(&body);
     if (c->write_pending == 0) close_or_linger(c);
+}
+
+static void respond_parse_error(kr_conn *c)
+{
+    respond_conn_error(c, c->parser.status ? c->parser.status : 400, "%s",
+                       c->parser.error ? c->parser.error : "bad request");
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -259,8 +325,10 @@ static int conn_step(kr_conn *c, const char *data, size_t len, size_t *used)
 {
     *used = 0;
     if (!c->got_bytes) {
+        /* the first byte of a request: its arrival bounds start now */
         c->got_bytes = true;
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        c->deadline = uv_now(c->srv->loop) + (uint64_t)c->srv->cfg->request_timeout_ms;
+        arm_arrival(c);
     }
     int rc = kr_http_feed(&c->parser, data, len, used);
     if (rc == KR_HTTP_HEAD) {
@@ -270,9 +338,9 @@ static int conn_step(kr_conn *c, const char *data, size_t len, size_t *used)
             uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
             kr_conn_write(c, &b, 1);
         }
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        arm_arrival(c);
     } else if (rc == KR_HTTP_AGAIN && c->in_body) {
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        arm_arrival(c); /* the body moved: silence restarts, the deadline stays */
     }
     return rc;
 }
