@@ -149,6 +149,15 @@ int kr_cli_key(kr_cli *c)
     return 0;
 }
 
+const char *kr_cli_key_hint(const kr_cli *c, int e, char *buf, size_t cap)
+{
+    if (e != KR_EWRONG_MASTER_KEY) return "";
+    char origin[600];
+    kr_snprintf(buf, cap, " (the master key from %s)",
+                kr_master_key_origin(c->cfg.master_key_file, origin, sizeof origin));
+    return buf;
+}
+
 void kr_cli_free(kr_cli *c)
 {
     kr_store_close(c->st);

@@ -183,9 +183,10 @@ int kr_cmd_ws(int argc, char **argv)
         kr_provision_result r;
         e = kr_provision(c.st, &c.mk, &ctx, &ws, pv, npv, NULL, &r, &d);
         if (e) {
+            char hint[700];
             kr_ws_delete(c.st, ws.id, NULL);
-            kr_cli_errf("ws create: provisioning failed, workspace not created: %s: %s",
-                        kr_err_name(e), kr_diag_msg(&d, e));
+            kr_cli_errf("ws create: provisioning failed, workspace not created: %s: %s%s",
+                        kr_err_name(e), kr_diag_msg(&d, e), kr_cli_key_hint(&c, e, hint, sizeof hint));
             kr_provision_result_free(&r);
             goto out;
         }
@@ -282,7 +283,9 @@ int kr_cmd_secret(int argc, char **argv)
         int e = kr_secret_set(c.st, &c.mk, &c.pol, scope, owner, a.pos[1], value, &d);
         sodium_memzero(value, sizeof value);
         if (e) {
-            kr_cli_errf("secret set: %s: %s", kr_err_name(e), kr_diag_msg(&d, e));
+            char hint[700];
+            kr_cli_errf("secret set: %s: %s%s", kr_err_name(e), kr_diag_msg(&d, e),
+                        kr_cli_key_hint(&c, e, hint, sizeof hint));
             goto out;
         }
         printf("secret %s set at %s scope\n", a.pos[1], kr_scope_name(scope));
@@ -497,7 +500,9 @@ int kr_cmd_provision(int argc, char **argv)
     kr_provision_result r;
     e = kr_provision(c.st, &c.mk, &ctx, &w, pv, kr_flag(&a, "--rebuild") ? 0 : npv, token, &r, &d);
     if (e) {
-        kr_cli_errf("provision %s: %s: %s", a.pos[0], kr_err_name(e), kr_diag_msg(&d, e));
+        char hint[700];
+        kr_cli_errf("provision %s: %s: %s%s", a.pos[0], kr_err_name(e), kr_diag_msg(&d, e),
+                    kr_cli_key_hint(&c, e, hint, sizeof hint));
     } else {
         print_result_env(&r, fmt);
         rc = 0;

@@ -612,6 +612,28 @@ static void tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 32 << 20);
 }
 
+/* Every refusal to start is logged and, when the log is not stderr (or
+ * would not show it), also written to stderr: an operator starting keyrail
+ * by hand or under systemd sees why it did not start. Returns 1. */
+static int refuse_to_start(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int refuse_to_start(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    KR_ERROR("refusing to start: %s", msg);
+    kr_log_flush();
+    if (!kr_log_is_stderr() || kr_log_level > KR_LOG_ERROR) {
+        kr_buf b = KR_BUF_INIT(4096);
+        kr_redact(msg, strlen(msg), &b); /* like every log line */
+        fprintf(stderr, "keyrail: refusing to start: %s\n", b.data ? b.data : "");
+        kr_buf_free(&b);
+    }
+    return 1;
+}
+
 int kr_server_run(const kr_config *cfg, bool dev)
 {
     char journal[600];
@@ -619,44 +641,69 @@ int kr_server_run(const kr_config *cfg, bool dev)
     kr_server *s = kr_xcalloc(1, sizeof *s);
     kr_diag d = {{0}};
     int rc;
+    bool listening = false;
     s->cfg = cfg;
     s->loop = uv_default_loop();
     s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,
                                  (uint64_t)cfg->max_body_bytes};
     bool created = false;
     if ((rc = kr_master_key_load(cfg->master_key_file, dev, &s->mk, &created, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
+        refuse_to_start("%s", d.msg);
+        goto refused;
     }
     if (created)
         KR_WARN("DEVELOPMENT MODE: created a new master key at %s (mode 0600). Secrets encrypted "
                 "with it are lost if it is lost. Never use --dev in production.",
                 cfg->master_key_file);
     if ((rc = kr_registry_load(cfg->registry_file, &s->reg, &d))) {
-        KR_ERROR("refusing to start: registry: %s", d.msg);
-        return 1;
+        refuse_to_start("registry: %s", d.msg);
+        goto refused;
     }
     kr_policy_init(&s->pol);
     if ((rc = kr_policy_add_prefixes(&s->pol, cfg->operator_prefixes, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
+        refuse_to_start("%s", d.msg);
+        goto refused;
     }
     /* the store must open (and migrate) before we listen */
     kr_store *probe;
     if ((rc = kr_store_open(cfg->store_url, &probe, &d))) {
-        KR_ERROR("refusing to start: store: %s", d.msg);
-        return 1;
+        refuse_to_start("store: %s", d.msg);
+        goto refused;
     }
+    /* the master key must be the one the stored secrets are sealed under */
+    rc = kr_master_key_verify(probe, &s->mk, &d);
     kr_store_close(probe);
+    if (rc) {
+        char buf[600];
+        const char *origin = kr_master_key_origin(cfg->master_key_file, buf, sizeof buf);
+        refuse_to_start("%s (the master key from %s): %s",
+                        rc == KR_EWRONG_MASTER_KEY ? "wrong master key" : "key check", origin,
+                        kr_diag_msg(&d, rc));
+        goto refused;
+    }
+    /* bound now, served from uv_run on: nothing is accepted before the rest */
+    struct sockaddr_storage ss;
+    if ((rc = parse_listen(cfg->listen, &ss, &d))) {
+        refuse_to_start("%s", d.msg);
+        goto refused;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    listening = true;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
+        refuse_to_start("cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
+        goto refused;
+    }
     if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
         (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, journal_path(cfg, journal, sizeof journal), &d))) {
-        KR_ERROR("refusing to start: store: %s", d.msg);
-        return 1;
+        refuse_to_start("store: %s", d.msg);
+        goto refused;
     }
     load_platform_keys(s);
     if (kr_upstream_init(s)) {
-        KR_ERROR("refusing to start: libcurl multi could not be created");
-        return 1;
+        refuse_to_start("libcurl multi could not be created");
+        goto refused;
     }
     kr_auth_init(&s->auth, cfg->token_cache_ms);
     kr_limits_init(&s->adm);
@@ -671,18 +718,6 @@ int kr_server_run(const kr_config *cfg, bool dev)
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
 
-    struct sockaddr_storage ss;
-    if ((rc = parse_listen(cfg->listen, &ss, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
-    }
-    uv_tcp_init(s->loop, &s->listener);
-    s->listener.data = s;
-    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) ||
-        (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
-        KR_ERROR("refusing to start: cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
-        return 1;
-    }
     struct sockaddr_storage bound;
     int blen = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
@@ -720,4 +755,21 @@ int kr_server_run(const kr_config *cfg, bool dev)
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
     return 0;
+
+refused:
+    /* undo what was started, so a refusal exits clean (and leak-free) */
+    kr_meter_stop(s->meter);
+    kr_workq_stop(s->workers);
+    if (listening) uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_run(s->loop, UV_RUN_NOWAIT);
+    uv_loop_close(s->loop);
+    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
+        if (s->platform_auth[i]) {
+            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
+            free(s->platform_auth[i]);
+        }
+    kr_registry_free(s->reg);
+    sodium_memzero(&s->mk, sizeof s->mk);
+    free(s);
+    return 1;
 }

@@ -822,20 +822,97 @@ int kr_store_secret_list_all(kr_store *s, kr_secret_row **out, size_t *n, kr_dia
     return 0;
 }
 
+/* ---- the master key check ---- */
+
+/* Secret writers (shared) and a rotation (exclusive) on PostgreSQL. */
+#define SECRET_WRITE_LOCK "7357002"
+
+int kr_store_keycheck_get(kr_store *s, char out[65], kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT fingerprint FROM key_check WHERE id = 1", NULL, 0, &r, d);
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else cpy(out, 65, kr_dbres_get(&r, 0, 0));
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d)
+{
+    int rc = Q(s,
+               "INSERT INTO key_check (id, fingerprint, updated_at) VALUES (1, $1, $2)"
+               " ON CONFLICT (id) DO NOTHING",
+               NULL, d, KR_DB_TEXT(fp), KR_DB_INT(kr_now_ms()));
+    if (rc) return rc;
+    rc = kr_store_keycheck_get(s, out, d);
+    return rc == KR_ENOTFOUND ? kr_fail(d, KR_ESTORE, "the key check was not stored") : rc;
+}
+
+int kr_store_secret_write_begin(kr_store *s, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    if (s->db->engine == KR_DB_POSTGRES &&
+        (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock_shared(" SECRET_WRITE_LOCK ")", NULL,
+                         0, d)))
+        s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_store_commit(kr_store *s, kr_diag *d)
+{
+    return s->db->ops->commit(s->db, d);
+}
+
+void kr_store_rollback(kr_store *s)
+{
+    s->db->ops->rollback(s->db);
+}
+
 int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
                                 size_t *n, kr_diag *d)
+{
+    return kr_store_secret_rewrite_all_keyed(s, fn, arg, commit, NULL, NULL, n, d);
+}
+
+int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
+                                      bool commit, const char *check_from,
+                                      const char *check_to, size_t *n, kr_diag *d)
 {
     if (n) *n = 0;
     int rc = s->db->ops->begin(s->db, d);
     if (rc) return rc;
     /* PostgreSQL: no other writer may add or change a secret (under the old
      * key) between our read and our commit; readers are not blocked. A
-     * writer holding the table too long is an error, not a hang. */
+     * writer holding the table too long is an error, not a hang. keyrail's
+     * own secret writers check the key under the shared side of the advisory
+     * lock taken here first, so they wait and then see the new check. */
     if (s->db->engine == KR_DB_POSTGRES &&
         ((rc = kr_db_exec(s->db, "SET LOCAL lock_timeout = '10s'", NULL, 0, d)) ||
+         (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(" SECRET_WRITE_LOCK ")", NULL, 0,
+                          d)) ||
          (rc = kr_db_exec(s->db, "LOCK TABLE secrets IN SHARE ROW EXCLUSIVE MODE", NULL, 0, d)))) {
         s->db->ops->rollback(s->db);
         return rc;
+    }
+    if (check_from) {
+        char stored[65];
+        rc = kr_store_keycheck_get(s, stored, d);
+        if (rc == KR_ENOTFOUND) {
+            rc = 0; /* a store from before the check: the rows decide */
+        } else if (!rc && strcmp(stored, check_from)) {
+            rc = kr_fail(d, KR_EWRONG_MASTER_KEY,
+                         "the store's master key check does not match the old key%s; nothing "
+                         "was changed",
+                         check_to && !strcmp(stored, check_to)
+                             ? " but the new one (already rotated?)"
+                             : "");
+        }
+        if (rc) {
+            s->db->ops->rollback(s->db);
+            return rc;
+        }
     }
     kr_secret_row *rows = NULL;
     size_t nrows = 0, i;
@@ -872,6 +949,12 @@ int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
         kr_dbres_free(&r);
     }
     kr_secret_rows_free(rows, nrows);
+    if (!rc && check_to)
+        rc = Q(s,
+               "INSERT INTO key_check (id, fingerprint, updated_at) VALUES (1, $1, $2)"
+               " ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+               " updated_at = excluded.updated_at",
+               NULL, d, KR_DB_TEXT(check_to), KR_DB_INT(kr_now_ms()));
     if (!rc && commit) rc = s->db->ops->commit(s->db, d);
     if (rc || !commit) s->db->ops->rollback(s->db);
     if (!rc && n) *n = nrows;

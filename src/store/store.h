@@ -185,6 +185,24 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
 /* "YYYY-MM-DD" (UTC) of a ms timestamp. */
 void kr_utc_day(int64_t ms, char out[11]);
 
+/* ---- the master key check (secrets.h kr_master_key_verify) ---- */
+
+/* The stored key check (a 64-hex-digit keyed fingerprint of the master key
+ * the secrets are sealed under) into out; KR_ENOTFOUND while none is stored
+ * (a store made before the check existed). */
+int kr_store_keycheck_get(kr_store *s, char out[65], kr_diag *d);
+/* Stores fp as the key check when none is stored yet -- the first writer
+ * wins -- and gives what is stored afterwards in out. */
+int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d);
+
+/* A transaction for a secret writer that checks the key first
+ * (kr_secret_set): on PostgreSQL it also waits for, and holds off, a
+ * rotation (kr_store_secret_rewrite_all), so no value sealed under the old
+ * key can land after a rotation committed. SQLite: a write transaction. */
+int kr_store_secret_write_begin(kr_store *s, kr_diag *d);
+int kr_store_commit(kr_store *s, kr_diag *d);
+void kr_store_rollback(kr_store *s);
+
 /* ---- master key rotation (keyrail rekey, src/cli/cmd_rekey.c) ---- */
 
 /* Every stored secret row, all scopes, ordered by scope, owner and key. */
@@ -205,5 +223,12 @@ typedef int (*kr_secret_rewrite_fn)(void *arg, const kr_secret_row *row, char **
  * receives the number of rows rewritten (or that would be). */
 int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
                                 size_t *n, kr_diag *d);
+/* The same, and the key check moves with the secrets in that transaction:
+ * a stored check must equal check_from (else KR_EWRONG_MASTER_KEY, nothing
+ * changed; the message says when it equals check_to: already rotated), and
+ * check_to is stored when the rows are done. */
+int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
+                                      bool commit, const char *check_from,
+                                      const char *check_to, size_t *n, kr_diag *d);
 
 #endif

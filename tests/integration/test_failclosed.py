@@ -248,7 +248,9 @@ def test_unusable_store_refuses_to_start(kr, vendor, how, tmp_path):
     kr.write_config()
     p = subprocess.run([KEYRAIL, "serve"], env=kr.env(), capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
-    assert "refusing to start: store" in kr.log_text() + p.stderr
+    # the log is a file here: the refusal is in it, and on stderr too
+    assert "refusing to start: store" in open(kr.log).read()
+    assert p.stderr.startswith("keyrail: refusing to start: store"), p.stderr
 
 
 # ---- secrets that cannot be read never become "unset" ----
@@ -310,22 +312,83 @@ def test_ciphertext_moved_to_another_row_does_not_open(kr, vendor):
     assert_refused_as_unreadable(kr, vendor, tok)
 
 
-def test_wrong_master_key_refuses_every_workspace(kr, vendor, tmp_path):
-    """Started with another master key, keyrail cannot read any secret: every
-    workspace with secrets is refused (503), none is treated as unset."""
+def refused_start(kr, *args, env=None):
+    p = subprocess.run([KEYRAIL, "serve", *args], env=env or kr.env(), capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("keyrail: refusing to start: "), err
+    return err
+
+
+def test_wrong_master_key_refuses_to_start(kr, vendor, tmp_path):
+    """Started with another master key, keyrail could read no secret. The
+    store's key check finds it at start: keyrail refuses to start, on stderr
+    as well as in its log file, naming where the key came from; a secret
+    write under that key is refused too (the store would be sealed under two
+    keys), and nothing changes."""
     tok = kr.setup_org()
     kr.start()
     assert anthropic(kr, tok)[0] == 200
     assert kr.stop() == 0
+    right = kr.key_file
     other = str(tmp_path / "other.key")
     subprocess.run([KEYRAIL, "keygen", other], check=True, capture_output=True)
     kr.key_file = other
     kr.write_config()
     before = secrets_table(kr)
-    vendor.clear()
-    kr.start()
-    assert_refused_as_unreadable(kr, vendor, tok)
+    err = refused_start(kr)
+    assert f"wrong master key (the master key from key file {other})" in err, err
+    assert f"key file {other}" in open(kr.log).read()
+    # from the environment, the variable is named
+    env = kr.env()
+    env["KEYRAIL_MASTER_KEY"] = open(other).read().strip()
+    err = refused_start(kr, env=env)
+    assert "the master key from KEYRAIL_MASTER_KEY" in err and other not in err, err
+    assert open(other).read().strip() not in err + kr.log_text()
+    # --log-file too: stderr still says why
+    err = refused_start(kr, "--log-file", str(tmp_path / "other.log"))
+    assert "wrong master key" in err and "wrong master key" in open(tmp_path / "other.log").read()
+    # writers refuse the other key: nothing sealed under it
+    for cmd in (["secret", "set", "--org", "acme", "NOTE", "--value", "x"],
+                ["ws", "create", "acme", "dev", "--model", "claude-haiku-4-5"]):
+        p = kr.cli(*cmd, check=False)
+        assert p.returncode == 1, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "WRONG_MASTER_KEY" in p.stderr, p.stderr
+        assert f"(the master key from key file {other})" in p.stderr, p.stderr
     assert secrets_table(kr) == before
+    assert kr.db_rows("select name from workspaces where name = 'dev'") == []
+    # the right key starts and serves as before
+    kr.key_file = right
+    kr.write_config()
+    kr.start()
+    assert anthropic(kr, tok)[0] == 200
+
+
+def test_store_from_before_the_key_check(kr, vendor, tmp_path):
+    """A store whose secrets were sealed before the key check existed: a key
+    that opens none of them refuses to start and writes nothing; the right
+    key proves itself on them, and its check is written at that first use."""
+    tok = kr.setup_org()
+    sql(kr, "delete from key_check")
+    before = secrets_table(kr)
+    other = str(tmp_path / "other.key")
+    subprocess.run([KEYRAIL, "keygen", other], check=True, capture_output=True)
+    right, kr.key_file = kr.key_file, other
+    kr.write_config()
+    err = refused_start(kr)
+    assert "opens none of the 1 secret(s)" in err, err
+    assert kr.db_rows("select count(*) from key_check") == [(0,)]
+    kr.key_file = right
+    kr.write_config()
+    kr.start()
+    assert anthropic(kr, tok)[0] == 200
+    assert kr.db_rows("select count(*) from key_check") == [(1,)]
+    assert secrets_table(kr) == before
+    assert kr.stop() == 0
+    kr.key_file = other
+    kr.write_config()
+    assert "not the store's" in refused_start(kr)
 
 
 # ---- strict base64 (found by fuzz_secret_open) ----
