@@ -11,14 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Errors are one line, and what they quote (a key, a name, a path, a
+ * store's text) may be anything: the whole message is escaped for the
+ * terminal (kr_buf_put_escaped). Usage texts -- keyrail's own, starting
+ * with "usage: keyrail " -- keep their lines. */
 int kr_cli_errf(const char *fmt, ...)
 {
+    char msg[8192]; /* longer messages are cut */
     va_list ap;
     va_start(ap, fmt);
-    fputs("keyrail: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    kr_buf out = KR_BUF_INIT(64 * 1024);
+    kr_buf_puts(&out, "keyrail: ");
+    if (!strncmp(msg, "usage: keyrail ", 15)) kr_buf_puts(&out, msg);
+    else kr_buf_put_escaped(&out, msg, strlen(msg));
+    kr_buf_putc(&out, '\n');
+    fwrite(out.data, 1, out.len, stderr);
+    kr_buf_free(&out);
     return 1;
 }
 

@@ -226,13 +226,17 @@ int kr_cmd_rekey(int argc, char **argv)
     char who[200];
     for (size_t i = 0; i < x.ndone; i++) {
         owner_name(c.st, x.done[i].scope, x.done[i].owner, who, sizeof who);
-        printf("%s %s %s\n", dry ? "would re-encrypt" : "re-encrypted", who, x.done[i].key);
+        char e1[600], e2[600];
+        printf("%s %s %s\n", dry ? "would re-encrypt" : "re-encrypted", kr_esc(who, e1, sizeof e1),
+               kr_esc(x.done[i].key, e2, sizeof e2));
     }
     if (x.nbad) {
         /* a dry run lists every blocker; a real run stopped at the first */
         for (size_t i = 0; i < x.nbad; i++) {
             owner_name(c.st, x.bad[i].scope, x.bad[i].owner, who, sizeof who);
-            printf("UNREADABLE %s %s (%s)\n", who, x.bad[i].key,
+            char e1[600], e2[600];
+            printf("UNREADABLE %s %s (%s)\n", kr_esc(who, e1, sizeof e1),
+                   kr_esc(x.bad[i].key, e2, sizeof e2),
                    x.bad[i].opens_new ? "opens under the new key: already rotated?"
                                       : "opens under neither key");
         }

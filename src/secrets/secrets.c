@@ -304,3 +304,26 @@ void kr_token_hash(const char *tok, size_t n, char hex[65])
     crypto_generichash(h, sizeof h, (const uint8_t *)tok, n, NULL, 0);
     kr_hex(h, sizeof h, hex);
 }
+
+int kr_token_ttl_parse(const char *s, int64_t *ms, kr_diag *d)
+{
+    size_t n = strlen(s);
+    char unit = n ? s[n - 1] : 0;
+    int64_t per = unit == 'm' ? 60000 : unit == 'h' ? 3600000 : unit == 'd' ? 86400000 : 0;
+    uint64_t v;
+    if (s[0] == '-') return kr_fail(d, KR_EINVAL, "--ttl must be positive (omit it for no expiry)");
+    bool digits = n >= 2 && strspn(s, "0123456789") == n - 1;
+    if (digits && per && kr_parse_u64(s, n - 1, &v)) /* overflows 64 bits */
+        return kr_fail(d, KR_EINVAL, "--ttl '%.40s' is longer than %d days (10 years)", s,
+                       KR_TOKEN_MAX_TTL_DAYS);
+    if (!digits || !per || kr_parse_u64(s, n - 1, &v))
+        return kr_fail(d, KR_EINVAL,
+                       "--ttl '%.40s' is not a lifetime: a whole number and m, h or d (e.g. 30d)", s);
+    const uint64_t max_ms = (uint64_t)KR_TOKEN_MAX_TTL_DAYS * 86400000;
+    if (v == 0) return kr_fail(d, KR_EINVAL, "--ttl must be positive (omit it for no expiry)");
+    if (v > max_ms / (uint64_t)per)
+        return kr_fail(d, KR_EINVAL, "--ttl '%.40s' is longer than %d days (10 years)", s,
+                       KR_TOKEN_MAX_TTL_DAYS);
+    *ms = (int64_t)v * per;
+    return 0;
+}

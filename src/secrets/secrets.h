@@ -103,6 +103,11 @@ int kr_secret_set(kr_store *s, const kr_master_key *mk, const struct kr_policy *
 void kr_token_generate(char *out);
 /* Hex BLAKE2b-256 of a token: what the store keeps. */
 void kr_token_hash(const char *tok, size_t n, char hex[65]);
+/* A token lifetime: a positive whole number and m, h or d ("90m", "12h",
+ * "30d"), at most KR_TOKEN_MAX_TTL_DAYS days. 0, or KR_EINVAL with d saying
+ * why (zero, negative, absurd, overflowing, malformed). */
+#define KR_TOKEN_MAX_TTL_DAYS 3650
+int kr_token_ttl_parse(const char *s, int64_t *ms, kr_diag *d);
 
 /* Valid secret key names: [A-Z_][A-Z0-9_]*, at most 127 bytes. */
 bool kr_secret_key_valid(const char *key);

@@ -148,6 +148,44 @@ static bool is_int(const char *s)
     return true;
 }
 
+/* ---- names ---- */
+
+static bool slug_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > KR_NAME_MAX) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || (s[i] == '-' && i > 0)))
+            return false;
+    return true;
+}
+
+int kr_org_slug_check(const char *slug, kr_diag *d)
+{
+    if (slug_ok(slug)) return 0;
+    return kr_fail(d, KR_EINVAL, "org slug '%.80s' must be 1-%d of [a-z0-9-], not starting with '-'",
+                   slug, KR_NAME_MAX);
+}
+
+int kr_ws_name_check(const char *name, kr_diag *d)
+{
+    if (slug_ok(name)) return 0;
+    return kr_fail(d, KR_EINVAL,
+                   "workspace name '%.80s' must be 1-%d of [a-z0-9-], not starting with '-'", name,
+                   KR_NAME_MAX);
+}
+
+static int display_name_check(const char *name, kr_diag *d)
+{
+    size_t n = strlen(name);
+    bool ok = n > 0 && n < sizeof(((kr_org *)0)->name);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+    if (ok) return 0;
+    return kr_fail(d, KR_EINVAL, "org name '%.80s' must be 1-%zu bytes without control characters",
+                   name, sizeof(((kr_org *)0)->name) - 1);
+}
+
 /* ---- orgs ---- */
 
 #define ORG_COLS "id, slug, name, status, created_at"
@@ -175,7 +213,10 @@ static int one_org(kr_store *s, const char *sql, kr_dbval v, kr_org *out, kr_dia
 int kr_org_create(kr_store *s, const char *slug, const char *name, kr_org *out, kr_diag *d)
 {
     kr_dbres r;
-    int rc = Q(s, "INSERT INTO orgs (slug, name, status, created_at) VALUES ($1, $2, 'active', $3)"
+    int rc = kr_org_slug_check(slug, d);
+    if (!rc) rc = display_name_check(name, d);
+    if (rc) return rc;
+    rc = Q(s, "INSERT INTO orgs (slug, name, status, created_at) VALUES ($1, $2, 'active', $3)"
                   " RETURNING " ORG_COLS,
                &r, d, KR_DB_TEXT(slug), KR_DB_TEXT(name), KR_DB_INT(kr_now_ms()));
     if (rc == KR_EEXISTS) return kr_fail(d, rc, "org '%s' already exists", slug);
@@ -192,6 +233,8 @@ int kr_org_get(kr_store *s, int64_t id, kr_org *out, kr_diag *d)
 
 int kr_org_find(kr_store *s, const char *ref, kr_org *out, kr_diag *d)
 {
+    if (!is_int(ref) && !slug_ok(ref))
+        return kr_fail(d, KR_EINVAL, "org '%.80s': not an org slug ([a-z0-9-]) or id", ref);
     int rc = one_org(s, "SELECT " ORG_COLS " FROM orgs WHERE slug = $1", KR_DB_TEXT(ref), out, d);
     if (rc == KR_ENOTFOUND && is_int(ref)) {
         int64_t id;
@@ -234,6 +277,8 @@ int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
                  const char *runtime, int64_t parent_id, kr_workspace *out, kr_diag *d)
 {
     kr_dbres r;
+    int nrc = kr_ws_name_check(name, d);
+    if (nrc) return nrc;
     if (kind == KR_WS_CONCIERGE) {
         int rc = Q(s, "SELECT name FROM workspaces WHERE org_id = $1 AND kind = 'concierge'", &r, d,
                    KR_DB_INT(org_id));
@@ -289,9 +334,17 @@ int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
         if (is_int(ref) && !kr_parse_i64(ref, strlen(ref), &id)) return kr_ws_get(s, id, out, d);
         return kr_fail(d, KR_EINVAL, "workspace reference '%s': use ORG/NAME or an id", ref);
     }
-    char org[64];
-    if (kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref)))
-        return kr_fail(d, KR_EINVAL, "org name too long");
+    char org[KR_NAME_MAX + 1];
+    if (kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref)) || !slug_ok(org))
+        return kr_fail(d, KR_EINVAL,
+                       "workspace reference '%.80s': the org before '/' is not an org slug "
+                       "([a-z0-9-], 1-%d)",
+                       ref, KR_NAME_MAX);
+    if (!slug_ok(slash + 1))
+        return kr_fail(d, KR_EINVAL,
+                       "workspace reference '%.80s': the name after '/' is not a workspace name "
+                       "([a-z0-9-], 1-%d)",
+                       ref, KR_NAME_MAX);
     kr_dbres r;
     int rc = Q(s,
                "SELECT w.id, w.org_id, w.name, w.kind, w.runtime, w.parent_id, w.status, w.created_at"

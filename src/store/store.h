@@ -91,13 +91,24 @@ void kr_store_close(kr_store *s);
 int kr_store_ping(kr_store *s, kr_diag *d);
 int kr_store_schema_version(kr_store *s, int *version, kr_diag *d);
 
+/* Names that enter from outside (the CLI; an HTTP API later): an org slug
+ * and a workspace name are each 1-63 of [a-z0-9-], not starting with '-'
+ * (so "org/ws" is unambiguous, and neither can be "", ".", "..", or hold a
+ * '/', a control byte or a space). 0, or KR_EINVAL with d saying why. The
+ * store functions below that take a name or a reference check it. */
+#define KR_NAME_MAX 63
+int kr_org_slug_check(const char *slug, kr_diag *d);
+int kr_ws_name_check(const char *name, kr_diag *d);
+
+/* Checks the slug, and the display name: 1-127 bytes, no control bytes. */
 int kr_org_create(kr_store *s, const char *slug, const char *name, kr_org *out, kr_diag *d);
 /* ref: a slug or a numeric id. */
 int kr_org_find(kr_store *s, const char *ref, kr_org *out, kr_diag *d);
 int kr_org_get(kr_store *s, int64_t id, kr_org *out, kr_diag *d);
 int kr_org_list(kr_store *s, kr_org **out, size_t *n, kr_diag *d);
 
-/* KR_ECONCIERGE_EXISTS when the org has one; KR_EEXISTS for a taken name. */
+/* KR_ECONCIERGE_EXISTS when the org has one; KR_EEXISTS for a taken name;
+ * KR_EINVAL for a name kr_ws_name_check refuses. */
 int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
                  const char *runtime, int64_t parent_id, kr_workspace *out, kr_diag *d);
 int kr_ws_get(kr_store *s, int64_t id, kr_workspace *out, kr_diag *d);

@@ -236,3 +236,31 @@ Test(secrets, workspace_tokens)
     cr_assert_eq(strlen(h1), 64);
     cr_assert_null(strstr(h1, a + 5));
 }
+
+Test(secrets, token_lifetimes)
+{
+    int64_t ms = -1;
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_token_ttl_parse("90m", &ms, &d), 0);
+    cr_assert_eq(ms, 90 * 60000LL);
+    cr_assert_eq(kr_token_ttl_parse("12h", &ms, &d), 0);
+    cr_assert_eq(ms, 12 * 3600000LL);
+    cr_assert_eq(kr_token_ttl_parse("3650d", &ms, &d), 0);
+    cr_assert_eq(ms, 3650 * 86400000LL);
+    cr_assert_eq(kr_token_ttl_parse("5256000m", &ms, &d), 0); /* 3650 days */
+    static const char *const bad[] = {"0d", "0h", "0m", "000d", "-1d", "-0d", "3651d", "87601h",
+                                      "5256001m", "99999999999999999999999d",
+                                      "18446744073709551615d", "d", "", "10", "10s", "1.5d",
+                                      " 1d", "1d ", "+1d", "1dd", "0x10d"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ms = -1;
+        memset(&d, 0, sizeof d);
+        cr_assert_eq(kr_token_ttl_parse(bad[i], &ms, &d), KR_EINVAL, "'%s' accepted", bad[i]);
+        cr_assert_eq(ms, -1);
+        cr_assert(d.msg[0], "'%s': no reason", bad[i]);
+    }
+    kr_token_ttl_parse("0d", &ms, &d);
+    cr_assert(strstr(d.msg, "positive"), "%s", d.msg);
+    kr_token_ttl_parse("99999999999999999999999d", &ms, &d);
+    cr_assert(strstr(d.msg, "3650 days"), "%s", d.msg);
+}
