@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import KEYRAIL
+from conftest import KEYRAIL, TENANT_OAUTH
 
 
 def one_line_error(p):
@@ -128,3 +128,15 @@ def test_org_names_cannot_forge_rows(kr, vendor):
     lines = out.splitlines()
     assert len(lines) == 3, out
     assert "\x1b" not in out and "Evil\\n99" in lines[2] and "\\x1b[31m" in lines[2], out
+
+
+@pytest.mark.parametrize("key", ["SECRETS_ENCRYPTION_KEY", "ADMIN_TOKEN", "KEYRAIL_MASTER_KEY",
+                                 "KEYRAIL_SECRETS_MASTER_KEY_FILE", "MASTER_KEY", "ENCRYPTION_KEY"])
+def test_operator_secret_names_are_forbidden(kr, vendor, key):
+    kr.setup_org()
+    for scope in (("--org", "acme"), ("--ws", "acme/boss")):
+        err = one_line_error(kr.cli("secret", "set", *scope, key, "--value", TENANT_OAUTH, check=False))
+        assert "FORBIDDEN_KEY" in err and key in err and TENANT_OAUTH not in err, err
+    err = one_line_error(kr.cli("ws", "create", "acme", "dev", "--set", f"{key}=x", check=False))
+    assert "FORBIDDEN_KEY" in err or "forbidden" in err, err
+    assert kr.db_rows("select key from secrets where key = ?", (key,)) == []
