@@ -303,13 +303,25 @@ int kr_cmd_usage(int argc, char **argv)
     for (size_t row = 0; row < r.nrows; row++) {
         if (!kr_dbres_get(&r, row, r.ncols - 6)) continue; /* no rows at all */
         for (size_t col = 0; col < r.ncols; col++) {
-            char cell[64];
+            char cell[600];
             const char *v = kr_dbres_get(&r, row, col);
             if (col == r.ncols - 1) {
                 money(kr_dbres_int(&r, row, col), cell, sizeof cell);
                 v = cell;
+            } else {
+                v = kr_esc(v ? v : "", cell, sizeof cell); /* names and models: shown escaped */
             }
-            printf(csv ? "%s%s" : "%s%-18s", col ? (csv ? "," : " ") : "", v ? v : "");
+            if (csv && strpbrk(v, ",\"")) { /* RFC 4180 quoting */
+                if (col) putchar(',');
+                putchar('"');
+                for (const char *p = v; *p; p++) {
+                    if (*p == '"') putchar('"');
+                    putchar(*p);
+                }
+                putchar('"');
+                continue;
+            }
+            printf(csv ? "%s%s" : "%s%-18s", col ? (csv ? "," : " ") : "", v);
         }
         printf("\n");
     }

@@ -822,10 +822,17 @@ int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d)
 int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr_dbres *out,
                     kr_diag *d)
 {
+    /* orgs and workspaces are shown by the names operators type (--org acme,
+     * --ws acme/dev), grouped by id; one deleted since shows as #id */
     static const struct {
-        const char *name, *col;
-    } cols[] = {{"org", "u.org_id"}, {"workspace", "u.workspace_id"}, {"model", "u.model"}, {"day", "u.day"}};
-    char sel[256] = "", grp[256] = "";
+        const char *name, *col, *key;
+    } cols[] = {{"org", "COALESCE(o.slug, '#' || CAST(u.org_id AS TEXT))", "u.org_id"},
+                {"workspace",
+                 "COALESCE(wo.slug || '/' || w.name, '#' || CAST(u.workspace_id AS TEXT))",
+                 "u.workspace_id"},
+                {"model", "u.model", "u.model"},
+                {"day", "u.day", "u.day"}};
+    char sel[512] = "", grp[512] = "", ord[512] = "";
     bool want[4] = {false, false, false, false};
     const char *g = group ? group : "";
     while (*g) {
@@ -839,18 +846,26 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
     }
     for (int i = 0; i < 4; i++)
         if (want[i]) {
-            size_t sl = strlen(sel), gl = strlen(grp);
+            size_t sl = strlen(sel), gl = strlen(grp), ol = strlen(ord);
             snprintf(sel + sl, sizeof sel - sl, "%s, ", cols[i].col);
-            snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].col);
+            snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].key);
+            if (strcmp(cols[i].key, cols[i].col)) {
+                gl = strlen(grp);
+                snprintf(grp + gl, sizeof grp - gl, ", %s", cols[i].col);
+            }
+            snprintf(ord + ol, sizeof ord - ol, "%s%s", ol ? ", " : "", cols[i].col);
         }
     kr_buf sql = KR_BUF_INIT(4096);
     kr_buf_printf(&sql,
                   "SELECT %sSUM(u.requests), SUM(u.input_tokens), SUM(u.output_tokens),"
                   " SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.cost_micros)"
-                  " FROM usage_daily u WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
+                  " FROM usage_daily u LEFT JOIN orgs o ON o.id = u.org_id"
+                  " LEFT JOIN workspaces w ON w.id = u.workspace_id"
+                  " LEFT JOIN orgs wo ON wo.id = w.org_id"
+                  " WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
                   " AND ($3 = '' OR u.model = $3) AND ($4 = '' OR u.day >= $4) AND ($5 = '' OR u.day <= $5)",
                   sel);
-    if (grp[0]) kr_buf_printf(&sql, " GROUP BY %s ORDER BY %s", grp, grp);
+    if (grp[0]) kr_buf_printf(&sql, " GROUP BY %s ORDER BY %s", grp, ord);
     int rc = kr_db_query(s->db, sql.data,
                          P(KR_DB_INT(f->org_id), KR_DB_INT(f->workspace_id),
                            KR_DB_TEXT(f->model ? f->model : ""),

@@ -184,8 +184,10 @@ typedef struct kr_rate_key {
 int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d);
 
 /* Usage report from the daily rollup. group: any of "org", "workspace",
- * "model", "day" (comma-separated, in that order of columns). Filters are
- * 0 / NULL when unused; days are "YYYY-MM-DD", inclusive. */
+ * "model", "day" (comma-separated, in that order of columns). An org is
+ * shown by its slug and a workspace as "org-slug/name" (one deleted since:
+ * "#id"), rows ordered by those. Filters are 0 / NULL when unused; days are
+ * "YYYY-MM-DD", inclusive. */
 typedef struct kr_usage_filter {
     int64_t org_id, workspace_id;
     const char *model, *from_day, *to_day;
