@@ -140,3 +140,31 @@ def test_operator_secret_names_are_forbidden(kr, vendor, key):
     err = one_line_error(kr.cli("ws", "create", "acme", "dev", "--set", f"{key}=x", check=False))
     assert "FORBIDDEN_KEY" in err or "forbidden" in err, err
     assert kr.db_rows("select key from secrets where key = ?", (key,)) == []
+
+
+def test_global_options_go_before_or_after_the_command(kr, vendor, tmp_path):
+    """--config, --db and --registry are accepted before the command word too, as git does."""
+    kr.setup_org()
+    other = str(tmp_path / "other.db")
+    env = kr.env()
+    del env["KEYRAIL_CONFIG"]
+
+    def run(*args):
+        p = subprocess.run([KEYRAIL, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, (args, p.stderr)
+        return p.stdout
+
+    assert "acme" in run("--config", kr.config, "org", "list")
+    assert run("--config", kr.config, "org", "list") == run("org", "list", "--config", kr.config)
+    assert "boss" in run("--config=" + kr.config, "ws", "list", "acme")
+    # --db before the command wins over the config's store, like after it
+    run("--config", kr.config, "--db", other, "org", "create", "elsewhere")
+    assert "elsewhere" in run("--db", other, "org", "list") and "acme" not in run("--db", other, "org", "list")
+    assert "elsewhere" not in run("--config", kr.config, "org", "list")
+    # given in both places, the one after the command wins
+    assert "elsewhere" in run("--db", kr.db, "org", "list", "--db", other)
+    assert "route: platform" in run("--config", kr.config, "--registry", kr.registry, "explain", "acme/boss")
+    p = subprocess.run([KEYRAIL, "--bogus", "org", "list"], env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown option '--bogus' before the command" in one_line_error(p)
+    p = subprocess.run([KEYRAIL, "--db"], env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "--db needs a value" in one_line_error(p)
