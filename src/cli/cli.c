@@ -144,7 +144,7 @@ int kr_cli_registry(kr_cli *c)
 {
     if (c->reg) return 0;
     kr_diag d = {{0}};
-    int rc = kr_registry_load(c->cfg.registry_file, &c->reg, &d);
+    int rc = kr_config_load_registry(&c->cfg, &c->reg, &d); /* with keyrail.conf's overrides */
     if (rc) return kr_cli_errf("registry: %s", kr_diag_msg(&d, rc));
     return 0;
 }

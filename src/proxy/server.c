@@ -655,10 +655,14 @@ int kr_server_run(const kr_config *cfg, bool dev)
         KR_WARN("DEVELOPMENT MODE: created a new master key at %s (mode 0600). Secrets encrypted "
                 "with it are lost if it is lost. Never use --dev in production.",
                 cfg->master_key_file);
-    if ((rc = kr_registry_load(cfg->registry_file, &s->reg, &d))) {
+    if ((rc = kr_config_load_registry(cfg, &s->reg, &d))) {
         refuse_to_start("registry: %s", d.msg);
         goto refused;
     }
+    for (size_t i = 0; i < cfg->nprovider_urls; i++)
+        KR_INFO("provider '%s': base_url overridden by the %s (%s)", cfg->provider_url[i].provider,
+                cfg->provider_url[i].origin == KR_CFG_ENV ? "environment" : "config file",
+                cfg->provider_url[i].base_url);
     kr_policy_init(&s->pol);
     if ((rc = kr_policy_add_prefixes(&s->pol, cfg->operator_prefixes, &d))) {
         refuse_to_start("%s", d.msg);
