@@ -63,12 +63,13 @@ step "6. keyrail run --explain, in a hostile environment"
 HOSTILE=(CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-DEMO-INHERITED-OAUTH-00000000
          ANTHROPIC_AUTH_TOKEN=sk-ant-oat01-DEMO-INHERITED-OAUTH-00000000
          ANTHROPIC_API_KEY=sk-ant-api03-DEMO-INHERITED-KEY-000000000)
-env "${HOSTILE[@]}" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" --token "$TOKEN" --explain
+# the token in the environment, as the README recommends (ps shows argv)
+env "${HOSTILE[@]}" KEYRAIL_WORKSPACE_TOKEN="$TOKEN" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" --explain
 
 step "7. one prompt to the real Claude Code through the launcher"
 mkdir -p "$DIR/home"
 env -i PATH="$PATH" HOME="$DIR/home" CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
-  "${HOSTILE[@]}" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" --token "$TOKEN" -- \
+  "${HOSTILE[@]}" KEYRAIL_WORKSPACE_TOKEN="$TOKEN" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" -- \
   "$ROOT/tests/js/node_modules/.bin/claude" -p "Say hello"
 
 step "8. what the vendor received (credential class only) and what keyrail metered"

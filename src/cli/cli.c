@@ -11,14 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Errors are one line, and what they quote (a key, a name, a path, a
+ * store's text) may be anything: the whole message is escaped for the
+ * terminal (kr_buf_put_escaped). Usage texts -- keyrail's own, starting
+ * with "usage: keyrail " -- keep their lines. */
 int kr_cli_errf(const char *fmt, ...)
 {
+    char msg[8192]; /* longer messages are cut */
     va_list ap;
     va_start(ap, fmt);
-    fputs("keyrail: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    kr_buf out = KR_BUF_INIT(64 * 1024);
+    kr_buf_puts(&out, "keyrail: ");
+    if (!strncmp(msg, "usage: keyrail ", 15)) kr_buf_puts(&out, msg);
+    else kr_buf_put_escaped(&out, msg, strlen(msg));
+    kr_buf_putc(&out, '\n');
+    fwrite(out.data, 1, out.len, stderr);
+    kr_buf_free(&out);
     return 1;
 }
 
@@ -134,7 +144,7 @@ int kr_cli_registry(kr_cli *c)
 {
     if (c->reg) return 0;
     kr_diag d = {{0}};
-    int rc = kr_registry_load(c->cfg.registry_file, &c->reg, &d);
+    int rc = kr_config_load_registry(&c->cfg, &c->reg, &d); /* with keyrail.conf's overrides */
     if (rc) return kr_cli_errf("registry: %s", kr_diag_msg(&d, rc));
     if ((rc = kr_runtimes_load(c->cfg.runtimes_file, &c->rts, &d)))
         return kr_cli_errf("runtime profiles: %s", kr_diag_msg(&d, rc));
@@ -149,6 +159,15 @@ int kr_cli_key(kr_cli *c)
     if (rc) return kr_cli_errf("%s", kr_diag_msg(&d, rc));
     c->have_mk = true;
     return 0;
+}
+
+const char *kr_cli_key_hint(const kr_cli *c, int e, char *buf, size_t cap)
+{
+    if (e != KR_EWRONG_MASTER_KEY) return "";
+    char origin[600];
+    kr_snprintf(buf, cap, " (the master key from %s)",
+                kr_master_key_origin(c->cfg.master_key_file, origin, sizeof origin));
+    return buf;
 }
 
 void kr_cli_free(kr_cli *c)
@@ -217,19 +236,54 @@ static const struct {
     {"rekey", kr_cmd_rekey, "re-encrypt every stored secret under a new master key"},
 };
 
+/* The common options, accepted before the command word as well as after
+ * it (as git does): `keyrail --db X org list` is `keyrail org list --db X`. */
+static const char *const global_opts[] = {"--config", "--db", "--registry"};
+
 int kr_cli_main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        printf("usage: keyrail COMMAND [ARGS…]   (keyrail COMMAND --help for details)\n\ncommands:\n");
+    /* leading global options: moved behind the command word */
+    int first = 1;
+    while (first < argc && !strncmp(argv[first], "--", 2) && argv[first][2]) {
+        const char *arg = argv[first];
+        const char *eq = strchr(arg, '=');
+        size_t nl = eq ? (size_t)(eq - arg) : strlen(arg);
+        bool known = false;
+        for (size_t k = 0; k < sizeof global_opts / sizeof global_opts[0]; k++)
+            known |= strlen(global_opts[k]) == nl && !strncmp(global_opts[k], arg, nl);
+        if (!known) break;
+        if (!eq && first + 1 >= argc) return kr_cli_errf("option %.*s needs a value", (int)nl, arg), 2;
+        first += eq ? 1 : 2;
+    }
+    if (first >= argc || !strcmp(argv[first], "--help") || !strcmp(argv[first], "-h") ||
+        !strcmp(argv[first], "help")) {
+        printf("usage: keyrail [--config FILE] [--db URL] [--registry FILE] COMMAND [ARGS…]\n"
+               "       (keyrail COMMAND --help for details; the options in brackets also go after\n"
+               "       COMMAND)\n\ncommands:\n");
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
             printf("  %-10s %s\n", commands[i].name, commands[i].help);
-        return argc < 2 ? 2 : 0;
+        return first >= argc ? 2 : 0;
     }
-    if (!strcmp(argv[1], "--version")) {
+    if (!strcmp(argv[first], "--version")) {
         printf("keyrail 0.1.0\n");
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
-    return kr_cli_errf("unknown command '%s' (see keyrail --help)", argv[1]);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[first], commands[i].name)) continue;
+        /* the command's arguments: the leading options first, then the rest
+         * (before any "--", which belongs to the command) */
+        int n = argc - 2;
+        char **args = kr_xcalloc((size_t)n + 1, sizeof *args);
+        int k = 0;
+        for (int j = 1; j < first; j++) args[k++] = argv[j];
+        for (int j = first + 1; j < argc; j++) args[k++] = argv[j];
+        int rc = commands[i].fn(n, args);
+        free(args);
+        return rc;
+    }
+    if (!strncmp(argv[first], "--", 2))
+        return kr_cli_errf("unknown option '%s' before the command (global options: --config, "
+                           "--db, --registry; see keyrail --help)",
+                           argv[first]), 2;
+    return kr_cli_errf("unknown command '%s' (see keyrail --help)", argv[first]);
 }

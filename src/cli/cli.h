@@ -71,6 +71,9 @@ void kr_cli_free(kr_cli *c);
 /* The provision context from the loaded config/registry. */
 void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, size_t cap);
 int kr_cli_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For an error e: " (the master key from KEYRAIL_MASTER_KEY|key file F)"
+ * when e is KR_EWRONG_MASTER_KEY, else "". */
+const char *kr_cli_key_hint(const kr_cli *c, int e, char *buf, size_t cap);
 /* --org ORG or --ws ORG/NAME -> scope and owner (prints its own error). */
 int kr_cli_scope(kr_cli *c, const kr_args *a, kr_scope *scope, int64_t *owner, char *label,
                  size_t cap);

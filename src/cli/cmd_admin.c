@@ -41,21 +41,13 @@ int kr_cmd_org(int argc, char **argv)
     kr_diag d = {{0}};
     if (!strcmp(a.pos[0], "create") && a.npos == 2) {
         const char *slug = a.pos[1];
-        size_t n = strlen(slug);
-        bool ok = n > 0 && n < 64;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = (slug[i] >= 'a' && slug[i] <= 'z') || (slug[i] >= '0' && slug[i] <= '9') ||
-                 (slug[i] == '-' && i > 0);
-        if (!ok) {
-            kr_cli_errf("org slug '%s' must be 1-63 of [a-z0-9-], not starting with '-'", slug);
-        } else {
-            kr_org o;
-            int e = kr_org_create(c.st, slug, kr_arg(&a, "--name") ? kr_arg(&a, "--name") : slug, &o, &d);
-            if (e) kr_cli_errf("org create: %s", kr_diag_msg(&d, e));
-            else {
-                printf("org %s created (id %lld)\n", o.slug, (long long)o.id);
-                rc = 0;
-            }
+        kr_org o;
+        /* the store checks the slug and the display name */
+        int e = kr_org_create(c.st, slug, kr_arg(&a, "--name") ? kr_arg(&a, "--name") : slug, &o, &d);
+        if (e) kr_cli_errf("org create: %s", kr_diag_msg(&d, e));
+        else {
+            printf("org %s created (id %lld)\n", o.slug, (long long)o.id);
+            rc = 0;
         }
     } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
         kr_org *orgs;
@@ -65,10 +57,12 @@ int kr_cmd_org(int argc, char **argv)
         else {
             printf("%-6s %-24s %-24s %-8s %s\n", "ID", "SLUG", "NAME", "STATUS", "CREATED");
             for (size_t i = 0; i < n; i++) {
-                char t[32];
+                /* what the store holds is shown escaped: one row per org */
+                char t[32], e1[300], e2[600], e3[100];
                 fmt_time(orgs[i].created_at, t, sizeof t);
-                printf("%-6lld %-24s %-24s %-8s %s\n", (long long)orgs[i].id, orgs[i].slug,
-                       orgs[i].name, orgs[i].status, t);
+                printf("%-6lld %-24s %-24s %-8s %s\n", (long long)orgs[i].id,
+                       kr_esc(orgs[i].slug, e1, sizeof e1), kr_esc(orgs[i].name, e2, sizeof e2),
+                       kr_esc(orgs[i].status, e3, sizeof e3), t);
             }
             free(orgs);
             rc = 0;
@@ -184,18 +178,21 @@ int kr_cmd_ws(int argc, char **argv)
         kr_provision_result r;
         e = kr_provision(c.st, &c.mk, &ctx, &ws, pv, npv, NULL, &r, &d);
         if (e) {
+            char hint[700];
             kr_ws_delete(c.st, ws.id, NULL);
-            kr_cli_errf("ws create: provisioning failed, workspace not created: %s: %s",
-                        kr_err_name(e), kr_diag_msg(&d, e));
+            kr_cli_errf("ws create: provisioning failed, workspace not created: %s: %s%s",
+                        kr_err_name(e), kr_diag_msg(&d, e), kr_cli_key_hint(&c, e, hint, sizeof hint));
             kr_provision_result_free(&r);
             goto out;
         }
         if (kr_arg(&a, "--format")) print_result_env(&r, kr_arg(&a, "--format"));
-        else
+        else {
+            char ep[200], em[600];
             printf("%s %s/%s created (id %lld): route %s, provider %s%s%s\n",
                    kr_ws_kind_name(ws.kind), o.slug, ws.name, (long long)ws.id,
-                   kr_route_name(r.res.route), r.res.provider, r.res.model[0] ? ", model " : "",
-                   r.res.model);
+                   kr_route_name(r.res.route), kr_esc(r.res.provider, ep, sizeof ep),
+                   r.res.model[0] ? ", model " : "", kr_esc(r.res.model, em, sizeof em));
+        }
         kr_provision_result_free(&r);
         rc = 0;
     } else if (!strcmp(a.pos[0], "list") && a.npos <= 2) {
@@ -218,10 +215,11 @@ int kr_cmd_ws(int argc, char **argv)
         }
         printf("%-6s %-6s %-24s %-10s %-12s %s\n", "ID", "ORG", "NAME", "KIND", "RUNTIME", "CREATED");
         for (size_t i = 0; i < n; i++) {
-            char t[32];
+            char t[32], e1[300], e2[200];
             fmt_time(ws[i].created_at, t, sizeof t);
             printf("%-6lld %-6lld %-24s %-10s %-12s %s\n", (long long)ws[i].id,
-                   (long long)ws[i].org_id, ws[i].name, kr_ws_kind_name(ws[i].kind), ws[i].runtime, t);
+                   (long long)ws[i].org_id, kr_esc(ws[i].name, e1, sizeof e1),
+                   kr_ws_kind_name(ws[i].kind), kr_esc(ws[i].runtime, e2, sizeof e2), t);
         }
         free(ws);
         rc = 0;
@@ -236,12 +234,16 @@ out:
 
 /* ---- secret ---- */
 
+/* The value from stdin, without trailing newlines: 0, -1 (unreadable or too
+ * large), or -2 (it holds a NUL byte: a secret value is text, and stored as
+ * a C string it would be cut at the NUL, silently). */
 static int read_stdin_value(char *buf, size_t cap)
 {
     size_t n = fread(buf, 1, cap - 1, stdin);
     if (ferror(stdin)) return -1;
     if (n == cap - 1 && !feof(stdin)) return -1;
     buf[n] = 0;
+    if (memchr(buf, 0, n)) return -2;
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
     return 0;
 }
@@ -271,22 +273,27 @@ int kr_cmd_secret(int argc, char **argv)
     if (!strcmp(a.pos[0], "set") && a.npos == 2) {
         if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
         static char value[KR_SECRET_MAX_VALUE + 2];
+        int e;
         if (kr_arg(&a, "--value")) {
             if (kr_strlcpy(value, kr_arg(&a, "--value"), sizeof value)) {
                 kr_cli_errf("value too large");
                 goto out;
             }
-        } else if (read_stdin_value(value, sizeof value)) {
-            kr_cli_errf("could not read the value from stdin (at most %d bytes)", KR_SECRET_MAX_VALUE);
+        } else if ((e = read_stdin_value(value, sizeof value))) {
+            sodium_memzero(value, sizeof value);
+            if (e == -2) kr_cli_errf("secret set: the value holds a NUL byte; secret values are text");
+            else kr_cli_errf("could not read the value from stdin (at most %d bytes)", KR_SECRET_MAX_VALUE);
             goto out;
         }
-        int e = kr_secret_set(c.st, &c.mk, &c.pol, scope, owner, a.pos[1], value, &d);
+        e = kr_secret_set(c.st, &c.mk, &c.pol, scope, owner, a.pos[1], value, &d);
         sodium_memzero(value, sizeof value);
         if (e) {
-            kr_cli_errf("secret set: %s: %s", kr_err_name(e), kr_diag_msg(&d, e));
+            char hint[700];
+            kr_cli_errf("secret set: %s: %s%s", kr_err_name(e), kr_diag_msg(&d, e),
+                        kr_cli_key_hint(&c, e, hint, sizeof hint));
             goto out;
         }
-        printf("secret %s set at %s scope\n", a.pos[1], kr_scope_name(scope));
+        printf("secret %s set at %s scope\n", a.pos[1], kr_scope_name(scope)); /* a valid name */
         rc = 0;
     } else if (!strcmp(a.pos[0], "unset") && a.npos == 2) {
         if (kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
@@ -295,7 +302,9 @@ int kr_cmd_secret(int argc, char **argv)
             kr_cli_errf("secret unset: %s", kr_diag_msg(&d, e));
             goto out;
         }
-        printf("secret %s removed from %s scope\n", a.pos[1], kr_scope_name(scope));
+        char ek[600];
+        printf("secret %s removed from %s scope\n", kr_esc(a.pos[1], ek, sizeof ek),
+               kr_scope_name(scope));
         rc = 0;
     } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
         if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
@@ -322,8 +331,10 @@ int kr_cmd_secret(int argc, char **argv)
                 if (b.data) sodium_memzero(b.data, b.len);
             }
             kr_buf_free(&b);
+            char ek[600];
             fmt_time(rows[i].updated_at, t, sizeof t);
-            printf("%-32s %-10s %-18s %-9s %s\n", rows[i].key, orc ? "UNREADABLE" : "ok", cls, fp, t);
+            printf("%-32s %-10s %-18s %-9s %s\n", kr_esc(rows[i].key, ek, sizeof ek),
+                   orc ? "UNREADABLE" : "ok", cls, fp, t);
         }
         kr_secret_rows_free(rows, n);
         rc = 0;
@@ -338,28 +349,17 @@ out:
 
 /* ---- token ---- */
 
-static int parse_ttl(const char *s, int64_t *ms)
-{
-    size_t n = strlen(s);
-    if (n < 2) return -1;
-    uint64_t v;
-    if (kr_parse_u64(s, n - 1, &v) || v > 100000) return -1;
-    switch (s[n - 1]) {
-    case 'm': *ms = (int64_t)v * 60000; break;
-    case 'h': *ms = (int64_t)v * 3600000; break;
-    case 'd': *ms = (int64_t)v * 86400000; break;
-    default: return -1;
-    }
-    return 0;
-}
-
 int kr_cmd_token(int argc, char **argv)
 {
     static const kr_opt opts[] = {KR_COMMON_OPTS,
-                                  {"--ttl", true, "lifetime, e.g. 30d, 12h, 90m (default: none)"}};
-    const char *usage = "usage: keyrail token mint ORG/NAME [--ttl 30d]   (prints the token once)\n"
+                                  {"--ttl", true, "lifetime, e.g. 30d, 12h, 90m; at most 3650d (default: none)"}};
+    const char *usage = "usage: keyrail token mint ORG/NAME [--ttl 30d]\n"
                         "       keyrail token revoke ID|PREFIX\n"
-                        "       keyrail token list ORG/NAME";
+                        "       keyrail token list ORG/NAME\n\n"
+                        "mint prints the new token on stdout, alone on one line, and nothing else\n"
+                        "anywhere (so `TOKEN=$(keyrail token mint acme/dev)` captures exactly it); it\n"
+                        "is shown only this once, the store keeps its hash. list and revoke show its\n"
+                        "id and prefix.";
     kr_args a;
     int prc = kr_args_parse(&a, opts, N(opts), argc, argv, usage);
     if (prc) return prc < 0 ? 2 : 0;
@@ -371,11 +371,12 @@ int kr_cmd_token(int argc, char **argv)
     if (!strcmp(a.pos[0], "mint") && a.npos == 2) {
         kr_workspace w;
         int64_t ttl = 0;
-        if (kr_arg(&a, "--ttl") && parse_ttl(kr_arg(&a, "--ttl"), &ttl)) {
-            kr_cli_errf("--ttl takes a number and m, h or d, e.g. 30d");
+        int e;
+        if (kr_arg(&a, "--ttl") && (e = kr_token_ttl_parse(kr_arg(&a, "--ttl"), &ttl, &d))) {
+            kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
             goto out;
         }
-        int e = kr_ws_find(c.st, a.pos[1], &w, &d);
+        e = kr_ws_find(c.st, a.pos[1], &w, &d);
         if (e) {
             kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
             goto out;
@@ -391,10 +392,9 @@ int kr_cmd_token(int argc, char **argv)
             kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
             goto out;
         }
+        /* the token alone on stdout: nothing of it anywhere else */
         printf("%s\n", tok);
         fflush(stdout);
-        fprintf(stderr, "token %lld (%s…) minted for %s; it is shown only this once\n",
-                (long long)t.id, prefix, a.pos[1]);
         sodium_memzero(tok, sizeof tok);
         rc = 0;
     } else if (!strcmp(a.pos[0], "revoke") && a.npos == 2) {
@@ -405,7 +405,8 @@ int kr_cmd_token(int argc, char **argv)
             kr_cli_errf("token revoke: %s", kr_diag_msg(&d, e));
             goto out;
         }
-        printf("token %lld (%s…) revoked\n", (long long)t.id, t.prefix);
+        char ep[100];
+        printf("token %lld (%s…) revoked\n", (long long)t.id, kr_esc(t.prefix, ep, sizeof ep));
         rc = 0;
     } else if (!strcmp(a.pos[0], "list") && a.npos == 2) {
         kr_workspace w;
@@ -428,8 +429,9 @@ int kr_cmd_token(int argc, char **argv)
             const char *state = t[i].revoked_at ? "revoked"
                                 : (t[i].expires_at && t[i].expires_at <= now) ? "expired"
                                                                               : "active";
-            printf("%-6lld %-14s %-8s %-20s %-20s %s\n", (long long)t[i].id, t[i].prefix, state, c1,
-                   c2, c3);
+            char ep[100];
+            printf("%-6lld %-14s %-8s %-20s %-20s %s\n", (long long)t[i].id,
+                   kr_esc(t[i].prefix, ep, sizeof ep), state, c1, c2, c3);
         }
         free(t);
         rc = 0;
@@ -498,7 +500,9 @@ int kr_cmd_provision(int argc, char **argv)
     kr_provision_result r;
     e = kr_provision(c.st, &c.mk, &ctx, &w, pv, kr_flag(&a, "--rebuild") ? 0 : npv, token, &r, &d);
     if (e) {
-        kr_cli_errf("provision %s: %s: %s", a.pos[0], kr_err_name(e), kr_diag_msg(&d, e));
+        char hint[700];
+        kr_cli_errf("provision %s: %s: %s%s", a.pos[0], kr_err_name(e), kr_diag_msg(&d, e),
+                    kr_cli_key_hint(&c, e, hint, sizeof hint));
     } else {
         print_result_env(&r, fmt);
         rc = 0;

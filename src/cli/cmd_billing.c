@@ -95,8 +95,10 @@ int kr_cmd_credits(int argc, char **argv)
             struct tm tm;
             gmtime_r(&tt, &tm);
             strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            printf("%-8lld %-22s %16s  %-10s %s\n", (long long)rows[i].id, t, m, rows[i].reason,
-                   rows[i].request_id[0] ? rows[i].request_id : "-");
+            char e1[300], e2[200];
+            printf("%-8lld %-22s %16s  %-10s %s\n", (long long)rows[i].id, t, m,
+                   kr_esc(rows[i].reason, e1, sizeof e1),
+                   rows[i].request_id[0] ? kr_esc(rows[i].request_id, e2, sizeof e2) : "-");
         }
         free(rows);
         rc = 0;
@@ -218,7 +220,10 @@ int kr_cmd_limits(int argc, char **argv)
     if (tpm) snprintf(ts, sizeof ts, "%lld", (long long)tpm);
     printf("%s: rpm %s, tpm %s, models ", label, rs, ts);
     if (!nm) printf("(every priced platform model)");
-    for (size_t i = 0; i < nm; i++) printf("%s%s", i ? "," : "", models[i]);
+    for (size_t i = 0; i < nm; i++) {
+        char em[600];
+        printf("%s%s", i ? "," : "", kr_esc(models[i], em, sizeof em));
+    }
     printf("\n");
     kr_strv_free(models, nm);
     rc = 0;
@@ -298,13 +303,25 @@ int kr_cmd_usage(int argc, char **argv)
     for (size_t row = 0; row < r.nrows; row++) {
         if (!kr_dbres_get(&r, row, r.ncols - 6)) continue; /* no rows at all */
         for (size_t col = 0; col < r.ncols; col++) {
-            char cell[64];
+            char cell[600];
             const char *v = kr_dbres_get(&r, row, col);
             if (col == r.ncols - 1) {
                 money(kr_dbres_int(&r, row, col), cell, sizeof cell);
                 v = cell;
+            } else {
+                v = kr_esc(v ? v : "", cell, sizeof cell); /* names and models: shown escaped */
             }
-            printf(csv ? "%s%s" : "%s%-18s", col ? (csv ? "," : " ") : "", v ? v : "");
+            if (csv && strpbrk(v, ",\"")) { /* RFC 4180 quoting */
+                if (col) putchar(',');
+                putchar('"');
+                for (const char *p = v; *p; p++) {
+                    if (*p == '"') putchar('"');
+                    putchar(*p);
+                }
+                putchar('"');
+                continue;
+            }
+            printf(csv ? "%s%s" : "%s%-18s", col ? (csv ? "," : " ") : "", v);
         }
         printf("\n");
     }

@@ -3,7 +3,8 @@
  *
  * Every stored secret (org and workspace scope) is opened under the old
  * master key and sealed again under the new one, in ONE store transaction
- * (kr_store_secret_rewrite_all): the rows are read inside it with other
+ * (kr_store_secret_rewrite_all_keyed, which also moves the store's key check
+ * from the old key to the new one): the rows are read inside it with other
  * writers locked out, and any secret that does not open under the old key
  * rolls the whole rotation back -- a store is never half rotated, so it is
  * always readable with exactly one key. --dry-run runs the same steps and
@@ -140,7 +141,11 @@ static int run_rekey(rekey_ctx *x, size_t *rows, kr_diag *d)
         return kr_fail(d, KR_EINVAL,
                        "the old and the new master key are the same (give --new-key-file, or "
                        "point secrets.master_key_file / KEYRAIL_MASTER_KEY at the new key)");
-    return kr_store_secret_rewrite_all(x->st, reseal, x, !x->dry_run, rows, d);
+    /* the key check moves with the secrets, in the same transaction */
+    char from[65], to[65];
+    kr_master_key_check(x->old_key, from);
+    kr_master_key_check(x->new_key, to);
+    return kr_store_secret_rewrite_all_keyed(x->st, reseal, x, !x->dry_run, from, to, rows, d);
 }
 
 int kr_rekey(kr_store *st, const kr_master_key *old_key, const kr_master_key *new_key,
@@ -176,7 +181,9 @@ int kr_cmd_rekey(int argc, char **argv)
     const char *usage =
         "usage: keyrail rekey --old-key-file OLD [--new-key-file NEW] [--dry-run]\n\n"
         "Re-encrypts every stored secret (org and workspace scope) from the old master key to\n"
-        "the new one in one store transaction. The new key is --new-key-file, else the\n"
+        "the new one in one store transaction, and moves the store's key check to the new key\n"
+        "in the same transaction (from then on only the new key starts keyrail or writes\n"
+        "secrets). The new key is --new-key-file, else the\n"
         "configured one (KEYRAIL_MASTER_KEY, else secrets.master_key_file). A secret that does\n"
         "not open under the old key aborts the rotation: nothing changes. Stop (or drain) every\n"
         "keyrail instance first, and start them again with the new key afterwards; an instance\n"
@@ -219,13 +226,17 @@ int kr_cmd_rekey(int argc, char **argv)
     char who[200];
     for (size_t i = 0; i < x.ndone; i++) {
         owner_name(c.st, x.done[i].scope, x.done[i].owner, who, sizeof who);
-        printf("%s %s %s\n", dry ? "would re-encrypt" : "re-encrypted", who, x.done[i].key);
+        char e1[600], e2[600];
+        printf("%s %s %s\n", dry ? "would re-encrypt" : "re-encrypted", kr_esc(who, e1, sizeof e1),
+               kr_esc(x.done[i].key, e2, sizeof e2));
     }
     if (x.nbad) {
         /* a dry run lists every blocker; a real run stopped at the first */
         for (size_t i = 0; i < x.nbad; i++) {
             owner_name(c.st, x.bad[i].scope, x.bad[i].owner, who, sizeof who);
-            printf("UNREADABLE %s %s (%s)\n", who, x.bad[i].key,
+            char e1[600], e2[600];
+            printf("UNREADABLE %s %s (%s)\n", kr_esc(who, e1, sizeof e1),
+                   kr_esc(x.bad[i].key, e2, sizeof e2),
                    x.bad[i].opens_new ? "opens under the new key: already rotated?"
                                       : "opens under neither key");
         }

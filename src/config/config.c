@@ -1,9 +1,12 @@
 #include "config/config.h"
 #include "core/ini.h"
+#include "registry/registry.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum { T_STR, T_INT } opt_type;
 
@@ -21,9 +24,38 @@ typedef struct {
 #define I(sec, k, field, dflt, lo, hi, h)                                                          \
     {sec, k, T_INT, offsetof(kr_config, field), sizeof(int64_t), dflt, lo, hi, h}
 
+/* The shipped registry: in the source tree (KR_DEFAULT_REGISTRY) and where
+ * `meson install` puts it (KR_INSTALLED_REGISTRY, under the prefix's datadir). */
 #ifndef KR_DEFAULT_REGISTRY
-#define KR_DEFAULT_REGISTRY "/etc/keyrail/providers.conf"
+#define KR_DEFAULT_REGISTRY "etc/providers.conf"
 #endif
+#ifndef KR_INSTALLED_REGISTRY
+#define KR_INSTALLED_REGISTRY "/usr/local/share/keyrail/providers.conf"
+#endif
+#ifndef KR_BUILD_ROOT
+#define KR_BUILD_ROOT ""
+#endif
+#define REGISTRY_DEFAULT_DOC                                                                       \
+    "<datadir>/keyrail/providers.conf (the installed one; in the build tree: <source>/etc/providers.conf)"
+
+/* registry.file's default: the source tree's registry for a keyrail binary
+ * that runs from the build tree it was built in, the installed one for any
+ * other (an installed keyrail). */
+static const char *default_registry(void)
+{
+    static const char *chosen; /* once per process */
+    if (chosen) return chosen;
+    static const char build_root[] = KR_BUILD_ROOT;
+    char exe[PATH_MAX], root[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    chosen = KR_INSTALLED_REGISTRY;
+    if (n > 0 && sizeof build_root > 1 && realpath(build_root, root)) {
+        exe[n] = 0;
+        size_t rl = strlen(root);
+        if (!strncmp(exe, root, rl) && exe[rl] == '/') chosen = KR_DEFAULT_REGISTRY;
+    }
+    return chosen;
+}
 
 static const opt opts[] = {
     S("store", "url", store_url, "keyrail.db",
@@ -31,7 +63,10 @@ static const opt opts[] = {
     S("secrets", "master_key_file", master_key_file, "",
       "File holding the 32-byte master key as 64 hex digits, mode 0600. KEYRAIL_MASTER_KEY "
       "takes precedence."),
-    S("registry", "file", registry_file, KR_DEFAULT_REGISTRY, "Provider registry file."),
+    S("registry", "file", registry_file, NULL,
+      "Provider registry file. `meson install` installs the shipped one under the prefix's "
+      "datadir (replaced on upgrade): copy it elsewhere to edit it, or override a provider's "
+      "base URL below."),
     S("registry", "runtimes_file", runtimes_file, "",
       "Agent runtime profiles (docs/CONFIG.md, \"Runtime profiles\"). Empty: the profiles built "
       "into keyrail (etc/runtimes.conf)."),
@@ -45,7 +80,13 @@ static const opt opts[] = {
       "Largest request head (request line + headers) accepted (431 beyond)."),
     I("server", "max_headers", max_headers, "64", 8, 64, "Most header fields per request (431 beyond)."),
     I("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
-      "A client must send a complete request head within this time (slow clients are dropped)."),
+      "A client must send a complete request head within this time, and a request body may not "
+      "pause longer than this (408 and the connection closed)."),
+    I("server", "request_timeout_ms", request_timeout_ms, "60000", 1000, 3600000,
+      "A whole request, head and body, must arrive within this time of its first byte, however "
+      "steadily it trickles (408 and the connection closed). 60 s admits a 200 KB agent request "
+      "at 4 KB/s, but a body of the default server.max_body_bytes (32 MiB) only at 0.56 MB/s or "
+      "faster: raise it with max_body_bytes for slow links."),
     I("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 3600000,
       "Keep-alive connections idle this long are closed."),
     I("server", "send_timeout_ms", send_timeout_ms, "60000", 100, 3600000,
@@ -126,10 +167,60 @@ int kr_config_set(kr_config *c, const char *name, const char *value, int origin,
     return kr_fail(d, KR_ECONFIG, "unknown setting '%s'", name);
 }
 
+/* The environment's form of a provider name: upper case, '_' for the rest. */
+static void provider_env_form(const char *name, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; name[i] && i + 1 < cap; i++) {
+        char ch = name[i];
+        out[i] = (ch >= 'a' && ch <= 'z') ? (char)(ch - 32)
+                 : ((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) ? ch
+                                                                         : '_';
+    }
+    out[i] = 0;
+}
+
+/* Records a per-provider base URL override (a later one for the same
+ * provider and origin replaces it). */
+static int set_provider_url(kr_config *c, const char *provider, const char *url, int origin,
+                            kr_diag *d)
+{
+    if (strncmp(url, "https://", 8) && strncmp(url, "http://", 7))
+        return kr_fail(d, KR_ECONFIG, "provider '%.64s': base_url must be http(s)://", provider);
+    size_t i;
+    for (i = 0; i < c->nprovider_urls; i++)
+        if (c->provider_url[i].origin == origin && !strcmp(c->provider_url[i].provider, provider))
+            break;
+    if (i == KR_CONFIG_MAX_PROVIDER_URLS)
+        return kr_fail(d, KR_ECONFIG, "at most %d provider base_url overrides",
+                       KR_CONFIG_MAX_PROVIDER_URLS);
+    if (kr_strlcpy(c->provider_url[i].provider, provider, sizeof c->provider_url[i].provider))
+        return kr_fail(d, KR_ECONFIG, "provider name '%.64s' too long", provider);
+    if (kr_strlcpy(c->provider_url[i].base_url, url, sizeof c->provider_url[i].base_url))
+        return kr_fail(d, KR_ECONFIG, "provider '%s': base_url too long", provider);
+    c->provider_url[i].origin = (unsigned char)origin;
+    if (i == c->nprovider_urls) c->nprovider_urls++;
+    return 0;
+}
+
 static int on_kv(void *ud, const char *section, const char *name, const char *key,
                  const char *value, int line, kr_diag *d)
 {
     kr_config *c = ud;
+    if (!strcmp(section, "provider")) {
+        /* [provider NAME] base_url = URL: the registry's provider, elsewhere */
+        if (!name[0]) return kr_fail(d, KR_ECONFIG, "line %d: [provider NAME] needs a name", line);
+        if (!key) return 0;
+        if (strcmp(key, "base_url"))
+            return kr_fail(d, KR_ECONFIG,
+                           "line %d: [provider %s]: only base_url can be set here (the rest is "
+                           "the registry's)",
+                           line, name);
+        kr_diag inner = {{0}};
+        int rc = set_provider_url(c, name, value, KR_CFG_FILE, &inner);
+        if (rc) return kr_fail(d, rc, "line %d: %s", line, inner.msg);
+        return 0;
+    }
     if (!key) return 0;
     if (name[0]) return kr_fail(d, KR_ECONFIG, "line %d: [%s %s]: sections take no label", line,
                                 section, name);
@@ -155,7 +246,7 @@ int kr_config_load(kr_config *c, const char *path, kr_diag *d)
 {
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < NOPTS; i++) {
-        int rc = set_opt(c, i, opts[i].def, KR_CFG_DEFAULT, d);
+        int rc = set_opt(c, i, opts[i].def ? opts[i].def : default_registry(), KR_CFG_DEFAULT, d);
         if (rc) return rc;
     }
     if (path) {
@@ -178,6 +269,57 @@ int kr_config_load(kr_config *c, const char *path, kr_diag *d)
             if (rc) return kr_fail(d, rc, "%s: %s", name, inner.msg);
         }
     }
+    /* KEYRAIL_PROVIDER_<NAME>_BASE_URL (set and not empty) */
+    static const char pre[] = "KEYRAIL_PROVIDER_", suf[] = "_BASE_URL";
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || strncmp(*e, pre, sizeof pre - 1) || !eq[1]) continue;
+        size_t nl = (size_t)(eq - *e);
+        if (nl <= sizeof pre - 1 + sizeof suf - 1 || strncmp(eq - (sizeof suf - 1), suf, sizeof suf - 1))
+            continue;
+        char prov[64];
+        if (kr_memlcpy(prov, sizeof prov, *e + sizeof pre - 1, nl - (sizeof pre - 1) - (sizeof suf - 1)))
+            return kr_fail(d, KR_ECONFIG, "%.*s: provider name too long", (int)nl, *e);
+        kr_diag inner = {{0}};
+        int rc = set_provider_url(c, prov, eq + 1, KR_CFG_ENV, &inner);
+        if (rc) return kr_fail(d, rc, "%.*s: %s", (int)nl, *e, inner.msg);
+    }
+    return 0;
+}
+
+int kr_config_load_registry(const kr_config *c, kr_registry **out, kr_diag *d)
+{
+    kr_registry *r;
+    int rc = kr_registry_load(c->registry_file, &r, d);
+    if (rc) return rc;
+    /* the file's overrides first, then the environment's (which win) */
+    for (int origin = KR_CFG_FILE; origin <= KR_CFG_ENV; origin++)
+        for (size_t i = 0; i < c->nprovider_urls; i++) {
+            if (c->provider_url[i].origin != origin) continue;
+            const char *want = c->provider_url[i].provider;
+            char wenv[64];
+            provider_env_form(want, wenv, sizeof wenv);
+            const kr_provider *p = NULL;
+            /* the registry's name, else the same name in the variable's form */
+            for (size_t k = 0; k < r->nproviders && !p; k++)
+                if (!strcmp(r->providers[k].name, want)) p = &r->providers[k];
+            for (size_t k = 0; k < r->nproviders && !p; k++) {
+                char env[64];
+                provider_env_form(r->providers[k].name, env, sizeof env);
+                if (!strcmp(env, wenv)) p = &r->providers[k];
+            }
+            kr_diag inner = {{0}};
+            rc = p ? kr_registry_set_base_url(r, p->name, c->provider_url[i].base_url, &inner)
+                   : kr_fail(&inner, KR_ECONFIG, "the registry %s has no provider '%s'",
+                             c->registry_file, want);
+            if (rc) {
+                kr_registry_free(r);
+                if (origin == KR_CFG_FILE)
+                    return kr_fail(d, rc, "config [provider %s] base_url: %s", want, inner.msg);
+                return kr_fail(d, rc, "KEYRAIL_PROVIDER_%s_BASE_URL: %s", want, inner.msg);
+            }
+        }
+    *out = r;
     return 0;
 }
 
@@ -185,6 +327,30 @@ static const char *origin_name(int o)
 {
     static const char *const n[] = {"default", "file", "env", "flag"};
     return n[o & 3];
+}
+
+/* Overrides, as sections that load back: the environment's wins over the
+ * file's for the same provider; an environment name is shown lower-cased
+ * (it matches the registry's name the way the variable does). */
+static void dump_provider_urls(const kr_config *c, kr_buf *out)
+{
+    for (size_t i = 0; i < c->nprovider_urls; i++) {
+        char a[64], b[64];
+        provider_env_form(c->provider_url[i].provider, a, sizeof a);
+        bool shadowed = false;
+        for (size_t k = 0; k < c->nprovider_urls && c->provider_url[i].origin == KR_CFG_FILE; k++) {
+            provider_env_form(c->provider_url[k].provider, b, sizeof b);
+            shadowed |= c->provider_url[k].origin == KR_CFG_ENV && !strcmp(a, b);
+        }
+        if (shadowed) continue;
+        char name[64];
+        kr_strlcpy(name, c->provider_url[i].provider, sizeof name);
+        if (c->provider_url[i].origin == KR_CFG_ENV)
+            for (char *p = name; *p; p++)
+                if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+        kr_buf_printf(out, "\n[provider %s]\n# %s\nbase_url = %s\n", name,
+                      origin_name(c->provider_url[i].origin), c->provider_url[i].base_url);
+    }
 }
 
 void kr_config_dump(const kr_config *c, kr_buf *out)
@@ -205,6 +371,7 @@ void kr_config_dump(const kr_config *c, kr_buf *out)
             kr_buf_printf(out, "%s = %lld\n", o->key, (long long)v);
         }
     }
+    dump_provider_urls(c, out);
 }
 
 void kr_config_reference(kr_buf *out)
@@ -214,12 +381,20 @@ void kr_config_reference(kr_buf *out)
         const opt *o = &opts[i];
         char env[96];
         env_name(o, env, sizeof env);
-        /* the compiled-in registry path depends on the checkout: name it */
-        const char *def = strcmp(o->def, KR_DEFAULT_REGISTRY) ? o->def : "<source>/etc/providers.conf";
+        /* the registry's default depends on where keyrail runs from: name it */
+        const char *def = o->def ? o->def : REGISTRY_DEFAULT_DOC;
         kr_buf_printf(out, "| `%s.%s` | %s | `%s` | `%s` | %s", o->section, o->key,
                       o->type == T_STR ? "string" : "integer", def, env, o->help);
         if (o->type == T_INT)
             kr_buf_printf(out, " Range %lld..%lld.", (long long)o->min, (long long)o->max);
         kr_buf_puts(out, " |\n");
     }
+    kr_buf_puts(out,
+                "| `provider.NAME.base_url` (section `[provider NAME]`) | string | the registry's "
+                "`base_url` | `KEYRAIL_PROVIDER_<NAME>_BASE_URL` | Points registry provider NAME at "
+                "another API root (a staging vendor, an egress gateway) without copying the "
+                "registry; applied when the registry is loaded, so the proxy, provisioning and "
+                "`explain` all use it. In the variable NAME is upper-cased, other characters than "
+                "letters and digits become `_`; an empty variable is ignored. Naming a provider the "
+                "registry lacks is an error. Repeatable, one per provider. |\n");
 }

@@ -17,6 +17,8 @@
 #include "core/buf.h"
 #include "core/err.h"
 
+#define KR_CONFIG_MAX_PROVIDER_URLS 16
+
 typedef struct kr_config {
     /* [store] */
     char store_url[512];
@@ -32,6 +34,7 @@ typedef struct kr_config {
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t header_timeout_ms;
+    int64_t request_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t send_timeout_ms;
     int64_t upstream_connect_timeout_ms;
@@ -53,6 +56,15 @@ typedef struct kr_config {
     char operator_prefixes[512];
     /* where each setting came from, parallel to the table */
     unsigned char origin[64];
+    /* per-provider overrides of the registry: [provider NAME] base_url = URL
+     * in the file, KEYRAIL_PROVIDER_<NAME>_BASE_URL in the environment (NAME
+     * upper-cased, other characters than letters and digits as '_') */
+    struct {
+        char provider[64]; /* the file's NAME, or the environment's <NAME> */
+        char base_url[256];
+        unsigned char origin; /* KR_CFG_FILE or KR_CFG_ENV */
+    } provider_url[KR_CONFIG_MAX_PROVIDER_URLS];
+    size_t nprovider_urls;
 } kr_config;
 
 enum { KR_CFG_DEFAULT = 0, KR_CFG_FILE = 1, KR_CFG_ENV = 2, KR_CFG_FLAG = 3 };
@@ -65,5 +77,11 @@ int kr_config_set(kr_config *c, const char *name, const char *value, int origin,
 void kr_config_dump(const kr_config *c, kr_buf *out);
 /* Markdown reference table (docs/CONFIG.md is generated from it). */
 void kr_config_reference(kr_buf *out);
+
+struct kr_registry;
+/* The provider registry of registry.file, with the per-provider overrides
+ * applied: every user of the registry (the proxy, the provisioner, explain)
+ * sees them. An override naming no provider of the registry is an error. */
+int kr_config_load_registry(const kr_config *c, struct kr_registry **out, kr_diag *d);
 
 #endif

@@ -193,6 +193,82 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* The code point of a valid sequence of utf8_len l. */
+static unsigned utf8_cp(const unsigned char *s, size_t l)
+{
+    unsigned cp = s[0] & (0xff >> (l + 1));
+    for (size_t i = 1; i < l; i++) cp = (cp << 6) | (s[i] & 0x3f);
+    return l == 1 ? s[0] : cp;
+}
+
+/* Code points that steer a terminal or reorder text: C1 controls, the
+ * bidirectional embeddings, overrides and isolates, line/paragraph
+ * separators. */
+static bool steers(unsigned cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200e || cp == 0x200f || cp == 0x061c ||
+           cp == 0x2028 || cp == 0x2029;
+}
+
+int kr_buf_put_escaped(kr_buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && u[run] >= 0x20 && u[run] < 0x7f && u[run] != '\\')
+            run++;
+        int rc;
+        if (run > i) {
+            if ((rc = kr_buf_append(b, s + i, run - i))) return rc;
+            i = run;
+            continue;
+        }
+        unsigned char c = u[i];
+        size_t l = 1;
+        if (c == '\\') rc = kr_buf_append(b, "\\\\", 2);
+        else if (c == '\n') rc = kr_buf_append(b, "\\n", 2);
+        else if (c == '\r') rc = kr_buf_append(b, "\\r", 2);
+        else if (c == '\t') rc = kr_buf_append(b, "\\t", 2);
+        else if (c < 0x80) rc = kr_buf_printf(b, "\\x%02x", c); /* C0 controls, DEL */
+        else if ((l = utf8_len(u + i, n - i)) == 0) {
+            l = 1;
+            rc = kr_buf_printf(b, "\\x%02x", c); /* not UTF-8 */
+        } else if (steers(utf8_cp(u + i, l))) {
+            rc = kr_buf_printf(b, "\\u{%04x}", utf8_cp(u + i, l));
+        } else {
+            rc = kr_buf_append(b, s + i, l);
+        }
+        if (rc) return rc;
+        i += l;
+    }
+    return 0;
+}
+
+const char *kr_esc(const char *s, char *out, size_t cap)
+{
+    if (!cap) return "";
+    /* each input byte gives at least one output byte: more than cap + 4
+     * input bytes (a last UTF-8 sequence) cannot fit anyway */
+    size_t n = s ? strlen(s) : 0, take = n > cap + 4 ? cap + 4 : n;
+    kr_buf b = KR_BUF_INIT(8 * cap + 64);
+    int rc = kr_buf_put_escaped(&b, s ? s : "", take);
+    if (!rc && take == n && b.len < cap) {
+        memcpy(out, b.data ? b.data : "", b.len + 1);
+    } else {
+        /* cut at a character boundary (the escaped text is ASCII or valid UTF-8) */
+        size_t room = cap - 1, dots = room < 3 ? room : 3, keep = room - dots;
+        if (keep > b.len) keep = b.len;
+        while (keep && ((unsigned char)b.data[keep] & 0xc0) == 0x80) keep--;
+        if (keep) memcpy(out, b.data, keep);
+        memcpy(out + keep, "...", dots);
+        out[keep + dots] = 0;
+    }
+    kr_buf_free(&b);
+    return out;
+}
+
 int kr_buf_json_str(kr_buf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;

@@ -42,6 +42,15 @@ int kr_buf_put_ms3(kr_buf *b, uint64_t ns);
 /* Appends s as the inside of a JSON string (escapes quotes, controls, and
  * non-ASCII bytes that do not form valid UTF-8). */
 int kr_buf_json_str(kr_buf *b, const char *s, size_t n);
+/* Appends s[0..n) for a person to read (CLI errors and tables): printable
+ * ASCII and valid UTF-8 pass; a backslash, \n, \r, \t, other controls and
+ * DEL (\xHH), bytes that are not UTF-8 (\xHH) and code points that steer a
+ * terminal or reorder text -- C1 controls, bidi overrides (\u{HHHH}) -- are
+ * escaped. The result is one line that cannot move a cursor or forge a row. */
+int kr_buf_put_escaped(kr_buf *b, const char *s, size_t n);
+/* The same for the string s into out (cap bytes, NUL-terminated), cut with
+ * "..." when it does not fit; returns out. For printf arguments. */
+const char *kr_esc(const char *s, char *out, size_t cap);
 /* Removes the first n bytes. */
 void kr_buf_consume(kr_buf *b, size_t n);
 /* Hands the data to the caller (who frees it) and resets b. */

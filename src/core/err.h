@@ -33,7 +33,8 @@
     X(MISSING_PLATFORM_PROXY, "platform route but no proxy URL configured")                        \
     X(UNKNOWN_PROVIDER, "provider is not in the registry")                                         \
     X(CONCIERGE_EXISTS, "org already has a concierge")                                             \
-    X(DENIED, "denied")
+    X(DENIED, "denied")                                                                            \
+    X(WRONG_MASTER_KEY, "the master key is not the one the store's secrets are sealed under")
 
 enum {
     KR_OK = 0,
@@ -65,6 +66,7 @@ enum {
 #define KR_EUNKNOWN_PROVIDER KR__ERR_CODE(UNKNOWN_PROVIDER)
 #define KR_ECONCIERGE_EXISTS KR__ERR_CODE(CONCIERGE_EXISTS)
 #define KR_EDENIED KR__ERR_CODE(DENIED)
+#define KR_EWRONG_MASTER_KEY KR__ERR_CODE(WRONG_MASTER_KEY)
 
 /* Symbolic name without prefix, e.g. "SECRET_UNREADABLE"; "OK" for 0. */
 const char *kr_err_name(int err);

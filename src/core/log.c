@@ -51,6 +51,11 @@ int kr_log_open(const char *path)
     return 0;
 }
 
+bool kr_log_is_stderr(void)
+{
+    return log_fp == NULL;
+}
+
 void kr_log_close(void)
 {
     kr_log_flush();

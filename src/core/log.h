@@ -23,6 +23,8 @@ extern int kr_log_level;
 /* Opens path for appending (NULL or "-" = stderr). */
 int kr_log_open(const char *path);
 void kr_log_close(void);
+/* True while the log goes to stderr. */
+bool kr_log_is_stderr(void);
 int kr_log_level_parse(const char *s);
 
 void kr_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -68,8 +68,17 @@ static const rule rules[] = {
     {"PGPASSWORD", "infrastructure token"},
     {"SENTRY_AUTH_TOKEN", "infrastructure token"},
     {"SLACK_BOT_TOKEN", "infrastructure token"},
-    /* keyrail itself */
+    /* keyrail itself: its master key under every name keyrail documents
+     * (KEYRAIL_MASTER_KEY, KEYRAIL_SECRETS_MASTER_KEY_FILE: KEYRAIL_*), and the
+     * names operators commonly give such keys and admin credentials */
     {"KEYRAIL_*", "keyrail operator secret"},
+    {"MASTER_KEY", "operator secret"},
+    {"SECRETS_MASTER_KEY", "operator secret"},
+    {"SECRETS_ENCRYPTION_KEY", "operator secret"},
+    {"ENCRYPTION_KEY", "operator secret"},
+    {"ADMIN_TOKEN", "operator secret"},
+    {"ADMIN_API_KEY", "operator secret"},
+    {"ADMIN_PASSWORD", "operator secret"},
 };
 
 void kr_policy_init(kr_policy *p)

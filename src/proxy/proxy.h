@@ -175,6 +175,7 @@ struct kr_conn {
     bool read_eof;
     bool in_body;     /* head parsed, body arriving */
     bool got_bytes;   /* some bytes of the current request arrived */
+    uint64_t deadline; /* loop time (ms) by which the whole request must have arrived */
     bool linger;      /* after an error reply: half-close, drain input, then close */
     size_t discarded; /* bytes drained while lingering */
     uv_shutdown_t shutdown_req;
@@ -186,6 +187,9 @@ void kr_conn_close(kr_conn *c);
 void kr_conn_request_done(kr_conn *c);
 
 int kr_server_run(const kr_config *cfg, bool dev);
+/* A new request id, unique across instances (random instance id + sequence):
+ * every response carries one, those refused before routing too. */
+void kr_server_request_id(kr_server *s, char *out, size_t cap);
 
 /* ---- requests (routes.c) ---- */
 

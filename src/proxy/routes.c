@@ -32,7 +32,7 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
     r->keep_alive = h->keep_alive;
     r->t0_ns = kr_mono_ns();
     r->route = KR_ROUTE_OTHER;
-    snprintf(r->id, sizeof r->id, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
+    kr_server_request_id(s, r->id, sizeof r->id);
     kr_buf_init(&r->upbody, (size_t)s->cfg->max_body_bytes + 4096);
     kr_buf_init(&r->resp_head, 16 * 1024);
     kr_buf_init(&r->out, OUT_CAP + 64 * 1024 + 64);

@@ -7,7 +7,10 @@
  * the cap). Writes go out with uv_try_write first and queue the rest; the
  * queued byte count is the back-pressure signal routes.c uses to pause the
  * upstream. Timers: a complete head must arrive within header_timeout_ms,
- * the body must keep moving, idle keep-alive connections close after
+ * the body may not pause longer than that, and the whole request (head and
+ * body) must arrive within request_timeout_ms of its first byte, however
+ * steadily it trickles -- a request that misses a bound is answered 408 and
+ * the connection closed. Idle keep-alive connections close after
  * idle_timeout_ms, and a client that accepts no bytes for send_timeout_ms
  * is dropped.
  */
@@ -16,6 +19,8 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +44,13 @@ typedef struct {
 static void timer_arm(kr_conn *c, uint64_t ms);
 static void on_timeout(uv_timer_t *t);
 static void close_or_linger(kr_conn *c);
+static void respond_conn_error(kr_conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void kr_server_request_id(kr_server *s, char *out, size_t cap)
+{
+    kr_snprintf(out, cap, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
+}
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -147,12 +159,34 @@ static void on_timeout(uv_timer_t *t)
         return;
     }
     if (c->req) return; /* the request's own timers decide */
-    if (c->linger) {
-        kr_conn_close(c);
+    if (c->linger || !c->got_bytes) {
+        kr_conn_close(c); /* the drain after a refusal is over, or an idle connection */
         return;
     }
-    if (c->got_bytes) KR_INFO("dropping a slow client: request not complete in time");
-    kr_conn_close(c);
+    /* a request began and missed one of its arrival bounds */
+    const kr_config *cfg = c->srv->cfg;
+    if (uv_now(c->srv->loop) >= c->deadline)
+        respond_conn_error(c, 408,
+                           "the request did not arrive within %lld ms (server.request_timeout_ms)",
+                           (long long)cfg->request_timeout_ms);
+    else if (c->in_body)
+        respond_conn_error(c, 408,
+                           "the request body paused for %lld ms (server.header_timeout_ms)",
+                           (long long)cfg->header_timeout_ms);
+    else
+        respond_conn_error(c, 408,
+                           "the request head did not arrive within %lld ms (server.header_timeout_ms)",
+                           (long long)cfg->header_timeout_ms);
+}
+
+/* Until the next arrival bound: header_timeout_ms of silence, capped by the
+ * request's total deadline. */
+static void arm_arrival(kr_conn *c)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t ms = (uint64_t)c->srv->cfg->header_timeout_ms;
+    uint64_t left = c->deadline > now ? c->deadline - now : 0;
+    timer_arm(c, ms < left ? ms : left);
 }
 
 /* ---- reads ---- */
@@ -207,26 +241,58 @@ static void reading(kr_conn *c, bool on)
     else uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
-static void respond_parse_error(kr_conn *c)
+/*
+ * Refuses the request arriving on c before it became a kr_req (a parse
+ * error, an arrival timeout): one JSON error with its own request id, like
+ * every keyrail response -- in the OpenAI shape when the head named an
+ * /openai/ path, else in the Anthropic shape --, `connection: close`, then
+ * the lingering close, so no byte after it is ever parsed.
+ */
+static void respond_conn_error(kr_conn *c, int status, const char *fmt, ...)
 {
-    int status = c->parser.status ? c->parser.status : 400;
-    char body[256];
-    int bl = snprintf(body, sizeof body,
-                      "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
-                      "\"message\":\"%s\"}}",
-                      c->parser.error ? c->parser.error : "bad request");
-    char head[256];
+    char msg[256], id[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    kr_server_request_id(c->srv, id, sizeof id);
+    /* the path is known once the parser reached the end of the head */
+    bool openai = c->parser.req.path.p && kr_slice_starts(c->parser.req.path, "/openai/");
+    kr_buf body = KR_BUF_INIT(4096);
+    if (openai) {
+        kr_buf_puts(&body, "{\"error\":{\"message\":\"");
+        kr_buf_json_str(&body, msg, strlen(msg));
+        kr_buf_printf(&body, "\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null},"
+                             "\"request_id\":\"%s\"}",
+                      id);
+    } else {
+        /* the Anthropic API's own type for a 413 (docs/PROXY.md) */
+        kr_buf_printf(&body, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"",
+                      status == 413 ? "request_too_large" : "invalid_request_error");
+        kr_buf_json_str(&body, msg, strlen(msg));
+        kr_buf_printf(&body, "\"},\"request_id\":\"%s\"}", id);
+    }
+    char head[512];
     int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                      "connection: close\r\n\r\n",
-                      status, kr_status_text(status), bl);
-    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body, (unsigned)bl)};
+                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+                      "x-keyrail-request-id: %s\r\n%s: %s\r\nconnection: close\r\n\r\n",
+                      status, kr_status_text(status), body.len, id,
+                      openai ? "x-request-id" : "request-id", id);
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body.data, (unsigned)body.len)};
     kr_metrics_request(&c->srv->metrics, KR_ROUTE_OTHER, status);
-    KR_INFO("refused a malformed request: %d %s", status, c->parser.error ? c->parser.error : "");
+    KR_INFO("refused a request before routing: %d %s (request_id %s)", status, msg, id);
     c->close_after = true;
     c->linger = true;
+    uv_timer_stop(&c->timer);
     kr_conn_write(c, b, 2);
+    kr_buf_free(&body);
     if (c->write_pending == 0) close_or_linger(c);
+}
+
+static void respond_parse_error(kr_conn *c)
+{
+    respond_conn_error(c, c->parser.status ? c->parser.status : 400, "%s",
+                       c->parser.error ? c->parser.error : "bad request");
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -259,8 +325,10 @@ static int conn_step(kr_conn *c, const char *data, size_t len, size_t *used)
 {
     *used = 0;
     if (!c->got_bytes) {
+        /* the first byte of a request: its arrival bounds start now */
         c->got_bytes = true;
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        c->deadline = uv_now(c->srv->loop) + (uint64_t)c->srv->cfg->request_timeout_ms;
+        arm_arrival(c);
     }
     int rc = kr_http_feed(&c->parser, data, len, used);
     if (rc == KR_HTTP_HEAD) {
@@ -270,9 +338,9 @@ static int conn_step(kr_conn *c, const char *data, size_t len, size_t *used)
             uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
             kr_conn_write(c, &b, 1);
         }
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        arm_arrival(c);
     } else if (rc == KR_HTTP_AGAIN && c->in_body) {
-        timer_arm(c, (uint64_t)c->srv->cfg->header_timeout_ms);
+        arm_arrival(c); /* the body moved: silence restarts, the deadline stays */
     }
     return rc;
 }
@@ -544,6 +612,28 @@ static void tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 32 << 20);
 }
 
+/* Every refusal to start is logged and, when the log is not stderr (or
+ * would not show it), also written to stderr: an operator starting keyrail
+ * by hand or under systemd sees why it did not start. Returns 1. */
+static int refuse_to_start(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int refuse_to_start(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    KR_ERROR("refusing to start: %s", msg);
+    kr_log_flush();
+    if (!kr_log_is_stderr() || kr_log_level > KR_LOG_ERROR) {
+        kr_buf b = KR_BUF_INIT(4096);
+        kr_redact(msg, strlen(msg), &b); /* like every log line */
+        fprintf(stderr, "keyrail: refusing to start: %s\n", b.data ? b.data : "");
+        kr_buf_free(&b);
+    }
+    return 1;
+}
+
 int kr_server_run(const kr_config *cfg, bool dev)
 {
     char journal[600];
@@ -551,52 +641,81 @@ int kr_server_run(const kr_config *cfg, bool dev)
     kr_diag d = {{0}};
     int rc;
     if ((rc = kr_upstream_check_config(cfg, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
+        refuse_to_start("%s", d.msg);
         return 1;
     }
     kr_server *s = kr_xcalloc(1, sizeof *s);
+    bool listening = false;
     s->cfg = cfg;
     s->loop = uv_default_loop();
     s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,
                                  (uint64_t)cfg->max_body_bytes};
     bool created = false;
     if ((rc = kr_master_key_load(cfg->master_key_file, dev, &s->mk, &created, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
+        refuse_to_start("%s", d.msg);
+        goto refused;
     }
     if (created)
         KR_WARN("DEVELOPMENT MODE: created a new master key at %s (mode 0600). Secrets encrypted "
                 "with it are lost if it is lost. Never use --dev in production.",
                 cfg->master_key_file);
-    if ((rc = kr_registry_load(cfg->registry_file, &s->reg, &d))) {
-        KR_ERROR("refusing to start: registry: %s", d.msg);
-        return 1;
+    if ((rc = kr_config_load_registry(cfg, &s->reg, &d))) {
+        refuse_to_start("registry: %s", d.msg);
+        goto refused;
     }
     if ((rc = kr_runtimes_load(cfg->runtimes_file, &s->rts, &d))) {
-        KR_ERROR("refusing to start: runtime profiles: %s", d.msg);
-        return 1;
+        refuse_to_start("runtime profiles: %s", d.msg);
+        goto refused;
     }
+    for (size_t i = 0; i < cfg->nprovider_urls; i++)
+        KR_INFO("provider '%s': base_url overridden by the %s (%s)", cfg->provider_url[i].provider,
+                cfg->provider_url[i].origin == KR_CFG_ENV ? "environment" : "config file",
+                cfg->provider_url[i].base_url);
     kr_policy_init(&s->pol);
     if ((rc = kr_policy_add_prefixes(&s->pol, cfg->operator_prefixes, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
+        refuse_to_start("%s", d.msg);
+        goto refused;
     }
     /* the store must open (and migrate) before we listen */
     kr_store *probe;
     if ((rc = kr_store_open(cfg->store_url, &probe, &d))) {
-        KR_ERROR("refusing to start: store: %s", d.msg);
-        return 1;
+        refuse_to_start("store: %s", d.msg);
+        goto refused;
     }
+    /* the master key must be the one the stored secrets are sealed under */
+    rc = kr_master_key_verify(probe, &s->mk, &d);
     kr_store_close(probe);
+    if (rc) {
+        char buf[600];
+        const char *origin = kr_master_key_origin(cfg->master_key_file, buf, sizeof buf);
+        refuse_to_start("%s (the master key from %s): %s",
+                        rc == KR_EWRONG_MASTER_KEY ? "wrong master key" : "key check", origin,
+                        kr_diag_msg(&d, rc));
+        goto refused;
+    }
+    /* bound now, served from uv_run on: nothing is accepted before the rest */
+    struct sockaddr_storage ss;
+    if ((rc = parse_listen(cfg->listen, &ss, &d))) {
+        refuse_to_start("%s", d.msg);
+        goto refused;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    listening = true;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
+        refuse_to_start("cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
+        goto refused;
+    }
     if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
         (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, journal_path(cfg, journal, sizeof journal), &d))) {
-        KR_ERROR("refusing to start: store: %s", d.msg);
-        return 1;
+        refuse_to_start("store: %s", d.msg);
+        goto refused;
     }
     load_platform_keys(s);
     if (kr_upstream_init(s)) {
-        KR_ERROR("refusing to start: libcurl multi could not be created");
-        return 1;
+        refuse_to_start("libcurl multi could not be created");
+        goto refused;
     }
     kr_auth_init(&s->auth, cfg->token_cache_ms);
     kr_limits_init(&s->adm);
@@ -611,18 +730,6 @@ int kr_server_run(const kr_config *cfg, bool dev)
     randombytes_buf(inst, sizeof inst);
     kr_hex(inst, sizeof inst, s->instance);
 
-    struct sockaddr_storage ss;
-    if ((rc = parse_listen(cfg->listen, &ss, &d))) {
-        KR_ERROR("refusing to start: %s", d.msg);
-        return 1;
-    }
-    uv_tcp_init(s->loop, &s->listener);
-    s->listener.data = s;
-    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) ||
-        (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
-        KR_ERROR("refusing to start: cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
-        return 1;
-    }
     struct sockaddr_storage bound;
     int blen = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
@@ -661,4 +768,22 @@ int kr_server_run(const kr_config *cfg, bool dev)
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
     return 0;
+
+refused:
+    /* undo what was started, so a refusal exits clean (and leak-free) */
+    kr_meter_stop(s->meter);
+    kr_workq_stop(s->workers);
+    if (listening) uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_run(s->loop, UV_RUN_NOWAIT);
+    uv_loop_close(s->loop);
+    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
+        if (s->platform_auth[i]) {
+            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
+            free(s->platform_auth[i]);
+        }
+    kr_registry_free(s->reg);
+    kr_runtimes_free(s->rts);
+    sodium_memzero(&s->mk, sizeof s->mk);
+    free(s);
+    return 1;
 }

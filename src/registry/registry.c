@@ -53,6 +53,33 @@ static int price(const char *v, int64_t *out, kr_diag *d, int line)
     return 0;
 }
 
+/* A provider's base URL: http(s)://, no control bytes or spaces, trailing
+ * slashes dropped. */
+static int set_base_url(kr_provider *p, const char *value, kr_diag *d)
+{
+    if (strncmp(value, "https://", 8) && strncmp(value, "http://", 7))
+        return kr_fail(d, KR_EPARSE, "base_url must be http(s)://");
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+            return kr_fail(d, KR_EPARSE, "base_url holds a space or a control byte");
+    char url[sizeof p->base_url];
+    if (kr_strlcpy(url, value, sizeof url)) return kr_fail(d, KR_EPARSE, "base_url too long");
+    size_t l = strlen(url);
+    while (l > 0 && url[l - 1] == '/') url[--l] = 0;
+    memcpy(p->base_url, url, sizeof url);
+    return 0;
+}
+
+int kr_registry_set_base_url(kr_registry *r, const char *provider, const char *url, kr_diag *d)
+{
+    kr_provider *p = (kr_provider *)kr_registry_provider(r, provider);
+    if (!p) return kr_fail(d, KR_EUNKNOWN_PROVIDER, "no provider '%.64s' in the registry", provider);
+    kr_diag inner = {{0}};
+    int rc = set_base_url(p, url, &inner);
+    if (rc) return kr_fail(d, rc, "provider '%s': %s", p->name, inner.msg);
+    return 0;
+}
+
 static int on_kv(void *ud, const char *section, const char *name, const char *key,
                  const char *value, int line, kr_diag *d)
 {
@@ -78,12 +105,9 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             else if (!strcmp(value, "openai")) p->proto = KR_PROTO_OPENAI;
             else return kr_fail(d, KR_EPARSE, "line %d: protocol must be anthropic or openai", line);
         } else if (!strcmp(key, "base_url")) {
-            if (strncmp(value, "https://", 8) && strncmp(value, "http://", 7))
-                return kr_fail(d, KR_EPARSE, "line %d: base_url must be http(s)://", line);
-            if (kr_strlcpy(p->base_url, value, sizeof p->base_url))
-                return kr_fail(d, KR_EPARSE, "line %d: base_url too long", line);
-            size_t l = strlen(p->base_url);
-            while (l > 0 && p->base_url[l - 1] == '/') p->base_url[--l] = 0;
+            kr_diag inner = {{0}};
+            int rc = set_base_url(p, value, &inner);
+            if (rc) return kr_fail(d, rc, "line %d: %s", line, inner.msg);
         } else if (!strcmp(key, "credential_env")) {
             return split_list(value, p->credential_env, 64, KR_REG_MAX_LIST, &p->ncredential_env,
                               d, line);

@@ -69,6 +69,11 @@ typedef struct kr_registry {
 int kr_registry_parse(const char *text, size_t n, kr_registry **out, kr_diag *d);
 int kr_registry_load(const char *path, kr_registry **out, kr_diag *d);
 void kr_registry_free(kr_registry *r);
+/* Points a provider at another base URL (keyrail.conf's per-provider
+ * override, applied by kr_config_load_registry): KR_EUNKNOWN_PROVIDER when
+ * the registry has no such provider, KR_EPARSE for a URL the registry file
+ * would refuse. */
+int kr_registry_set_base_url(kr_registry *r, const char *provider, const char *url, kr_diag *d);
 
 const kr_provider *kr_registry_provider(const kr_registry *r, const char *name);
 /* The model entry for an id or alias, or NULL. */

@@ -91,6 +91,63 @@ int kr_master_key_load_file(const char *path, kr_master_key *out, kr_diag *d)
     return 0;
 }
 
+const char *kr_master_key_origin(const char *key_file, char *buf, size_t cap)
+{
+    const char *env = getenv(KR_MASTER_KEY_ENV);
+    if (env && *env) return KR_MASTER_KEY_ENV;
+    if (!key_file || !*key_file) return "no key";
+    kr_snprintf(buf, cap, "key file %s", key_file);
+    return buf;
+}
+
+void kr_master_key_check(const kr_master_key *mk, char hex[65])
+{
+    static const char label[] = "keyrail master key check v1";
+    uint8_t h[32];
+    crypto_generichash(h, sizeof h, (const uint8_t *)label, sizeof label - 1, mk->k, sizeof mk->k);
+    kr_hex(h, sizeof h, hex);
+}
+
+static bool opens_any(const kr_master_key *mk, const kr_secret_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        kr_buf pt = KR_BUF_INIT(KR_SECRET_MAX_VALUE);
+        int rc = kr_secret_open(mk, rows[i].scope, rows[i].owner_id, rows[i].key,
+                                rows[i].ciphertext, strlen(rows[i].ciphertext), &pt);
+        if (pt.data) sodium_memzero(pt.data, pt.len);
+        kr_buf_free(&pt);
+        if (!rc) return true;
+    }
+    return false;
+}
+
+int kr_master_key_verify(kr_store *s, const kr_master_key *mk, kr_diag *d)
+{
+    char mine[65], stored[65];
+    kr_master_key_check(mk, mine);
+    int rc = kr_store_keycheck_get(s, stored, d);
+    if (rc == KR_ENOTFOUND) {
+        /* a store from before the check: the key proves itself on what is stored */
+        kr_secret_row *rows;
+        size_t n;
+        if ((rc = kr_store_secret_list_all(s, &rows, &n, d))) return rc;
+        bool ok = n == 0 || opens_any(mk, rows, n);
+        kr_secret_rows_free(rows, n);
+        if (!ok)
+            return kr_fail(d, KR_EWRONG_MASTER_KEY,
+                           "this master key opens none of the %zu secret(s) in the store: they "
+                           "were sealed under another key",
+                           n);
+        rc = kr_store_keycheck_init(s, mine, stored, d);
+    }
+    if (rc) return rc;
+    if (sodium_memcmp(stored, mine, 64) != 0)
+        return kr_fail(d, KR_EWRONG_MASTER_KEY,
+                       "this master key is not the store's: its secrets are sealed under "
+                       "another key (after `keyrail rekey`, use the new key)");
+    return 0;
+}
+
 static void make_ad(char *ad, size_t cap, kr_scope scope, int64_t owner, const char *key)
 {
     snprintf(ad, cap, "keyrail-secret|%s|%lld|%s", kr_scope_name(scope), (long long)owner, key);
@@ -220,7 +277,13 @@ int kr_secret_set(kr_store *s, const kr_master_key *mk, const kr_policy *pol, kr
         return kr_fail(d, KR_ETOOBIG, "secret '%s' is larger than %d bytes", key, KR_SECRET_MAX_VALUE);
     kr_buf ct = KR_BUF_INIT(1 << 20);
     rc = kr_secret_seal(mk, scope, owner, key, value, n, &ct);
-    if (!rc) rc = kr_store_secret_put(s, scope, owner, key, ct.data, KR_SECRET_VERSION, d);
+    /* never seal under a key the store's other secrets are not sealed under */
+    if (!rc && !(rc = kr_store_secret_write_begin(s, d))) {
+        if (!(rc = kr_master_key_verify(s, mk, d)) &&
+            !(rc = kr_store_secret_put(s, scope, owner, key, ct.data, KR_SECRET_VERSION, d)))
+            rc = kr_store_commit(s, d);
+        if (rc) kr_store_rollback(s);
+    }
     kr_buf_free(&ct);
     return rc;
 }
@@ -240,4 +303,27 @@ void kr_token_hash(const char *tok, size_t n, char hex[65])
     uint8_t h[32];
     crypto_generichash(h, sizeof h, (const uint8_t *)tok, n, NULL, 0);
     kr_hex(h, sizeof h, hex);
+}
+
+int kr_token_ttl_parse(const char *s, int64_t *ms, kr_diag *d)
+{
+    size_t n = strlen(s);
+    char unit = n ? s[n - 1] : 0;
+    int64_t per = unit == 'm' ? 60000 : unit == 'h' ? 3600000 : unit == 'd' ? 86400000 : 0;
+    uint64_t v;
+    if (s[0] == '-') return kr_fail(d, KR_EINVAL, "--ttl must be positive (omit it for no expiry)");
+    bool digits = n >= 2 && strspn(s, "0123456789") == n - 1;
+    if (digits && per && kr_parse_u64(s, n - 1, &v)) /* overflows 64 bits */
+        return kr_fail(d, KR_EINVAL, "--ttl '%.40s' is longer than %d days (10 years)", s,
+                       KR_TOKEN_MAX_TTL_DAYS);
+    if (!digits || !per || kr_parse_u64(s, n - 1, &v))
+        return kr_fail(d, KR_EINVAL,
+                       "--ttl '%.40s' is not a lifetime: a whole number and m, h or d (e.g. 30d)", s);
+    const uint64_t max_ms = (uint64_t)KR_TOKEN_MAX_TTL_DAYS * 86400000;
+    if (v == 0) return kr_fail(d, KR_EINVAL, "--ttl must be positive (omit it for no expiry)");
+    if (v > max_ms / (uint64_t)per)
+        return kr_fail(d, KR_EINVAL, "--ttl '%.40s' is longer than %d days (10 years)", s,
+                       KR_TOKEN_MAX_TTL_DAYS);
+    *ms = (int64_t)v * per;
+    return 0;
 }

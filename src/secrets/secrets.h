@@ -50,6 +50,24 @@ int kr_master_key_load(const char *key_file, bool dev_create, kr_master_key *out
 int kr_master_key_load_file(const char *path, kr_master_key *out, kr_diag *d);
 /* Writes a fresh random key to path (0600, must not exist). */
 int kr_master_key_generate(const char *path, kr_diag *d);
+/* Where kr_master_key_load takes the key from, for messages: "KEYRAIL_MASTER_KEY"
+ * or "key file PATH" (or "no key" when neither is set). */
+const char *kr_master_key_origin(const char *key_file, char *buf, size_t cap);
+
+/*
+ * The key check. A wrong master key opens no secret, and without a check
+ * keyrail would find that out only secret by secret, at request time. The
+ * store keeps one keyed fingerprint of the right key (BLAKE2b-256 keyed by
+ * the master key over a fixed label: it reveals nothing about the key and
+ * matches only the same key). kr_master_key_verify compares; a store from
+ * before the check gets mk's written here when mk opens one of its stored
+ * secrets (AEAD: a wrong key opens none), or when it holds none; a key that
+ * opens none of them is refused. `serve` refuses to start without a match,
+ * kr_secret_set refuses to write, `rekey` moves the check with the secrets.
+ * KR_EWRONG_MASTER_KEY with d saying why.
+ */
+void kr_master_key_check(const kr_master_key *mk, char hex[65]);
+int kr_master_key_verify(kr_store *s, const kr_master_key *mk, kr_diag *d);
 
 /* Seals value under the row's associated data; out receives base64 text. */
 int kr_secret_seal(const kr_master_key *mk, kr_scope scope, int64_t owner, const char *key,
@@ -73,8 +91,10 @@ void kr_secret_get(kr_store *s, const kr_master_key *mk, kr_scope scope, int64_t
                    const char *key, kr_secret_read *out);
 void kr_secret_read_free(kr_secret_read *r);
 
-/* Writes a secret after the forbidden-key check (see provision/forbidden.h).
- * KR_EFORBIDDEN_KEY names the key and the reason in d. */
+/* Writes a secret after the forbidden-key check (see provision/forbidden.h)
+ * and the key check (kr_master_key_verify), in one transaction.
+ * KR_EFORBIDDEN_KEY names the key and the reason in d; KR_EWRONG_MASTER_KEY
+ * when mk is not the store's key (nothing is written). */
 struct kr_policy;
 int kr_secret_set(kr_store *s, const kr_master_key *mk, const struct kr_policy *pol,
                   kr_scope scope, int64_t owner, const char *key, const char *value, kr_diag *d);
@@ -83,6 +103,11 @@ int kr_secret_set(kr_store *s, const kr_master_key *mk, const struct kr_policy *
 void kr_token_generate(char *out);
 /* Hex BLAKE2b-256 of a token: what the store keeps. */
 void kr_token_hash(const char *tok, size_t n, char hex[65]);
+/* A token lifetime: a positive whole number and m, h or d ("90m", "12h",
+ * "30d"), at most KR_TOKEN_MAX_TTL_DAYS days. 0, or KR_EINVAL with d saying
+ * why (zero, negative, absurd, overflowing, malformed). */
+#define KR_TOKEN_MAX_TTL_DAYS 3650
+int kr_token_ttl_parse(const char *s, int64_t *ms, kr_diag *d);
 
 /* Valid secret key names: [A-Z_][A-Z0-9_]*, at most 127 bytes. */
 bool kr_secret_key_valid(const char *key);

@@ -122,6 +122,14 @@ static const kr_migration migrations[] = {
      " PRIMARY KEY (scope, owner_id, window_start));"},
     {3, "drop usage_ws: reports read the daily rollup, and every usage row paid for it",
      "DROP INDEX IF EXISTS usage_ws;", "DROP INDEX IF EXISTS usage_ws;"},
+    /* one row: the keyed fingerprint of the master key the secrets are
+     * sealed under (secrets.h kr_master_key_verify); written by the first
+     * right key, replaced only by a rotation */
+    {4, "master key check",
+     "CREATE TABLE key_check (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL,"
+     " updated_at INTEGER NOT NULL);",
+     "CREATE TABLE key_check (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"},
 };
 
 const kr_migration *kr_migrations(size_t *n)

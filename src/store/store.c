@@ -148,6 +148,44 @@ static bool is_int(const char *s)
     return true;
 }
 
+/* ---- names ---- */
+
+static bool slug_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > KR_NAME_MAX) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || (s[i] == '-' && i > 0)))
+            return false;
+    return true;
+}
+
+int kr_org_slug_check(const char *slug, kr_diag *d)
+{
+    if (slug_ok(slug)) return 0;
+    return kr_fail(d, KR_EINVAL, "org slug '%.80s' must be 1-%d of [a-z0-9-], not starting with '-'",
+                   slug, KR_NAME_MAX);
+}
+
+int kr_ws_name_check(const char *name, kr_diag *d)
+{
+    if (slug_ok(name)) return 0;
+    return kr_fail(d, KR_EINVAL,
+                   "workspace name '%.80s' must be 1-%d of [a-z0-9-], not starting with '-'", name,
+                   KR_NAME_MAX);
+}
+
+static int display_name_check(const char *name, kr_diag *d)
+{
+    size_t n = strlen(name);
+    bool ok = n > 0 && n < sizeof(((kr_org *)0)->name);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+    if (ok) return 0;
+    return kr_fail(d, KR_EINVAL, "org name '%.80s' must be 1-%zu bytes without control characters",
+                   name, sizeof(((kr_org *)0)->name) - 1);
+}
+
 /* ---- orgs ---- */
 
 #define ORG_COLS "id, slug, name, status, created_at"
@@ -175,7 +213,10 @@ static int one_org(kr_store *s, const char *sql, kr_dbval v, kr_org *out, kr_dia
 int kr_org_create(kr_store *s, const char *slug, const char *name, kr_org *out, kr_diag *d)
 {
     kr_dbres r;
-    int rc = Q(s, "INSERT INTO orgs (slug, name, status, created_at) VALUES ($1, $2, 'active', $3)"
+    int rc = kr_org_slug_check(slug, d);
+    if (!rc) rc = display_name_check(name, d);
+    if (rc) return rc;
+    rc = Q(s, "INSERT INTO orgs (slug, name, status, created_at) VALUES ($1, $2, 'active', $3)"
                   " RETURNING " ORG_COLS,
                &r, d, KR_DB_TEXT(slug), KR_DB_TEXT(name), KR_DB_INT(kr_now_ms()));
     if (rc == KR_EEXISTS) return kr_fail(d, rc, "org '%s' already exists", slug);
@@ -192,6 +233,8 @@ int kr_org_get(kr_store *s, int64_t id, kr_org *out, kr_diag *d)
 
 int kr_org_find(kr_store *s, const char *ref, kr_org *out, kr_diag *d)
 {
+    if (!is_int(ref) && !slug_ok(ref))
+        return kr_fail(d, KR_EINVAL, "org '%.80s': not an org slug ([a-z0-9-]) or id", ref);
     int rc = one_org(s, "SELECT " ORG_COLS " FROM orgs WHERE slug = $1", KR_DB_TEXT(ref), out, d);
     if (rc == KR_ENOTFOUND && is_int(ref)) {
         int64_t id;
@@ -234,6 +277,8 @@ int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
                  const char *runtime, int64_t parent_id, kr_workspace *out, kr_diag *d)
 {
     kr_dbres r;
+    int nrc = kr_ws_name_check(name, d);
+    if (nrc) return nrc;
     if (kind == KR_WS_CONCIERGE) {
         int rc = Q(s, "SELECT name FROM workspaces WHERE org_id = $1 AND kind = 'concierge'", &r, d,
                    KR_DB_INT(org_id));
@@ -289,9 +334,17 @@ int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
         if (is_int(ref) && !kr_parse_i64(ref, strlen(ref), &id)) return kr_ws_get(s, id, out, d);
         return kr_fail(d, KR_EINVAL, "workspace reference '%s': use ORG/NAME or an id", ref);
     }
-    char org[64];
-    if (kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref)))
-        return kr_fail(d, KR_EINVAL, "org name too long");
+    char org[KR_NAME_MAX + 1];
+    if (kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref)) || !slug_ok(org))
+        return kr_fail(d, KR_EINVAL,
+                       "workspace reference '%.80s': the org before '/' is not an org slug "
+                       "([a-z0-9-], 1-%d)",
+                       ref, KR_NAME_MAX);
+    if (!slug_ok(slash + 1))
+        return kr_fail(d, KR_EINVAL,
+                       "workspace reference '%.80s': the name after '/' is not a workspace name "
+                       "([a-z0-9-], 1-%d)",
+                       ref, KR_NAME_MAX);
     kr_dbres r;
     int rc = Q(s,
                "SELECT w.id, w.org_id, w.name, w.kind, w.runtime, w.parent_id, w.status, w.created_at"
@@ -769,10 +822,17 @@ int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d)
 int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr_dbres *out,
                     kr_diag *d)
 {
+    /* orgs and workspaces are shown by the names operators type (--org acme,
+     * --ws acme/dev), grouped by id; one deleted since shows as #id */
     static const struct {
-        const char *name, *col;
-    } cols[] = {{"org", "u.org_id"}, {"workspace", "u.workspace_id"}, {"model", "u.model"}, {"day", "u.day"}};
-    char sel[256] = "", grp[256] = "";
+        const char *name, *col, *key;
+    } cols[] = {{"org", "COALESCE(o.slug, '#' || CAST(u.org_id AS TEXT))", "u.org_id"},
+                {"workspace",
+                 "COALESCE(wo.slug || '/' || w.name, '#' || CAST(u.workspace_id AS TEXT))",
+                 "u.workspace_id"},
+                {"model", "u.model", "u.model"},
+                {"day", "u.day", "u.day"}};
+    char sel[512] = "", grp[512] = "", ord[512] = "";
     bool want[4] = {false, false, false, false};
     const char *g = group ? group : "";
     while (*g) {
@@ -786,18 +846,26 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
     }
     for (int i = 0; i < 4; i++)
         if (want[i]) {
-            size_t sl = strlen(sel), gl = strlen(grp);
+            size_t sl = strlen(sel), gl = strlen(grp), ol = strlen(ord);
             snprintf(sel + sl, sizeof sel - sl, "%s, ", cols[i].col);
-            snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].col);
+            snprintf(grp + gl, sizeof grp - gl, "%s%s", gl ? ", " : "", cols[i].key);
+            if (strcmp(cols[i].key, cols[i].col)) {
+                gl = strlen(grp);
+                snprintf(grp + gl, sizeof grp - gl, ", %s", cols[i].col);
+            }
+            snprintf(ord + ol, sizeof ord - ol, "%s%s", ol ? ", " : "", cols[i].col);
         }
     kr_buf sql = KR_BUF_INIT(4096);
     kr_buf_printf(&sql,
                   "SELECT %sSUM(u.requests), SUM(u.input_tokens), SUM(u.output_tokens),"
                   " SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.cost_micros)"
-                  " FROM usage_daily u WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
+                  " FROM usage_daily u LEFT JOIN orgs o ON o.id = u.org_id"
+                  " LEFT JOIN workspaces w ON w.id = u.workspace_id"
+                  " LEFT JOIN orgs wo ON wo.id = w.org_id"
+                  " WHERE ($1 = 0 OR u.org_id = $1) AND ($2 = 0 OR u.workspace_id = $2)"
                   " AND ($3 = '' OR u.model = $3) AND ($4 = '' OR u.day >= $4) AND ($5 = '' OR u.day <= $5)",
                   sel);
-    if (grp[0]) kr_buf_printf(&sql, " GROUP BY %s ORDER BY %s", grp, grp);
+    if (grp[0]) kr_buf_printf(&sql, " GROUP BY %s ORDER BY %s", grp, ord);
     int rc = kr_db_query(s->db, sql.data,
                          P(KR_DB_INT(f->org_id), KR_DB_INT(f->workspace_id),
                            KR_DB_TEXT(f->model ? f->model : ""),
@@ -822,20 +890,97 @@ int kr_store_secret_list_all(kr_store *s, kr_secret_row **out, size_t *n, kr_dia
     return 0;
 }
 
+/* ---- the master key check ---- */
+
+/* Secret writers (shared) and a rotation (exclusive) on PostgreSQL. */
+#define SECRET_WRITE_LOCK "7357002"
+
+int kr_store_keycheck_get(kr_store *s, char out[65], kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT fingerprint FROM key_check WHERE id = 1", NULL, 0, &r, d);
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else cpy(out, 65, kr_dbres_get(&r, 0, 0));
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d)
+{
+    int rc = Q(s,
+               "INSERT INTO key_check (id, fingerprint, updated_at) VALUES (1, $1, $2)"
+               " ON CONFLICT (id) DO NOTHING",
+               NULL, d, KR_DB_TEXT(fp), KR_DB_INT(kr_now_ms()));
+    if (rc) return rc;
+    rc = kr_store_keycheck_get(s, out, d);
+    return rc == KR_ENOTFOUND ? kr_fail(d, KR_ESTORE, "the key check was not stored") : rc;
+}
+
+int kr_store_secret_write_begin(kr_store *s, kr_diag *d)
+{
+    int rc = s->db->ops->begin(s->db, d);
+    if (rc) return rc;
+    if (s->db->engine == KR_DB_POSTGRES &&
+        (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock_shared(" SECRET_WRITE_LOCK ")", NULL,
+                         0, d)))
+        s->db->ops->rollback(s->db);
+    return rc;
+}
+
+int kr_store_commit(kr_store *s, kr_diag *d)
+{
+    return s->db->ops->commit(s->db, d);
+}
+
+void kr_store_rollback(kr_store *s)
+{
+    s->db->ops->rollback(s->db);
+}
+
 int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
                                 size_t *n, kr_diag *d)
+{
+    return kr_store_secret_rewrite_all_keyed(s, fn, arg, commit, NULL, NULL, n, d);
+}
+
+int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
+                                      bool commit, const char *check_from,
+                                      const char *check_to, size_t *n, kr_diag *d)
 {
     if (n) *n = 0;
     int rc = s->db->ops->begin(s->db, d);
     if (rc) return rc;
     /* PostgreSQL: no other writer may add or change a secret (under the old
      * key) between our read and our commit; readers are not blocked. A
-     * writer holding the table too long is an error, not a hang. */
+     * writer holding the table too long is an error, not a hang. keyrail's
+     * own secret writers check the key under the shared side of the advisory
+     * lock taken here first, so they wait and then see the new check. */
     if (s->db->engine == KR_DB_POSTGRES &&
         ((rc = kr_db_exec(s->db, "SET LOCAL lock_timeout = '10s'", NULL, 0, d)) ||
+         (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(" SECRET_WRITE_LOCK ")", NULL, 0,
+                          d)) ||
          (rc = kr_db_exec(s->db, "LOCK TABLE secrets IN SHARE ROW EXCLUSIVE MODE", NULL, 0, d)))) {
         s->db->ops->rollback(s->db);
         return rc;
+    }
+    if (check_from) {
+        char stored[65];
+        rc = kr_store_keycheck_get(s, stored, d);
+        if (rc == KR_ENOTFOUND) {
+            rc = 0; /* a store from before the check: the rows decide */
+        } else if (!rc && strcmp(stored, check_from)) {
+            rc = kr_fail(d, KR_EWRONG_MASTER_KEY,
+                         "the store's master key check does not match the old key%s; nothing "
+                         "was changed",
+                         check_to && !strcmp(stored, check_to)
+                             ? " but the new one (already rotated?)"
+                             : "");
+        }
+        if (rc) {
+            s->db->ops->rollback(s->db);
+            return rc;
+        }
     }
     kr_secret_row *rows = NULL;
     size_t nrows = 0, i;
@@ -872,6 +1017,12 @@ int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
         kr_dbres_free(&r);
     }
     kr_secret_rows_free(rows, nrows);
+    if (!rc && check_to)
+        rc = Q(s,
+               "INSERT INTO key_check (id, fingerprint, updated_at) VALUES (1, $1, $2)"
+               " ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+               " updated_at = excluded.updated_at",
+               NULL, d, KR_DB_TEXT(check_to), KR_DB_INT(kr_now_ms()));
     if (!rc && commit) rc = s->db->ops->commit(s->db, d);
     if (rc || !commit) s->db->ops->rollback(s->db);
     if (!rc && n) *n = nrows;

@@ -91,13 +91,24 @@ void kr_store_close(kr_store *s);
 int kr_store_ping(kr_store *s, kr_diag *d);
 int kr_store_schema_version(kr_store *s, int *version, kr_diag *d);
 
+/* Names that enter from outside (the CLI; an HTTP API later): an org slug
+ * and a workspace name are each 1-63 of [a-z0-9-], not starting with '-'
+ * (so "org/ws" is unambiguous, and neither can be "", ".", "..", or hold a
+ * '/', a control byte or a space). 0, or KR_EINVAL with d saying why. The
+ * store functions below that take a name or a reference check it. */
+#define KR_NAME_MAX 63
+int kr_org_slug_check(const char *slug, kr_diag *d);
+int kr_ws_name_check(const char *name, kr_diag *d);
+
+/* Checks the slug, and the display name: 1-127 bytes, no control bytes. */
 int kr_org_create(kr_store *s, const char *slug, const char *name, kr_org *out, kr_diag *d);
 /* ref: a slug or a numeric id. */
 int kr_org_find(kr_store *s, const char *ref, kr_org *out, kr_diag *d);
 int kr_org_get(kr_store *s, int64_t id, kr_org *out, kr_diag *d);
 int kr_org_list(kr_store *s, kr_org **out, size_t *n, kr_diag *d);
 
-/* KR_ECONCIERGE_EXISTS when the org has one; KR_EEXISTS for a taken name. */
+/* KR_ECONCIERGE_EXISTS when the org has one; KR_EEXISTS for a taken name;
+ * KR_EINVAL for a name kr_ws_name_check refuses. */
 int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
                  const char *runtime, int64_t parent_id, kr_workspace *out, kr_diag *d);
 int kr_ws_get(kr_store *s, int64_t id, kr_workspace *out, kr_diag *d);
@@ -173,8 +184,10 @@ typedef struct kr_rate_key {
 int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d);
 
 /* Usage report from the daily rollup. group: any of "org", "workspace",
- * "model", "day" (comma-separated, in that order of columns). Filters are
- * 0 / NULL when unused; days are "YYYY-MM-DD", inclusive. */
+ * "model", "day" (comma-separated, in that order of columns). An org is
+ * shown by its slug and a workspace as "org-slug/name" (one deleted since:
+ * "#id"), rows ordered by those. Filters are 0 / NULL when unused; days are
+ * "YYYY-MM-DD", inclusive. */
 typedef struct kr_usage_filter {
     int64_t org_id, workspace_id;
     const char *model, *from_day, *to_day;
@@ -184,6 +197,24 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
 
 /* "YYYY-MM-DD" (UTC) of a ms timestamp. */
 void kr_utc_day(int64_t ms, char out[11]);
+
+/* ---- the master key check (secrets.h kr_master_key_verify) ---- */
+
+/* The stored key check (a 64-hex-digit keyed fingerprint of the master key
+ * the secrets are sealed under) into out; KR_ENOTFOUND while none is stored
+ * (a store made before the check existed). */
+int kr_store_keycheck_get(kr_store *s, char out[65], kr_diag *d);
+/* Stores fp as the key check when none is stored yet -- the first writer
+ * wins -- and gives what is stored afterwards in out. */
+int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d);
+
+/* A transaction for a secret writer that checks the key first
+ * (kr_secret_set): on PostgreSQL it also waits for, and holds off, a
+ * rotation (kr_store_secret_rewrite_all), so no value sealed under the old
+ * key can land after a rotation committed. SQLite: a write transaction. */
+int kr_store_secret_write_begin(kr_store *s, kr_diag *d);
+int kr_store_commit(kr_store *s, kr_diag *d);
+void kr_store_rollback(kr_store *s);
 
 /* ---- master key rotation (keyrail rekey, src/cli/cmd_rekey.c) ---- */
 
@@ -205,5 +236,12 @@ typedef int (*kr_secret_rewrite_fn)(void *arg, const kr_secret_row *row, char **
  * receives the number of rows rewritten (or that would be). */
 int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
                                 size_t *n, kr_diag *d);
+/* The same, and the key check moves with the secrets in that transaction:
+ * a stored check must equal check_from (else KR_EWRONG_MASTER_KEY, nothing
+ * changed; the message says when it equals check_to: already rotated), and
+ * check_to is stored when the rows are done. */
+int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
+                                      bool commit, const char *check_from,
+                                      const char *check_to, size_t *n, kr_diag *d);
 
 #endif

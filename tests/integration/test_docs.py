@@ -40,3 +40,12 @@ def test_config_dump_loads_back(tmp_path):
     assert "max_headers = 33" in again
     strip = lambda t: [l for l in t.splitlines() if not l.startswith("#")]
     assert strip(again) == strip(dump)
+
+
+def test_readme_keeps_workspace_tokens_out_of_argv():
+    """ps shows every process's arguments: the README hands the launcher its
+    token through KEYRAIL_WORKSPACE_TOKEN, never as --token on a command line."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    runs = [l for l in readme.splitlines() if l.lstrip().startswith("keyrail run")]
+    assert runs and not [l for l in runs if "--token" in l], runs
+    assert "export KEYRAIL_WORKSPACE_TOKEN=" in readme

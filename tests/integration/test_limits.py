@@ -176,7 +176,15 @@ def test_ledger_sums_equal_usage_rows_and_reports(kr, vendor):
     assert csv[0] == "workspace,model,requests,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,cost"
     total_in = sum(int(l.split(",")[3]) for l in csv[1:])
     assert total_in == sum(r["input"] for r in rows) and len(csv) == 4
+    # orgs and workspaces by the names --org / --ws take, not numeric ids, in name order
+    assert [l.split(",")[:2] for l in csv[1:]] == [["acme/boss", "claude-sonnet-4-5"], ["acme/boss", "gpt-4o"],
+                                                  ["acme/second", "claude-haiku-4-5"]], csv
     table = kr.cli("usage", "--org", "acme").stdout
     assert "claude-haiku-4-5" in table and "gpt-4o" in table
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["org", "workspace"]
+    assert all(l.split()[:2] in (["acme", "acme/boss"], ["acme", "acme/second"]) for l in lines[1:]), table
+    by_org = kr.cli("usage", "--by", "org", "--format", "csv", "--ws", "acme/second").stdout.splitlines()
+    assert by_org[1].startswith("acme,4,"), by_org
     hist = kr.cli("credits", "history", "acme", "--limit", "50").stdout.splitlines()
     assert len(hist) == 1 + 12 + 1 and "topup" in hist[-1]

@@ -494,11 +494,12 @@ def test_usage_per_workspace_equals_what_the_vendor_served(cluster):
     # org totals in the report the operator reads
     for org in ("acme", "beta"):
         csv = a.cli("usage", "--org", org, "--by", "workspace", "--format", "csv").stdout.strip().splitlines()
-        got = {int(l.split(",")[0]): [int(x) for x in l.split(",")[1:6]] for l in csv[1:]}
+        # workspaces by the names --ws takes (org/name), not ids
+        got = {l.split(",")[0]: [int(x) for x in l.split(",")[1:6]] for l in csv[1:]}
         for ws in names:
             if ws.startswith(org + "/"):
                 s = served[ws]
-                assert got[ws_ids[ws]] == [s[4], s[0], s[1], s[2], s[3]], (ws, got)
+                assert got[ws] == [s[4], s[0], s[1], s[2], s[3]], (ws, got)
 
 
 # ---- rate limits across instances ----

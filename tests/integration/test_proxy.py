@@ -6,8 +6,8 @@ import time
 import pytest
 
 from conftest import (PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_ANTHROPIC_KEY,
-                      TENANT_MINIMAX_KEY, TENANT_OAUTH, TENANT_OPENAI_KEY, http, sha256, sse_events,
-                      wait_until)
+                      TENANT_MINIMAX_KEY, TENANT_OAUTH, TENANT_OPENAI_KEY, http, parse_responses,
+                      save_body, sha256, sse_events, wait_until)
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100,
        "messages": [{"role": "user", "content": "hello"}]}
@@ -317,15 +317,103 @@ def test_oversize_body_is_413(kr, vendor):
     assert vendor.requests() == []
 
 
-def test_slow_client_is_dropped(kr, vendor):
+def read_until_closed(s, timeout=15):
+    """Everything the server sends until it closes the connection."""
+    s.settimeout(timeout)
+    got = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def assert_408(got, shape="anthropic"):
+    (st, hdrs, body), = parse_responses(got)
+    err = json.loads(body)
+    assert st == 408 and hdrs.get("connection") == "close", got
+    rid = hdrs.get("x-keyrail-request-id")
+    if shape == "anthropic":
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error", err
+        assert rid and hdrs.get("request-id") == rid == err["request_id"], hdrs
+    else:
+        assert err["error"]["type"] == "invalid_request_error" and err["error"]["code"] is None, err
+        assert rid and hdrs.get("x-request-id") == rid == err["request_id"], hdrs
+    return (err["error"]["message"])
+
+
+def test_slow_client_gets_408(kr, vendor):
+    """A head that stops arriving: 408 after header_timeout_ms (1500 here), closed."""
     kr.start()
     s = socket.create_connection(("127.0.0.1", kr.port))
     s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")  # never finishes the head
-    s.settimeout(10)
     t0 = time.monotonic()
-    assert s.recv(100) == b""
+    got = read_until_closed(s)
     assert 1.0 < time.monotonic() - t0 < 5.0
+    assert "head did not arrive within 1500 ms" in assert_408(got)
     s.close()
+
+
+@pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/openai/v1/chat/completions"])
+def test_trickling_body_is_cut_by_the_request_deadline(kr, vendor, path):
+    """A body that keeps moving -- one byte every 300 ms, never silent for
+    header_timeout_ms (1500) -- must still arrive whole within
+    request_timeout_ms (2500 here) of the request's first byte: 408 in the
+    route's shape, the connection closed, nothing at the vendor."""
+    tok = kr.setup_org()
+    kr.extra_config = "request_timeout_ms = 2500"
+    kr.write_config()
+    kr.start()
+    body = json.dumps(MSG).encode()
+    s = socket.create_connection(("127.0.0.1", kr.port))
+    s.sendall((f"POST {path} HTTP/1.1\r\nhost: x\r\nx-api-key: {tok}\r\n"
+               f"authorization: Bearer {tok}\r\ncontent-length: {len(body)}\r\n\r\n").encode())
+    t0 = time.monotonic()
+    s.setblocking(False)
+    got, sent = b"", 0
+    while time.monotonic() - t0 < 15:
+        try:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            break
+        if sent < len(body) - 1:  # never the last byte
+            try:
+                s.send(body[sent:sent + 1])
+                sent += 1
+            except OSError:
+                pass
+        time.sleep(0.3)  # the client's pace is what is under test
+    elapsed = time.monotonic() - t0
+    s.close()
+    save_body("trickle", None, got)
+    assert 2.0 < elapsed < 6.0, elapsed
+    msg = assert_408(got, "openai" if path.startswith("/openai/") else "anthropic")
+    assert "did not arrive within 2500 ms" in msg, msg
+    assert vendor.requests() == []
+
+
+def test_pausing_body_gets_408(kr, vendor):
+    """A body that stops moving for header_timeout_ms: 408, closed."""
+    tok = kr.setup_org()
+    kr.start()
+    s = socket.create_connection(("127.0.0.1", kr.port))
+    body = json.dumps(MSG)
+    s.sendall((f"POST /anthropic/v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {tok}\r\n"
+               f"content-length: {len(body)}\r\n\r\n{body[:10]}").encode())
+    t0 = time.monotonic()
+    got = read_until_closed(s)
+    assert 1.0 < time.monotonic() - t0 < 5.0
+    assert "body paused for 1500 ms" in assert_408(got)
+    assert vendor.requests() == []
 
 
 def test_keepalive_and_pipelining(kr, vendor):

@@ -76,6 +76,9 @@ def served_once(kr, data):
     return resps[0]
 
 
+SEEN_IDS = set()
+
+
 def refused(kr, vendor, data, status):
     """Sends data; expects exactly one error response with `status`, in the
     Anthropic error shape, then the connection closed by keyrail; nothing at
@@ -86,7 +89,14 @@ def refused(kr, vendor, data, status):
     st, hdrs, body = resps[0]
     assert st == status, f"expected {status}, got {st}: {body!r}"
     err = json.loads(body)
-    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    assert err["type"] == "error"
+    assert err["error"]["type"] == ("request_too_large" if status == 413 else "invalid_request_error")
+    # like every response, a refusal before routing carries a request id (SECURITY.md §3),
+    # the same in both headers and the body, never seen before
+    rid = hdrs.get("x-keyrail-request-id")
+    assert rid and rid.startswith("req_") and hdrs.get("request-id") == rid == err.get("request_id"), hdrs
+    assert rid not in SEEN_IDS, "request ids are unique"
+    SEEN_IDS.add(rid)
     assert hdrs.get("connection") == "close"
     assert closed, "keyrail must close the connection after refusing a malformed request"
     assert vendor.requests() == [], "a refused request reached the vendor"
@@ -302,6 +312,23 @@ def test_body_over_limit_is_413(ctx):
     refused(kr, vendor, head(tok, "Content-Length: 1048577") + BODY, 413)
     big = json.dumps(dict(MSG, pad="x" * 1048576)).encode()
     refused(kr, vendor, head(tok, "Transfer-Encoding: chunked") + chunked(big, 4096), 413)
+
+
+def test_refusal_on_an_openai_route_is_in_the_openai_shape(ctx):
+    """Once the head named an OpenAI route, a refusal (here: the body is over
+    the limit) is in the OpenAI error shape, with its id in x-request-id."""
+    kr, vendor, tok = ctx
+    data = (f"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: keyrail\r\n"
+            f"authorization: Bearer {tok}\r\ncontent-type: application/json\r\n"
+            f"Content-Length: 1048577\r\n\r\n").encode() + BODY
+    got, closed = raw_exchange(kr.port, data, timeout=5)
+    (st, hdrs, body), = parse_responses(got)
+    err = json.loads(body)
+    assert st == 413 and closed and hdrs.get("connection") == "close"
+    assert err["error"]["type"] == "invalid_request_error" and err["error"]["code"] is None, err
+    rid = hdrs.get("x-keyrail-request-id")
+    assert rid and hdrs.get("x-request-id") == rid == err["request_id"], hdrs
+    assert vendor.requests() == []
 
 
 # ---- pipelining: a body is a body ----

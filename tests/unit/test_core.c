@@ -209,3 +209,60 @@ Test(log, timestamp_is_utc_iso8601_with_milliseconds)
     for (int i = 20; i < 23; i++)
         cr_assert(ts[i] >= '0' && ts[i] <= '9', "%s", ts);
 }
+
+/* ---- escaping what is shown to a person ---- */
+
+static char *esc_of(const char *s, size_t n)
+{
+    kr_buf b = KR_BUF_INIT(1 << 16);
+    cr_assert_eq(kr_buf_put_escaped(&b, s, n), 0);
+    kr_buf_puts(&b, "");
+    return kr_buf_steal(&b);
+}
+
+Test(esc, controls_terminal_steering_and_bad_utf8_are_escaped)
+{
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } t[] = {
+        {"plain text 123", 14, "plain text 123"},
+        {"two\nlines\r\n", 11, "two\\nlines\\r\\n"},
+        {"tab\there", 8, "tab\\there"},
+        {"\x1b[31mred\x1b[0m", 12, "\\x1b[31mred\\x1b[0m"},
+        {"back\\slash", 10, "back\\\\slash"},
+        {"nul\0byte", 8, "nul\\x00byte"},
+        {"del\x7f", 4, "del\\x7f"},
+        {"caf\xc3\xa9 \xe2\x82\xac", 9, "caf\xc3\xa9 \xe2\x82\xac"}, /* valid UTF-8 passes */
+        {"csi\xc2\x9b" "2J", 7, "csi\\u{009b}2J"},                     /* C1 control U+009B */
+        {"rlo\xe2\x80\xaetxt", 9, "rlo\\u{202e}txt"},                  /* bidi override */
+        {"bad\xff\xc3", 5, "bad\\xff\\xc3"},                         /* not UTF-8 */
+        {"\xed\xa0\x80", 3, "\\xed\\xa0\\x80"},                       /* a surrogate */
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char *got = esc_of(t[i].in, t[i].n);
+        cr_assert_str_eq(got, t[i].out, "case %zu", i);
+        for (const char *p = got; *p; p++)
+            cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "case %zu: control in output", i);
+        free(got);
+    }
+}
+
+Test(esc, esc_cuts_with_dots_at_a_character_boundary)
+{
+    char out[8];
+    cr_assert_str_eq(kr_esc("short", out, sizeof out), "short");
+    cr_assert_str_eq(kr_esc("exactly", out, sizeof out), "exactly");
+    cr_assert_str_eq(kr_esc("much too long", out, sizeof out), "much...");
+    cr_assert_str_eq(kr_esc("\n\n\n\n", out, sizeof out), "\\n\\n...");
+    cr_assert_str_eq(kr_esc("ab\xc3\xa9\xc3\xa9\xc3\xa9", out, sizeof out), "ab\xc3\xa9...");
+    cr_assert_str_eq(kr_esc(NULL, out, sizeof out), "");
+    char big[5000];
+    memset(big, '\x1b', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    char wide[64];
+    kr_esc(big, wide, sizeof wide);
+    cr_assert_eq(strlen(wide), 63);
+    cr_assert(strstr(wide, "...") == wide + 60, "%s", wide);
+}

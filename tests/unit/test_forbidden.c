@@ -17,6 +17,14 @@ Test(forbidden, builtin_rules_and_reasons)
         {"VAULT_TOKEN", "infrastructure token"},   {"TF_TOKEN_app_terraform_io", "infrastructure token"},
         {"KEYRAIL_ADMIN_TOKEN", "keyrail operator secret"},
         {"KEYRAIL_MASTER_KEY", "keyrail operator secret"},
+        {"KEYRAIL_SECRETS_MASTER_KEY_FILE", "keyrail operator secret"},
+        {"SECRETS_ENCRYPTION_KEY", "operator secret"},
+        {"ADMIN_TOKEN", "operator secret"},
+        {"ADMIN_API_KEY", "operator secret"},
+        {"ADMIN_PASSWORD", "operator secret"},
+        {"MASTER_KEY", "operator secret"},
+        {"SECRETS_MASTER_KEY", "operator secret"},
+        {"ENCRYPTION_KEY", "operator secret"},
         {"OPERATOR_X", "key under an operator prefix"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -25,7 +33,7 @@ Test(forbidden, builtin_rules_and_reasons)
         cr_assert_str_eq(why, t[i].why);
     }
     const char *ok[] = {"ANTHROPIC_API_KEY", "MODEL", "LLM_PROVIDER", "AWS_REGION", "GITHUB",
-                        "MY_GITHUB_TOKEN_NAME", "OPERATO"};
+                        "MY_GITHUB_TOKEN_NAME", "OPERATO", "ADMIN_EMAIL", "MASTER_BRANCH"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         cr_assert_null(kr_policy_reason(&p, ok[i]), "%s refused", ok[i]);
 }

@@ -28,6 +28,9 @@ static void fx_init(fx *f)
     kr_policy_init(&f->pol);
     f->ctx = (kr_provision_ctx){f->reg, kr_test_runtimes(), &f->pol, "http://proxy.test:8080", "", false};
     cr_assert_eq(kr_org_create(f->st, "acme", "Acme", &f->org, NULL), 0);
+    /* the store's key check is f->mk's, as after keyrail's first use of it; a
+     * value sealed under another key (put_unreadable) arrives behind its back */
+    cr_assert_eq(kr_master_key_verify(f->st, &f->mk, NULL), 0);
 }
 
 static void fx_free(fx *f)
@@ -630,6 +633,7 @@ Test(generated, rebuild_resolves_exactly_like_fresh_create, .timeout = 240)
                             f.ctx = (kr_provision_ctx){reg, kr_test_runtimes(), &f.pol, "http://proxy.test:8080",
                                                        kind ? "claude-sonnet-4-5" : "", false};
                             cr_assert_eq(kr_org_create(f.st, "o", "o", &f.org, NULL), 0);
+                            cr_assert_eq(kr_master_key_verify(f.st, &f.mk, NULL), 0);
                             kr_workspace w = mkws(&f, "w", kind ? KR_WS_CONCIERGE : KR_WS_WORKSPACE);
                             for (size_t k = 0; org_sets[os][k]; k++)
                                 put(&f, KR_SCOPE_ORG, f.org.id, org_sets[os][k],

@@ -1,5 +1,10 @@
 /* test_registry.c -- the provider registry: parsing, lookup, claims, prices, errors. */
 #include "helpers.h"
+#include "config/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 Test(registry, shipped_default_parses)
 {
@@ -67,4 +72,60 @@ Test(registry, rejects_bad_files)
         cr_assert_neq(d.msg[0], 0);
         cr_assert_null(r);
     }
+}
+
+Test(registry, base_url_override)
+{
+    kr_registry *r = kr_test_registry();
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_registry_set_base_url(r, "minimax", "https://egress.example/mm//", &d), 0, "%s",
+                 d.msg);
+    cr_assert_str_eq(kr_registry_provider(r, "minimax")->base_url, "https://egress.example/mm");
+    cr_assert_eq(kr_registry_set_base_url(r, "nosuch", "https://x.example", &d),
+                 KR_EUNKNOWN_PROVIDER);
+    static const char *const bad[] = {"ftp://x", "x.example", "https://a b", "https://a\nb",
+                                      "javascript:alert(1)", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(kr_registry_set_base_url(r, "anthropic", bad[i], &d), KR_EPARSE, "%s", bad[i]);
+        cr_assert_str_eq(kr_registry_provider(r, "anthropic")->base_url, "https://api.anthropic.com",
+                         "a refused override changes nothing");
+    }
+    kr_registry_free(r);
+}
+
+Test(registry, config_overrides_from_file_and_environment)
+{
+    char dir[] = "/tmp/kr-test-regov-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char reg[300], conf[300];
+    kr_snprintf(reg, sizeof reg, "%s/providers.conf", dir);
+    kr_snprintf(conf, sizeof conf, "%s/keyrail.conf", dir);
+    FILE *f = fopen(reg, "w");
+    fputs(kr_test_registry_text, f);
+    fclose(f);
+    f = fopen(conf, "w");
+    fprintf(f, "[registry]\nfile = %s\n[provider anthropic]\nbase_url = https://file.example\n"
+               "[provider minimax]\nbase_url = https://file-mm.example\n", reg);
+    fclose(f);
+    setenv("KEYRAIL_PROVIDER_MINIMAX_BASE_URL", "https://env-mm.example", 1);
+    kr_config c;
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_config_load(&c, conf, &d), 0, "%s", d.msg);
+    kr_registry *r;
+    cr_assert_eq(kr_config_load_registry(&c, &r, &d), 0, "%s", d.msg);
+    cr_assert_str_eq(kr_registry_provider(r, "anthropic")->base_url, "https://file.example");
+    cr_assert_str_eq(kr_registry_provider(r, "minimax")->base_url, "https://env-mm.example",
+                     "the environment wins");
+    cr_assert_str_eq(kr_registry_provider(r, "openai")->base_url, "https://api.openai.com");
+    kr_registry_free(r);
+    setenv("KEYRAIL_PROVIDER_NOSUCH_BASE_URL", "https://x.example", 1);
+    cr_assert_eq(kr_config_load(&c, conf, &d), 0, "%s", d.msg);
+    cr_assert_neq(kr_config_load_registry(&c, &r, &d), 0);
+    cr_assert(strstr(d.msg, "KEYRAIL_PROVIDER_NOSUCH_BASE_URL") && strstr(d.msg, "no provider"), "%s",
+              d.msg);
+    unsetenv("KEYRAIL_PROVIDER_NOSUCH_BASE_URL");
+    unsetenv("KEYRAIL_PROVIDER_MINIMAX_BASE_URL");
+    unlink(reg);
+    unlink(conf);
+    rmdir(dir);
 }

@@ -18,6 +18,7 @@
 #include "store_fixture.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,11 +405,11 @@ REKEY_TEST(rekey_names_an_already_rotated_secret)
     int rc = kr_rekey(s, &T.old_key, &T.new_key, false, NULL, &dg);
     cr_assert_eq(rc, KR_ECRYPTO);
     cr_assert(strstr(dg.msg, "ALREADY_NEW") && strstr(dg.msg, "already rotated"), "%s", dg.msg);
-    /* rotating twice is refused too: nothing opens under the old key any more */
+    /* rotating twice is refused too: the store's key check is the new key's now */
     OK(kr_store_secret_del(s, KR_SCOPE_ORG, F[0].owner, "ALREADY_NEW", &dg));
     OK(kr_rekey(s, &T.old_key, &T.new_key, false, NULL, &dg));
     rc = kr_rekey(s, &T.old_key, &T.new_key, false, NULL, &dg);
-    cr_assert_eq(rc, KR_ECRYPTO);
+    cr_assert_eq(rc, KR_EWRONG_MASTER_KEY);
     cr_assert(strstr(dg.msg, "already rotated"), "%s", dg.msg);
     assert_all_open_under(s, &T.new_key, &T.old_key);
 }
@@ -477,6 +478,122 @@ Test(rekey, pg_writers_wait_for_the_rotation, .fini = teardown)
     kr_secret_row row;
     cr_assert_eq(kr_store_secret_get(T.s, KR_SCOPE_ORG, F[0].owner, "SNEAKED_IN", &row, &dg),
                  KR_ENOTFOUND);
+}
+
+/* ---- the key check moves with the secrets ------------------------------- */
+
+REKEY_TEST(rekey_moves_the_key_check_in_the_same_transaction)
+{
+    populate(s); /* raw rows under the old key: a store from before the check */
+    char none[65];
+    cr_assert_eq(kr_store_keycheck_get(s, none, &dg), KR_ENOTFOUND);
+    /* a dry run and a refused rotation leave the check alone */
+    OK(kr_rekey(s, &T.old_key, &T.new_key, true, NULL, &dg));
+    cr_assert_eq(kr_store_keycheck_get(s, none, &dg), KR_ENOTFOUND);
+    OK(kr_master_key_verify(s, &T.old_key, &dg)); /* first use by the right key writes it */
+    put(s, &T.other_key, KR_SCOPE_ORG, F[0].owner, "FOREIGN", "x");
+    cr_assert_eq(kr_rekey(s, &T.old_key, &T.new_key, false, NULL, &dg), KR_ECRYPTO);
+    OK(kr_master_key_verify(s, &T.old_key, &dg));
+    cr_assert_eq(kr_master_key_verify(s, &T.new_key, &dg), KR_EWRONG_MASTER_KEY);
+    OK(kr_store_secret_del(s, KR_SCOPE_ORG, F[0].owner, "FOREIGN", &dg));
+    /* the rotation: from now on only the new key is the store's */
+    OK(kr_rekey(s, &T.old_key, &T.new_key, false, NULL, &dg));
+    OK(kr_master_key_verify(s, &T.new_key, &dg));
+    cr_assert_eq(kr_master_key_verify(s, &T.old_key, &dg), KR_EWRONG_MASTER_KEY);
+    kr_policy pol;
+    kr_policy_init(&pol);
+    cr_assert_eq(kr_secret_set(s, &T.old_key, &pol, KR_SCOPE_ORG, F[0].owner, "LATE", "v", &dg),
+                 KR_EWRONG_MASTER_KEY, "a writer still holding the old key is refused");
+    OK(kr_secret_set(s, &T.new_key, &pol, KR_SCOPE_ORG, F[0].owner, "LATE", "v", &dg));
+    /* a rotation whose old key is not the store's is refused before any row */
+    char *before = snapshot(s);
+    cr_assert_eq(kr_rekey(s, &T.other_key, &T.old_key, false, NULL, &dg), KR_EWRONG_MASTER_KEY);
+    cr_assert(strstr(dg.msg, "does not match the old key") && !strstr(dg.msg, "already"), "%s",
+              dg.msg);
+    char *after = snapshot(s);
+    cr_assert_str_eq(after, before);
+    free(before);
+    free(after);
+}
+
+/* PostgreSQL: keyrail's own secret writer (kr_secret_set, another
+ * connection) that checked nothing yet waits for a running rotation, then
+ * sees the new check and refuses -- no value sealed under the old key lands
+ * after the rotation committed. */
+typedef struct {
+    const char *url;
+    pthread_t th;
+    int rc;
+    size_t calls;
+} late_writer;
+
+static void *late_write(void *arg)
+{
+    late_writer *w = arg;
+    kr_store *other;
+    kr_diag d = {{0}};
+    char url[1200];
+    kr_snprintf(url, sizeof url, "%s&application_name=kr_late_writer", w->url);
+    w->rc = kr_store_open(url, &other, &d);
+    if (w->rc) return NULL;
+    kr_policy pol;
+    kr_policy_init(&pol);
+    w->rc = kr_secret_set(other, &T.old_key, &pol, KR_SCOPE_ORG, F[0].owner, "SNEAKED_IN", "v", &d);
+    kr_store_close(other);
+    return NULL;
+}
+
+static int start_late_writer(void *arg, const kr_secret_row *row, char **ct, int *ver, kr_diag *d)
+{
+    (void)d;
+    late_writer *w = arg;
+    if (w->calls++ == 0) {
+        cr_assert_eq(pthread_create(&w->th, NULL, late_write, w), 0);
+        /* wait (polling) until it waits for the rotation's lock */
+        kr_store *watch;
+        OK(kr_store_open(w->url, &watch, &dg));
+        for (int i = 0;; i++) {
+            kr_dbres r;
+            OK(kr_db_query(watch->db,
+                           "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                           "'kr_late_writer' AND wait_event_type = 'Lock'",
+                           NULL, 0, &r, &dg));
+            int64_t n = kr_dbres_int(&r, 0, 0);
+            kr_dbres_free(&r);
+            if (n == 1) break;
+            cr_assert_lt(i, 2000, "the writer never waited for the rotation");
+            usleep(5000);
+        }
+        kr_store_close(watch);
+    }
+    /* what kr_rekey does, in short: reseal under the new key */
+    kr_buf pt = KR_BUF_INIT(KR_SECRET_MAX_VALUE), out = KR_BUF_INIT(1 << 20);
+    cr_assert_eq(kr_secret_open(&T.old_key, row->scope, row->owner_id, row->key, row->ciphertext,
+                                strlen(row->ciphertext), &pt), 0);
+    cr_assert_eq(kr_secret_seal(&T.new_key, row->scope, row->owner_id, row->key,
+                                pt.data ? pt.data : "", pt.len, &out), 0);
+    kr_buf_free(&pt);
+    *ct = kr_buf_steal(&out);
+    *ver = KR_SECRET_VERSION;
+    return 0;
+}
+
+Test(rekey, pg_secret_writer_waits_for_the_rotation_then_refuses, .fini = teardown)
+{
+    setup(BK_PG);
+    populate(T.s);
+    OK(kr_master_key_verify(T.s, &T.old_key, &dg));
+    late_writer w = {.url = T.url};
+    char from[65], to[65];
+    kr_master_key_check(&T.old_key, from);
+    kr_master_key_check(&T.new_key, to);
+    OK(kr_store_secret_rewrite_all_keyed(T.s, start_late_writer, &w, true, from, to, NULL, &dg));
+    cr_assert_eq(pthread_join(w.th, NULL), 0);
+    cr_assert_eq(w.rc, KR_EWRONG_MASTER_KEY, "the late writer got %s", kr_err_name(w.rc));
+    kr_secret_row row;
+    cr_assert_eq(kr_store_secret_get(T.s, KR_SCOPE_ORG, F[0].owner, "SNEAKED_IN", &row, &dg),
+                 KR_ENOTFOUND);
+    assert_all_open_under(T.s, &T.new_key, &T.old_key);
 }
 
 /* ---- keyrail rekey (the command) ---------------------------------------- */

@@ -115,6 +115,76 @@ Test(secrets, writer_validates_names_and_size)
     kr_store_close(st);
 }
 
+Test(secrets, key_check_refuses_a_second_key)
+{
+    kr_master_key mk, other;
+    kr_test_key(&mk);
+    kr_test_key(&other);
+    kr_policy pol;
+    kr_policy_init(&pol);
+    kr_store *st = kr_test_store();
+    kr_diag d = {{0}};
+    char a[65], b[65], stored[65];
+    kr_master_key_check(&mk, a);
+    kr_master_key_check(&other, b);
+    cr_assert_eq(strlen(a), 64);
+    cr_assert_str_neq(a, b);
+    cr_assert_null(strstr(a, "00000000"), "not a zero hash");
+    /* the first writer's key becomes the store's */
+    cr_assert_eq(kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, 1, "A", "one", &d), 0, "%s", d.msg);
+    cr_assert_eq(kr_store_keycheck_get(st, stored, &d), 0);
+    cr_assert_str_eq(stored, a);
+    /* a second key is refused, and nothing is written under it */
+    cr_assert_eq(kr_secret_set(st, &other, &pol, KR_SCOPE_ORG, 1, "B", "two", &d),
+                 KR_EWRONG_MASTER_KEY);
+    cr_assert(strstr(d.msg, "not the store's"), "%s", d.msg);
+    cr_assert_eq(kr_secret_set(st, &other, &pol, KR_SCOPE_ORG, 1, "A", "over", &d),
+                 KR_EWRONG_MASTER_KEY);
+    kr_secret_read r;
+    kr_secret_get(st, &mk, KR_SCOPE_ORG, 1, "B", &r);
+    cr_assert_eq(r.state, KR_SECRET_ABSENT);
+    kr_secret_get(st, &mk, KR_SCOPE_ORG, 1, "A", &r);
+    cr_assert_eq(r.state, KR_SECRET_VALUE);
+    cr_assert_str_eq(r.value, "one");
+    kr_secret_read_free(&r);
+    cr_assert_eq(kr_master_key_verify(st, &other, &d), KR_EWRONG_MASTER_KEY);
+    cr_assert_eq(kr_master_key_verify(st, &mk, &d), 0);
+    kr_store_close(st);
+}
+
+Test(secrets, key_check_on_a_store_from_before_it)
+{
+    kr_master_key mk, other;
+    kr_test_key(&mk);
+    kr_test_key(&other);
+    kr_diag d = {{0}};
+    char stored[65], want[65];
+    /* an empty store: any key is the first, and is written */
+    kr_store *st = kr_test_store();
+    cr_assert_eq(kr_master_key_verify(st, &other, &d), 0);
+    kr_master_key_check(&other, want);
+    cr_assert_eq(kr_store_keycheck_get(st, stored, &d), 0);
+    cr_assert_str_eq(stored, want);
+    kr_store_close(st);
+    /* secrets but no check (sealed before the check existed) */
+    st = kr_test_store();
+    kr_buf ct = KR_BUF_INIT(1 << 16);
+    cr_assert_eq(kr_secret_seal(&mk, KR_SCOPE_ORG, 1, "A", "v", 1, &ct), 0);
+    cr_assert_eq(kr_store_secret_put(st, KR_SCOPE_ORG, 1, "A", ct.data, 1, &d), 0);
+    kr_buf_free(&ct);
+    /* a key that opens none of them is refused, and writes no check */
+    cr_assert_eq(kr_master_key_verify(st, &other, &d), KR_EWRONG_MASTER_KEY);
+    cr_assert(strstr(d.msg, "opens none of the 1 secret"), "%s", d.msg);
+    cr_assert_eq(kr_store_keycheck_get(st, stored, &d), KR_ENOTFOUND);
+    /* the right key proves itself on them and writes its check */
+    cr_assert_eq(kr_master_key_verify(st, &mk, &d), 0);
+    kr_master_key_check(&mk, want);
+    cr_assert_eq(kr_store_keycheck_get(st, stored, &d), 0);
+    cr_assert_str_eq(stored, want);
+    cr_assert_eq(kr_master_key_verify(st, &other, &d), KR_EWRONG_MASTER_KEY);
+    kr_store_close(st);
+}
+
 Test(secrets, master_key_from_env_file_and_refusals)
 {
     kr_master_key mk;
@@ -165,4 +235,32 @@ Test(secrets, workspace_tokens)
     cr_assert_str_eq(h1, h2);
     cr_assert_eq(strlen(h1), 64);
     cr_assert_null(strstr(h1, a + 5));
+}
+
+Test(secrets, token_lifetimes)
+{
+    int64_t ms = -1;
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_token_ttl_parse("90m", &ms, &d), 0);
+    cr_assert_eq(ms, 90 * 60000LL);
+    cr_assert_eq(kr_token_ttl_parse("12h", &ms, &d), 0);
+    cr_assert_eq(ms, 12 * 3600000LL);
+    cr_assert_eq(kr_token_ttl_parse("3650d", &ms, &d), 0);
+    cr_assert_eq(ms, 3650 * 86400000LL);
+    cr_assert_eq(kr_token_ttl_parse("5256000m", &ms, &d), 0); /* 3650 days */
+    static const char *const bad[] = {"0d", "0h", "0m", "000d", "-1d", "-0d", "3651d", "87601h",
+                                      "5256001m", "99999999999999999999999d",
+                                      "18446744073709551615d", "d", "", "10", "10s", "1.5d",
+                                      " 1d", "1d ", "+1d", "1dd", "0x10d"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ms = -1;
+        memset(&d, 0, sizeof d);
+        cr_assert_eq(kr_token_ttl_parse(bad[i], &ms, &d), KR_EINVAL, "'%s' accepted", bad[i]);
+        cr_assert_eq(ms, -1);
+        cr_assert(d.msg[0], "'%s': no reason", bad[i]);
+    }
+    kr_token_ttl_parse("0d", &ms, &d);
+    cr_assert(strstr(d.msg, "positive"), "%s", d.msg);
+    kr_token_ttl_parse("99999999999999999999999d", &ms, &d);
+    cr_assert(strstr(d.msg, "3650 days"), "%s", d.msg);
 }

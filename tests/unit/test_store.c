@@ -344,7 +344,7 @@ STORE_TEST(org_create_find_list)
 
     ERR(KR_EEXISTS, kr_org_create(s, "alpha", "Another", &o, &dg));
     cr_assert_not_null(strstr(dg.msg, "alpha"), "%s", dg.msg);
-    OK(kr_org_create(s, "Alpha", "case differs", NULL, &dg)); /* slugs are case-sensitive */
+    ERR(KR_EINVAL, kr_org_create(s, "Alpha", "case differs", NULL, &dg)); /* slugs are lower case */
 
     memset(&o, 0, sizeof o);
     OK(kr_org_find(s, "alpha", &o, &dg));
@@ -373,13 +373,59 @@ STORE_TEST(org_create_find_list)
     kr_org *list;
     size_t n;
     OK(kr_org_list(s, &list, &n, &dg));
-    cr_assert_eq(n, 5);
-    const char *order[] = {"zeta", "alpha", "mid", "Alpha", ref};
+    cr_assert_eq(n, 4);
+    const char *order[] = {"zeta", "alpha", "mid", ref};
     for (size_t i = 0; i < n; i++) {
         cr_assert_str_eq(list[i].slug, order[i], "row %zu", i);
         if (i) cr_assert_gt(list[i].id, list[i - 1].id);
     }
     free(list);
+}
+
+/* Names enter from outside: an org slug and a workspace name are 1-63 of
+ * [a-z0-9-], not starting with '-', wherever they enter (create, and every
+ * reference: ORG, ORG/NAME). */
+STORE_TEST(names_are_checked_wherever_they_enter)
+{
+    static const char *const bad[] = {"", ".", "..", "../x", "a/b", "A", "a b", "a_b", "-a", "a\n",
+                                      "x\x1b[31m", "caf\xc3\xa9", "a.b"};
+    char big[10001];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    char just[KR_NAME_MAX + 1], over[KR_NAME_MAX + 2];
+    memset(just, 'a', KR_NAME_MAX);
+    just[KR_NAME_MAX] = 0;
+    memset(over, 'a', KR_NAME_MAX + 1);
+    over[KR_NAME_MAX + 1] = 0;
+    kr_org o;
+    kr_workspace w;
+    int64_t acme = mk_org(s, "acme");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ERR(KR_EINVAL, kr_org_slug_check(bad[i], &dg));
+        ERR(KR_EINVAL, kr_ws_name_check(bad[i], &dg));
+        ERR(KR_EINVAL, kr_org_create(s, bad[i], "n", &o, &dg));
+        ERR(KR_EINVAL, kr_ws_create(s, acme, bad[i], KR_WS_WORKSPACE, "codex", 0, &w, &dg));
+        char ref[64];
+        kr_snprintf(ref, sizeof ref, "acme/%s", bad[i]);
+        ERR(KR_EINVAL, kr_ws_find(s, ref, &w, &dg));
+        kr_snprintf(ref, sizeof ref, "%s/dev", bad[i]);
+        ERR(KR_EINVAL, kr_ws_find(s, ref, &w, &dg));
+        if (bad[i][0]) ERR(KR_EINVAL, kr_org_find(s, bad[i], &o, &dg));
+    }
+    ERR(KR_EINVAL, kr_ws_create(s, acme, big, KR_WS_WORKSPACE, "codex", 0, &w, &dg));
+    ERR(KR_EINVAL, kr_ws_create(s, acme, over, KR_WS_WORKSPACE, "codex", 0, &w, &dg));
+    ERR(KR_EINVAL, kr_org_create(s, over, "n", &o, &dg));
+    ERR(KR_EINVAL, kr_ws_find(s, "acme/dev/x", &w, &dg));
+    OK(kr_ws_create(s, acme, just, KR_WS_WORKSPACE, "codex", 0, &w, &dg));
+    OK(kr_ws_create(s, acme, "d-3v", KR_WS_WORKSPACE, "codex", 0, &w, &dg));
+    OK(kr_ws_find(s, "acme/d-3v", &w, &dg));
+    OK(kr_org_create(s, just, "n", &o, &dg));
+    /* display names are free text, but one line without controls */
+    ERR(KR_EINVAL, kr_org_create(s, "evil", "Evil\n2     forged  row", &o, &dg));
+    ERR(KR_EINVAL, kr_org_create(s, "evil", "\x1b[2J", &o, &dg));
+    ERR(KR_EINVAL, kr_org_create(s, "evil", "", &o, &dg));
+    OK(kr_org_create(s, "evil", "Évil Corp", &o, &dg));
+    cr_assert_str_eq(o.name, "Évil Corp");
 }
 
 STORE_TEST(org_list_empty)
