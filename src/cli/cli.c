@@ -170,6 +170,78 @@ const char *kr_cli_key_hint(const kr_cli *c, int e, char *buf, size_t cap)
     return buf;
 }
 
+int kr_cli_op(kr_cli *c, const char *name, const char *what, cJSON *params, cJSON **out)
+{
+    *out = NULL;
+    const kr_op *op = kr_ops_find(name);
+    if (!op) {
+        kr_ops_params_free(params);
+        return kr_cli_errf("%s: no operation %s", what, name);
+    }
+    if (kr_cli_store(c) || kr_cli_registry(c) || (op->needs_key && kr_cli_key(c))) {
+        kr_ops_params_free(params);
+        return 1;
+    }
+    char proxy[300];
+    kr_provision_ctx pctx;
+    kr_cli_provision_ctx(c, &pctx, proxy, sizeof proxy);
+    kr_ops_env env = {&c->cfg, c->reg, c->rts, &c->pol, c->have_mk ? &c->mk : NULL, proxy};
+    kr_actor actor;
+    kr_actor_cli(&actor);
+    kr_op_call call;
+    memset(&call, 0, sizeof call);
+    call.op = op;
+    call.st = c->st;
+    call.env = &env;
+    call.actor = &actor;
+    call.request_id = "cli";
+    call.params = params;
+    kr_diag d = {{0}};
+    int rc = kr_ops_run(&call, out, &d);
+    kr_ops_params_free(params); /* a secret value may be in there */
+    if (rc) {
+        char hint[700];
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(*out, "code");
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(*out, "message");
+        kr_cli_errf("%s: %s: %s%s", what, cJSON_IsString(code) ? code->valuestring : kr_err_name(rc),
+                    cJSON_IsString(msg) ? msg->valuestring : kr_diag_msg(&d, rc),
+                    kr_cli_key_hint(c, rc, hint, sizeof hint));
+        cJSON_Delete(*out);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int kr_cli_ws_ref(kr_cli *c, const char *what, const char *ref, cJSON *params, const char *ws_key)
+{
+    kr_diag d = {{0}};
+    int rc = kr_ws_ref_check(ref, &d);
+    if (rc) return kr_cli_errf("%s: %s", what, kr_diag_msg(&d, rc));
+    const char *slash = strchr(ref, '/');
+    if (!slash) { /* an id: the names it has */
+        kr_workspace w;
+        kr_org o;
+        if (kr_cli_store(c)) return 1;
+        if ((rc = kr_ws_find(c->st, ref, &w, &d)) || (rc = kr_org_get(c->st, w.org_id, &o, &d)))
+            return kr_cli_errf("%s: %s", what, kr_diag_msg(&d, rc));
+        cJSON_AddStringToObject(params, "org", o.slug);
+        cJSON_AddStringToObject(params, ws_key, w.name);
+        return 0;
+    }
+    char org[160];
+    kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref));
+    cJSON_AddStringToObject(params, "org", org);
+    cJSON_AddStringToObject(params, ws_key, slash + 1);
+    return 0;
+}
+
+const char *kr_cli_jstr(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : "-";
+}
+
 void kr_cli_free(kr_cli *c)
 {
     kr_store_close(c->st);
@@ -234,6 +306,8 @@ static const struct {
     {"config", kr_cmd_config, "print the effective configuration or its reference"},
     {"keygen", kr_cmd_keygen, "create a master key file"},
     {"rekey", kr_cmd_rekey, "re-encrypt every stored secret under a new master key"},
+    {"admin-token", kr_cmd_admin_token, "mint, revoke and list admin API / console tokens"},
+    {"audit", kr_cmd_audit, "read the audit log of every change"},
 };
 
 /* The common options, accepted before the command word as well as after

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "config/config.h"
+#include "ops/ops.h"
 #include "provision/forbidden.h"
 #include "provision/provision.h"
 #include "registry/registry.h"
@@ -71,6 +72,16 @@ void kr_cli_free(kr_cli *c);
 /* The provision context from the loaded config/registry. */
 void kr_cli_provision_ctx(kr_cli *c, kr_provision_ctx *ctx, char *proxy_url, size_t cap);
 int kr_cli_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Runs an operation (src/ops) as the command line: an operator, audited as
+ * "cli:<user>". Opens what it needs; on failure prints one line,
+ * "keyrail: <what>: CODE: message", frees *out and returns 1. On success
+ * *out is the result (the caller frees it). */
+int kr_cli_op(kr_cli *c, const char *name, const char *what, cJSON *params, cJSON **out);
+/* A workspace reference ("ORG/NAME" or an id) into params "org" and ws_key;
+ * a bad reference is refused as the store would refuse it (printed, 1). */
+int kr_cli_ws_ref(kr_cli *c, const char *what, const char *ref, cJSON *params, const char *ws_key);
+/* "2026-12-04T05:37:36Z" of an ISO string result, "-" for null. */
+const char *kr_cli_jstr(const cJSON *o, const char *name);
 /* For an error e: " (the master key from KEYRAIL_MASTER_KEY|key file F)"
  * when e is KR_EWRONG_MASTER_KEY, else "". */
 const char *kr_cli_key_hint(const kr_cli *c, int e, char *buf, size_t cap);
@@ -97,6 +108,8 @@ int kr_cmd_credits(int argc, char **argv);
 int kr_cmd_usage(int argc, char **argv);
 int kr_cmd_limits(int argc, char **argv);
 int kr_cmd_rekey(int argc, char **argv);
+int kr_cmd_admin_token(int argc, char **argv);
+int kr_cmd_audit(int argc, char **argv);
 
 /* Master key rotation (cmd_rekey.c): every stored secret re-encrypted from old_key to
  * new_key in one store transaction, or nothing (dry_run: the same steps, rolled back).

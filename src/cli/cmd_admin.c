@@ -1,6 +1,8 @@
 /*
- * cmd_admin.c -- operator commands on the store: org, ws, secret, token,
- * provision, explain, config, keygen.
+ * cmd_admin.c -- operator commands: org, ws, secret, token, provision,
+ * admin-token, audit, config, keygen. Each parses its arguments, runs the
+ * operation (src/ops, the same code the admin HTTP API runs) and prints its
+ * result; nothing here decides anything.
  */
 #include "cli/cli.h"
 #include "core/log.h"
@@ -9,20 +11,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static void fmt_time(int64_t ms, char *out, size_t cap)
+/* A string field of a JSON result, escaped for the terminal. */
+static const char *E(const cJSON *o, const char *name, char *buf, size_t cap)
 {
-    if (!ms) {
-        kr_strlcpy(out, "-", cap);
-        return;
+    return kr_esc(kr_cli_jstr(o, name), buf, cap);
+}
+
+static double num(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static cJSON *items(const cJSON *o)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, "items");
+}
+
+/* Lists: every page (the command line shows them all). */
+static int run_all(kr_cli *c, const char *op, const char *what, cJSON *params, cJSON **out)
+{
+    cJSON *all = NULL;
+    for (;;) {
+        cJSON *page;
+        cJSON_AddNumberToObject(params, "limit", 1000);
+        if (kr_cli_op(c, op, what, cJSON_Duplicate(params, true), &page)) {
+            cJSON_Delete(all);
+            cJSON_Delete(params);
+            return 1;
+        }
+        if (!all) all = cJSON_Duplicate(page, true);
+        else {
+            cJSON *e;
+            cJSON_ArrayForEach(e, items(page)) cJSON_AddItemToArray(items(all), cJSON_Duplicate(e, true));
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next_cursor");
+        if (!cJSON_IsString(next)) {
+            cJSON_Delete(page);
+            break;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(params, "cursor");
+        cJSON_DeleteItemFromObjectCaseSensitive(params, "limit");
+        cJSON_AddStringToObject(params, "cursor", next->valuestring);
+        cJSON_Delete(page);
     }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_Delete(params);
+    *out = all;
+    return 0;
 }
 
 /* ---- org ---- */
@@ -36,38 +74,33 @@ int kr_cmd_org(int argc, char **argv)
     if (prc) return prc < 0 ? 2 : 0;
     if (a.npos < 1) return kr_cli_errf("%s", usage), 2;
     kr_cli c;
-    if (kr_cli_init(&c, &a) || kr_cli_store(&c)) return 1;
+    if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
-    kr_diag d = {{0}};
+    cJSON *p = cJSON_CreateObject(), *out;
+    char b1[300], b2[600], b3[100];
     if (!strcmp(a.pos[0], "create") && a.npos == 2) {
-        const char *slug = a.pos[1];
-        kr_org o;
-        /* the store checks the slug and the display name */
-        int e = kr_org_create(c.st, slug, kr_arg(&a, "--name") ? kr_arg(&a, "--name") : slug, &o, &d);
-        if (e) kr_cli_errf("org create: %s", kr_diag_msg(&d, e));
-        else {
-            printf("org %s created (id %lld)\n", o.slug, (long long)o.id);
-            rc = 0;
+        cJSON_AddStringToObject(p, "org", a.pos[1]);
+        if (kr_arg(&a, "--name")) cJSON_AddStringToObject(p, "name", kr_arg(&a, "--name"));
+        if (!(rc = kr_cli_op(&c, "org.create", "org create", p, &out))) {
+            const cJSON *o = cJSON_GetObjectItemCaseSensitive(out, "org");
+            printf("org %s created (id %.0f)\n", E(o, "slug", b1, sizeof b1), num(o, "id"));
+            kr_ops_params_free(out);
         }
     } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
-        kr_org *orgs;
-        size_t n;
-        int e = kr_org_list(c.st, &orgs, &n, &d);
-        if (e) kr_cli_errf("org list: %s", kr_diag_msg(&d, e));
-        else {
+        if (!(rc = run_all(&c, "org.list", "org list", p, &out))) {
             printf("%-6s %-24s %-24s %-8s %s\n", "ID", "SLUG", "NAME", "STATUS", "CREATED");
-            for (size_t i = 0; i < n; i++) {
+            const cJSON *o;
+            cJSON_ArrayForEach(o, items(out))
+            {
                 /* what the store holds is shown escaped: one row per org */
-                char t[32], e1[300], e2[600], e3[100];
-                fmt_time(orgs[i].created_at, t, sizeof t);
-                printf("%-6lld %-24s %-24s %-8s %s\n", (long long)orgs[i].id,
-                       kr_esc(orgs[i].slug, e1, sizeof e1), kr_esc(orgs[i].name, e2, sizeof e2),
-                       kr_esc(orgs[i].status, e3, sizeof e3), t);
+                printf("%-6.0f %-24s %-24s %-8s %s\n", num(o, "id"), E(o, "slug", b1, sizeof b1),
+                       E(o, "name", b2, sizeof b2), E(o, "status", b3, sizeof b3),
+                       kr_cli_jstr(o, "created_at"));
             }
-            free(orgs);
-            rc = 0;
+            kr_ops_params_free(out);
         }
     } else {
+        cJSON_Delete(p);
         kr_cli_errf("%s", usage);
         rc = 2;
     }
@@ -77,41 +110,46 @@ int kr_cmd_org(int argc, char **argv)
 
 /* ---- ws ---- */
 
-/* Splits repeated --set KEY=VALUE options into payload vars. */
-static int collect_payload(const kr_args *a, const char *model, kr_payload_var *out, size_t cap,
-                           size_t *n, char (*keys)[128])
+/* --model and repeated --set KEY=VALUE into params. */
+static int collect_payload(const kr_args *a, cJSON *params)
 {
-    *n = 0;
+    if (kr_arg(a, "--model")) cJSON_AddStringToObject(params, "model", kr_arg(a, "--model"));
     int k = -1;
     for (size_t i = 0; i < a->nopts; i++)
         if (!strcmp(a->opts[i].name, "--set")) k = (int)i;
-    if (model) {
-        out[(*n)++] = (kr_payload_var){"MODEL", model};
-    }
+    cJSON *set = NULL;
     for (size_t i = 0; k >= 0 && i < a->nmulti[k]; i++) {
         const char *kv = a->multi[k][i];
         const char *eq = strchr(kv, '=');
         if (!eq || eq == kv) return kr_cli_errf("--set expects KEY=VALUE, got '%.40s'", kv);
-        if (*n >= cap) return kr_cli_errf("too many --set options");
-        if (kr_memlcpy(keys[*n], 128, kv, (size_t)(eq - kv))) return kr_cli_errf("key too long");
-        out[*n] = (kr_payload_var){keys[*n], eq + 1};
-        (*n)++;
+        char key[128];
+        if (kr_memlcpy(key, sizeof key, kv, (size_t)(eq - kv))) return kr_cli_errf("key too long");
+        if (!set) set = cJSON_AddObjectToObject(params, "set");
+        cJSON_DeleteItemFromObjectCaseSensitive(set, key); /* a repeated key: the last wins */
+        cJSON_AddStringToObject(set, key, eq + 1);
     }
     return 0;
 }
 
-static void print_result_env(const kr_provision_result *r, const char *format)
+/* The environment with its values (`provision`, `ws create --format`). */
+static int print_environment(kr_cli *c, cJSON *p, const char *what, const char *format)
 {
-    kr_buf out = KR_BUF_INIT(1 << 24);
-    if (format && !strcmp(format, "json")) {
-        kr_provision_render_json(r, true, &out);
-        kr_buf_putc(&out, '\n');
+    cJSON *out;
+    if (kr_cli_op(c, "ws.provision", what, p, &out)) return 1;
+    if (!strcmp(format, "json")) {
+        cJSON_DeleteItemFromObjectCaseSensitive(out, "env_file");
+        char *s = cJSON_PrintUnformatted(out);
+        if (s) {
+            printf("%s\n", s);
+            sodium_memzero(s, strlen(s));
+            free(s);
+        }
     } else {
-        kr_env_render_env(&r->env, &out);
+        const cJSON *ef = cJSON_GetObjectItemCaseSensitive(out, "env_file");
+        if (cJSON_IsString(ef)) fputs(ef->valuestring, stdout);
     }
-    fwrite(out.data, 1, out.len, stdout);
-    sodium_memzero(out.data, out.len);
-    kr_buf_free(&out);
+    kr_ops_params_free(out); /* values: wiped */
+    return 0;
 }
 
 int kr_cmd_ws(int argc, char **argv)
@@ -134,96 +172,83 @@ int kr_cmd_ws(int argc, char **argv)
     int prc = kr_args_parse(&a, opts, N(opts), argc, argv, usage);
     if (prc) return prc < 0 ? 2 : 0;
     if (a.npos < 1) return kr_cli_errf("%s", usage), 2;
+    const char *fmt = kr_arg(&a, "--format");
+    if (fmt && strcmp(fmt, "env") && strcmp(fmt, "json")) return kr_cli_errf("--format is env or json"), 2;
     kr_cli c;
-    if (kr_cli_init(&c, &a) || kr_cli_store(&c)) return 1;
+    if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
-    kr_diag d = {{0}};
+    cJSON *p = cJSON_CreateObject(), *out;
+    char b1[300], b2[300], b3[300];
     if (!strcmp(a.pos[0], "create") && a.npos == 3) {
-        kr_org o;
-        kr_workspace ws;
-        const char *runtime = kr_arg(&a, "--runtime") ? kr_arg(&a, "--runtime") : c.cfg.default_runtime;
-        kr_payload_var pv[32];
-        char keys[32][128];
-        size_t npv;
+        cJSON_AddStringToObject(p, "org", a.pos[1]);
+        cJSON_AddStringToObject(p, "ws", a.pos[2]);
+        if (kr_flag(&a, "--concierge")) cJSON_AddTrueToObject(p, "concierge");
+        if (kr_arg(&a, "--runtime")) cJSON_AddStringToObject(p, "runtime", kr_arg(&a, "--runtime"));
         int64_t parent = 0;
-        if (kr_cli_registry(&c)) goto out;
-        if (!kr_runtimes_find(c.rts, runtime)) {
-            char names[256];
-            kr_runtimes_list_names(c.rts, names, sizeof names);
-            kr_cli_errf("unknown runtime '%s' (runtime profiles: %s)", runtime, names);
-            goto out;
-        }
         if (kr_arg(&a, "--parent") &&
             kr_parse_i64(kr_arg(&a, "--parent"), strlen(kr_arg(&a, "--parent")), &parent)) {
+            cJSON_Delete(p);
             kr_cli_errf("--parent takes a workspace id");
             goto out;
         }
-        if (collect_payload(&a, kr_arg(&a, "--model"), pv, 32, &npv, keys)) goto out;
-        if (kr_cli_registry(&c) || kr_cli_key(&c)) goto out;
-        int e = kr_org_find(c.st, a.pos[1], &o, &d);
-        if (e) {
-            kr_cli_errf("ws create: %s", kr_diag_msg(&d, e));
+        if (parent) cJSON_AddNumberToObject(p, "parent", (double)parent);
+        if (collect_payload(&a, p)) {
+            cJSON_Delete(p);
             goto out;
         }
-        e = kr_ws_create(c.st, o.id, a.pos[2],
-                         kr_flag(&a, "--concierge") ? KR_WS_CONCIERGE : KR_WS_WORKSPACE, runtime,
-                         parent, &ws, &d);
-        if (e) {
-            kr_cli_errf("ws create: %s: %s", kr_err_name(e), kr_diag_msg(&d, e));
-            goto out;
+        if ((rc = kr_cli_op(&c, "ws.create", "ws create", p, &out))) goto out;
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(out, "workspace");
+        if (fmt) {
+            cJSON *q = cJSON_CreateObject();
+            cJSON_AddStringToObject(q, "org", a.pos[1]);
+            cJSON_AddStringToObject(q, "ws", a.pos[2]);
+            cJSON_AddTrueToObject(q, "rebuild"); /* a rebuild resolves exactly as the create did */
+            rc = print_environment(&c, q, "ws create", fmt);
+        } else {
+            const char *model = kr_cli_jstr(out, "model");
+            printf("%s %s/%s created (id %.0f): route %s, provider %s%s%s\n",
+                   kr_cli_jstr(w, "kind"), E(w, "org", b1, sizeof b1), E(w, "name", b2, sizeof b2),
+                   num(w, "id"), kr_cli_jstr(out, "route"), E(out, "provider", b3, sizeof b3),
+                   strcmp(model, "-") ? ", model " : "", strcmp(model, "-") ? E(out, "model", b1, sizeof b1) : "");
         }
-        kr_provision_ctx ctx;
-        char proxy[300];
-        kr_cli_provision_ctx(&c, &ctx, proxy, sizeof proxy);
-        kr_provision_result r;
-        e = kr_provision(c.st, &c.mk, &ctx, &ws, pv, npv, NULL, &r, &d);
-        if (e) {
-            char hint[700];
-            kr_ws_delete(c.st, ws.id, NULL);
-            kr_cli_errf("ws create: provisioning failed, workspace not created: %s: %s%s",
-                        kr_err_name(e), kr_diag_msg(&d, e), kr_cli_key_hint(&c, e, hint, sizeof hint));
-            kr_provision_result_free(&r);
-            goto out;
-        }
-        if (kr_arg(&a, "--format")) print_result_env(&r, kr_arg(&a, "--format"));
-        else {
-            char ep[200], em[600];
-            printf("%s %s/%s created (id %lld): route %s, provider %s%s%s\n",
-                   kr_ws_kind_name(ws.kind), o.slug, ws.name, (long long)ws.id,
-                   kr_route_name(r.res.route), kr_esc(r.res.provider, ep, sizeof ep),
-                   r.res.model[0] ? ", model " : "", kr_esc(r.res.model, em, sizeof em));
-        }
-        kr_provision_result_free(&r);
-        rc = 0;
+        kr_ops_params_free(out);
     } else if (!strcmp(a.pos[0], "list") && a.npos <= 2) {
-        int64_t org = 0;
+        /* one org, or every org's workspaces */
+        cJSON *orgs = NULL;
         if (a.npos == 2) {
-            kr_org o;
-            int e = kr_org_find(c.st, a.pos[1], &o, &d);
-            if (e) {
-                kr_cli_errf("ws list: %s", kr_diag_msg(&d, e));
-                goto out;
-            }
-            org = o.id;
-        }
-        kr_workspace *ws;
-        size_t n;
-        int e = kr_ws_list(c.st, org, &ws, &n, &d);
-        if (e) {
-            kr_cli_errf("ws list: %s", kr_diag_msg(&d, e));
+            orgs = cJSON_CreateObject();
+            cJSON *one = cJSON_AddArrayToObject(orgs, "items");
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "slug", a.pos[1]);
+            cJSON_AddItemToArray(one, o);
+            cJSON_Delete(p);
+        } else if ((rc = run_all(&c, "org.list", "ws list", p, &orgs))) {
             goto out;
         }
-        printf("%-6s %-6s %-24s %-10s %-12s %s\n", "ID", "ORG", "NAME", "KIND", "RUNTIME", "CREATED");
-        for (size_t i = 0; i < n; i++) {
-            char t[32], e1[300], e2[200];
-            fmt_time(ws[i].created_at, t, sizeof t);
-            printf("%-6lld %-6lld %-24s %-10s %-12s %s\n", (long long)ws[i].id,
-                   (long long)ws[i].org_id, kr_esc(ws[i].name, e1, sizeof e1),
-                   kr_ws_kind_name(ws[i].kind), kr_esc(ws[i].runtime, e2, sizeof e2), t);
-        }
-        free(ws);
+        const cJSON *o;
         rc = 0;
+        bool header = false;
+        cJSON_ArrayForEach(o, items(orgs))
+        {
+            cJSON *q = cJSON_CreateObject();
+            cJSON_AddStringToObject(q, "org", kr_cli_jstr(o, "slug"));
+            if ((rc = run_all(&c, "ws.list", "ws list", q, &out))) break;
+            if (!header && (header = true))
+                printf("%-6s %-24s %-24s %-10s %-12s %s\n", "ID", "ORG", "NAME", "KIND", "RUNTIME",
+                       "CREATED");
+            const cJSON *w;
+            cJSON_ArrayForEach(w, items(out))
+            printf("%-6.0f %-24s %-24s %-10s %-12s %s\n", num(w, "id"), E(w, "org", b1, sizeof b1),
+                   E(w, "name", b2, sizeof b2), kr_cli_jstr(w, "kind"),
+                   E(w, "runtime", b3, sizeof b3), kr_cli_jstr(w, "created_at"));
+            kr_ops_params_free(out);
+        }
+        if (!rc && !header)
+            printf("%-6s %-24s %-24s %-10s %-12s %s\n", "ID", "ORG", "NAME", "KIND", "RUNTIME",
+                   "CREATED");
+        cJSON_Delete(orgs);
     } else {
+        cJSON_Delete(p);
         kr_cli_errf("%s", usage);
         rc = 2;
     }
@@ -248,6 +273,18 @@ static int read_stdin_value(char *buf, size_t cap)
     return 0;
 }
 
+/* --org ORG | --ws ORG/NAME into params org (+ workspace). */
+static int secret_scope(kr_cli *c, const char *what, const kr_args *a, cJSON *p)
+{
+    const char *org = kr_arg(a, "--org"), *ws = kr_arg(a, "--ws");
+    if (!!org == !!ws) return kr_cli_errf("give exactly one of --org ORG or --ws ORG/NAME");
+    if (org) {
+        cJSON_AddStringToObject(p, "org", org);
+        return 0;
+    }
+    return kr_cli_ws_ref(c, what, ws, p, "workspace");
+}
+
 int kr_cmd_secret(int argc, char **argv)
 {
     static const kr_opt opts[] = {KR_COMMON_OPTS,
@@ -265,84 +302,58 @@ int kr_cmd_secret(int argc, char **argv)
     if (prc) return prc < 0 ? 2 : 0;
     if (a.npos < 1) return kr_cli_errf("%s", usage), 2;
     kr_cli c;
-    if (kr_cli_init(&c, &a) || kr_cli_store(&c)) return 1;
+    if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
-    kr_diag d = {{0}};
-    kr_scope scope;
-    int64_t owner;
+    cJSON *p = cJSON_CreateObject(), *out = NULL;
+    char b1[600];
+    char what[40];
+    kr_snprintf(what, sizeof what, "secret %s", a.pos[0]);
+    if (secret_scope(&c, what, &a, p)) {
+        cJSON_Delete(p);
+        goto done;
+    }
     if (!strcmp(a.pos[0], "set") && a.npos == 2) {
-        if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
         static char value[KR_SECRET_MAX_VALUE + 2];
-        int e;
+        int e = 0;
         if (kr_arg(&a, "--value")) {
-            if (kr_strlcpy(value, kr_arg(&a, "--value"), sizeof value)) {
-                kr_cli_errf("value too large");
-                goto out;
-            }
-        } else if ((e = read_stdin_value(value, sizeof value))) {
+            if (kr_strlcpy(value, kr_arg(&a, "--value"), sizeof value)) e = -1;
+        } else {
+            e = read_stdin_value(value, sizeof value);
+        }
+        if (e) {
             sodium_memzero(value, sizeof value);
+            cJSON_Delete(p);
             if (e == -2) kr_cli_errf("secret set: the value holds a NUL byte; secret values are text");
-            else kr_cli_errf("could not read the value from stdin (at most %d bytes)", KR_SECRET_MAX_VALUE);
-            goto out;
+            else kr_cli_errf("could not read the value (at most %d bytes)", KR_SECRET_MAX_VALUE);
+            goto done;
         }
-        e = kr_secret_set(c.st, &c.mk, &c.pol, scope, owner, a.pos[1], value, &d);
+        cJSON_AddStringToObject(p, "key", a.pos[1]);
+        cJSON_AddStringToObject(p, "value", value); /* wiped when kr_cli_op frees p */
         sodium_memzero(value, sizeof value);
-        if (e) {
-            char hint[700];
-            kr_cli_errf("secret set: %s: %s%s", kr_err_name(e), kr_diag_msg(&d, e),
-                        kr_cli_key_hint(&c, e, hint, sizeof hint));
-            goto out;
-        }
-        printf("secret %s set at %s scope\n", a.pos[1], kr_scope_name(scope)); /* a valid name */
-        rc = 0;
+        rc = kr_cli_op(&c, "secret.set", "secret set", p, &out);
+        if (!rc) printf("secret %s set at %s scope\n", E(out, "key", b1, sizeof b1), kr_cli_jstr(out, "scope"));
     } else if (!strcmp(a.pos[0], "unset") && a.npos == 2) {
-        if (kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
-        int e = kr_store_secret_del(c.st, scope, owner, a.pos[1], &d);
-        if (e) {
-            kr_cli_errf("secret unset: %s", kr_diag_msg(&d, e));
-            goto out;
-        }
-        char ek[600];
-        printf("secret %s removed from %s scope\n", kr_esc(a.pos[1], ek, sizeof ek),
-               kr_scope_name(scope));
-        rc = 0;
+        cJSON_AddStringToObject(p, "key", a.pos[1]);
+        if (!(rc = kr_cli_op(&c, "secret.unset", "secret unset", p, &out)))
+            printf("secret %s removed from %s scope\n", E(out, "key", b1, sizeof b1),
+                   kr_cli_jstr(out, "scope"));
     } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
-        if (kr_cli_key(&c) || kr_cli_scope(&c, &a, &scope, &owner, NULL, 0)) goto out;
-        kr_secret_row *rows;
-        size_t n;
-        int e = kr_store_secret_list(c.st, scope, owner, &rows, &n, &d);
-        if (e) {
-            kr_cli_errf("secret list: %s", kr_diag_msg(&d, e));
-            goto out;
+        if (!(rc = run_all(&c, "secret.list", "secret list", p, &out))) {
+            printf("%-32s %-10s %-18s %-9s %s\n", "KEY", "STATE", "CLASS", "FPRINT", "UPDATED");
+            const cJSON *s;
+            cJSON_ArrayForEach(s, items(out))
+            printf("%-32s %-10s %-18s %-9s %s\n", E(s, "key", b1, sizeof b1),
+                   !strcmp(kr_cli_jstr(s, "state"), "ok") ? "ok" : "UNREADABLE",
+                   strcmp(kr_cli_jstr(s, "class"), "none") ? kr_cli_jstr(s, "class") : "-",
+                   kr_cli_jstr(s, "fingerprint"), kr_cli_jstr(s, "updated_at"));
         }
-        printf("%-32s %-10s %-18s %-9s %s\n", "KEY", "STATE", "CLASS", "FPRINT", "UPDATED");
-        for (size_t i = 0; i < n; i++) {
-            kr_buf b = KR_BUF_INIT(KR_SECRET_MAX_VALUE);
-            int orc = kr_secret_open(&c.mk, scope, owner, rows[i].key, rows[i].ciphertext,
-                                     strlen(rows[i].ciphertext), &b);
-            char t[32], fp[KR_FP_LEN] = "-";
-            const char *cls = "-";
-            if (!orc) {
-                kr_cred_class k = kr_cred_classify(b.data ? b.data : "", b.len);
-                if (k != KR_CRED_UNKNOWN && k != KR_CRED_NONE) {
-                    cls = kr_cred_class_name(k);
-                    kr_cred_fingerprint(b.data, b.len, fp);
-                }
-                if (b.data) sodium_memzero(b.data, b.len);
-            }
-            kr_buf_free(&b);
-            char ek[600];
-            fmt_time(rows[i].updated_at, t, sizeof t);
-            printf("%-32s %-10s %-18s %-9s %s\n", kr_esc(rows[i].key, ek, sizeof ek),
-                   orc ? "UNREADABLE" : "ok", cls, fp, t);
-        }
-        kr_secret_rows_free(rows, n);
-        rc = 0;
     } else {
+        cJSON_Delete(p);
         kr_cli_errf("%s", usage);
         rc = 2;
     }
-out:
+    kr_ops_params_free(out);
+done:
     kr_cli_free(&c);
     return rc;
 }
@@ -365,86 +376,70 @@ int kr_cmd_token(int argc, char **argv)
     if (prc) return prc < 0 ? 2 : 0;
     if (a.npos < 2) return kr_cli_errf("%s", usage), 2;
     kr_cli c;
-    if (kr_cli_init(&c, &a) || kr_cli_store(&c)) return 1;
+    if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
-    kr_diag d = {{0}};
+    cJSON *p = cJSON_CreateObject(), *out = NULL;
+    char b1[100];
     if (!strcmp(a.pos[0], "mint") && a.npos == 2) {
-        kr_workspace w;
-        int64_t ttl = 0;
-        int e;
-        if (kr_arg(&a, "--ttl") && (e = kr_token_ttl_parse(kr_arg(&a, "--ttl"), &ttl, &d))) {
-            kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
-            goto out;
+        if (kr_cli_ws_ref(&c, "token mint", a.pos[1], p, "ws")) {
+            cJSON_Delete(p);
+            goto done;
         }
-        e = kr_ws_find(c.st, a.pos[1], &w, &d);
-        if (e) {
-            kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
-            goto out;
+        if (kr_arg(&a, "--ttl")) cJSON_AddStringToObject(p, "ttl", kr_arg(&a, "--ttl"));
+        if (!(rc = kr_cli_op(&c, "token.mint", "token mint", p, &out))) {
+            /* the token alone on stdout: nothing of it anywhere else */
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(out, "token");
+            printf("%s\n", t->valuestring);
+            fflush(stdout);
+            sodium_memzero(t->valuestring, strlen(t->valuestring));
         }
-        char tok[KR_WS_TOKEN_LEN + 1], hash[65], prefix[16];
-        kr_token_generate(tok);
-        kr_token_hash(tok, strlen(tok), hash);
-        kr_memlcpy(prefix, sizeof prefix, tok, 12);
-        kr_token t;
-        e = kr_token_insert(c.st, w.id, hash, prefix, ttl ? kr_now_ms() + ttl : 0, &t, &d);
-        if (e) {
-            sodium_memzero(tok, sizeof tok);
-            kr_cli_errf("token mint: %s", kr_diag_msg(&d, e));
-            goto out;
-        }
-        /* the token alone on stdout: nothing of it anywhere else */
-        printf("%s\n", tok);
-        fflush(stdout);
-        sodium_memzero(tok, sizeof tok);
-        rc = 0;
     } else if (!strcmp(a.pos[0], "revoke") && a.npos == 2) {
+        /* by id or prefix: find it, then revoke it where it lives */
+        cJSON_Delete(p);
+        p = NULL;
         kr_token t;
-        int e = kr_token_find(c.st, a.pos[1], &t, &d);
-        if (!e) e = kr_token_revoke(c.st, t.id, &d);
+        kr_workspace w;
+        kr_org o;
+        kr_diag d = {{0}};
+        int e = kr_cli_store(&c) ? KR_ESTORE : kr_token_find(c.st, a.pos[1], &t, &d);
+        if (!e) e = kr_ws_get(c.st, t.workspace_id, &w, &d);
+        if (!e) e = kr_org_get(c.st, w.org_id, &o, &d);
         if (e) {
             kr_cli_errf("token revoke: %s", kr_diag_msg(&d, e));
-            goto out;
+            goto done;
         }
-        char ep[100];
-        printf("token %lld (%s…) revoked\n", (long long)t.id, kr_esc(t.prefix, ep, sizeof ep));
-        rc = 0;
+        p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "org", o.slug);
+        cJSON_AddStringToObject(p, "ws", w.name);
+        cJSON_AddNumberToObject(p, "id", (double)t.id);
+        if (!(rc = kr_cli_op(&c, "token.revoke", "token revoke", p, &out)))
+            printf("token %.0f (%s…) revoked\n", num(out, "id"), E(out, "prefix", b1, sizeof b1));
     } else if (!strcmp(a.pos[0], "list") && a.npos == 2) {
-        kr_workspace w;
-        int e = kr_ws_find(c.st, a.pos[1], &w, &d);
-        kr_token *t = NULL;
-        size_t n = 0;
-        if (!e) e = kr_token_list(c.st, w.id, &t, &n, &d);
-        if (e) {
-            kr_cli_errf("token list: %s", kr_diag_msg(&d, e));
-            goto out;
+        if (kr_cli_ws_ref(&c, "token list", a.pos[1], p, "ws")) {
+            cJSON_Delete(p);
+            goto done;
         }
-        printf("%-6s %-14s %-8s %-20s %-20s %s\n", "ID", "PREFIX", "STATE", "CREATED", "EXPIRES",
-               "REVOKED");
-        int64_t now = kr_now_ms();
-        for (size_t i = 0; i < n; i++) {
-            char c1[32], c2[32], c3[32];
-            fmt_time(t[i].created_at, c1, sizeof c1);
-            fmt_time(t[i].expires_at, c2, sizeof c2);
-            fmt_time(t[i].revoked_at, c3, sizeof c3);
-            const char *state = t[i].revoked_at ? "revoked"
-                                : (t[i].expires_at && t[i].expires_at <= now) ? "expired"
-                                                                              : "active";
-            char ep[100];
-            printf("%-6lld %-14s %-8s %-20s %-20s %s\n", (long long)t[i].id,
-                   kr_esc(t[i].prefix, ep, sizeof ep), state, c1, c2, c3);
+        if (!(rc = run_all(&c, "token.list", "token list", p, &out))) {
+            printf("%-6s %-14s %-8s %-20s %-20s %s\n", "ID", "PREFIX", "STATE", "CREATED", "EXPIRES",
+                   "REVOKED");
+            const cJSON *t;
+            cJSON_ArrayForEach(t, items(out))
+            printf("%-6.0f %-14s %-8s %-20s %-20s %s\n", num(t, "id"), E(t, "prefix", b1, sizeof b1),
+                   kr_cli_jstr(t, "state"), kr_cli_jstr(t, "created_at"),
+                   kr_cli_jstr(t, "expires_at"), kr_cli_jstr(t, "revoked_at"));
         }
-        free(t);
-        rc = 0;
     } else {
+        cJSON_Delete(p);
         kr_cli_errf("%s", usage);
         rc = 2;
     }
-out:
+done:
+    kr_ops_params_free(out);
     kr_cli_free(&c);
     return rc;
 }
 
-/* ---- provision / explain ---- */
+/* ---- provision ---- */
 
 int kr_cmd_provision(int argc, char **argv)
 {
@@ -469,49 +464,143 @@ int kr_cmd_provision(int argc, char **argv)
     const char *fmt = kr_arg(&a, "--format") ? kr_arg(&a, "--format") : "env";
     if (strcmp(fmt, "env") && strcmp(fmt, "json")) return kr_cli_errf("--format is env or json"), 2;
     kr_cli c;
-    if (kr_cli_init(&c, &a) || kr_cli_store(&c) || kr_cli_registry(&c) || kr_cli_key(&c)) {
-        kr_cli_free(&c);
-        return 1;
-    }
+    if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
-    kr_diag d = {{0}};
-    kr_payload_var pv[32];
-    char keys[32][128];
-    size_t npv = 0;
-    kr_workspace w;
-    if (kr_flag(&a, "--rebuild") && (kr_arg(&a, "--model") || kr_arg(&a, "--set"))) {
-        kr_cli_errf("--rebuild takes no payload (--model/--set)");
+    cJSON *p = cJSON_CreateObject();
+    char what[200];
+    kr_snprintf(what, sizeof what, "provision %s", a.pos[0]);
+    if (kr_cli_ws_ref(&c, what, a.pos[0], p, "ws") || collect_payload(&a, p)) {
+        cJSON_Delete(p);
         goto out;
     }
-    if (collect_payload(&a, kr_arg(&a, "--model"), pv, 32, &npv, keys)) goto out;
-    int e = kr_ws_find(c.st, a.pos[0], &w, &d);
-    if (e) {
-        kr_cli_errf("provision: %s", kr_diag_msg(&d, e));
-        goto out;
-    }
-    const char *token = kr_arg(&a, "--token");
-    if (token && kr_cred_classify(token, strlen(token)) != KR_CRED_WORKSPACE_TOKEN) {
-        kr_cli_errf("--token is not a keyrail workspace token");
-        goto out;
-    }
-    kr_provision_ctx ctx;
-    char proxy[300];
-    kr_cli_provision_ctx(&c, &ctx, proxy, sizeof proxy);
-    kr_provision_result r;
-    e = kr_provision(c.st, &c.mk, &ctx, &w, pv, kr_flag(&a, "--rebuild") ? 0 : npv, token, &r, &d);
-    if (e) {
-        char hint[700];
-        kr_cli_errf("provision %s: %s: %s%s", a.pos[0], kr_err_name(e), kr_diag_msg(&d, e),
-                    kr_cli_key_hint(&c, e, hint, sizeof hint));
-    } else {
-        print_result_env(&r, fmt);
-        rc = 0;
-    }
-    kr_provision_result_free(&r);
+    if (kr_flag(&a, "--rebuild")) cJSON_AddTrueToObject(p, "rebuild");
+    if (kr_arg(&a, "--token")) cJSON_AddStringToObject(p, "token", kr_arg(&a, "--token"));
+    rc = print_environment(&c, p, what, fmt);
 out:
     kr_cli_free(&c);
     return rc;
 }
+
+/* ---- admin tokens ---- */
+
+int kr_cmd_admin_token(int argc, char **argv)
+{
+    static const kr_opt opts[] = {KR_COMMON_OPTS,
+                                  {"--scope", true, "operator or org (mint)"},
+                                  {"--org", true, "the org an org-scope token administers (mint)"},
+                                  {"--name", true, "what the token is for (mint)"},
+                                  {"--ttl", true, "lifetime, e.g. 30d, 12h; at most 3650d (mint)"}};
+    const char *usage =
+        "usage: keyrail admin-token mint --scope operator|org [--org ORG] [--name N] [--ttl 30d]\n"
+        "       keyrail admin-token revoke ID\n"
+        "       keyrail admin-token list\n\n"
+        "Admin tokens (kradm_…) open the admin HTTP API and the console: an operator token\n"
+        "every org, an org-scope token one org. mint prints the token alone on stdout, once;\n"
+        "the store keeps its hash. Revoking ends its console sessions too.";
+    kr_args a;
+    int prc = kr_args_parse(&a, opts, N(opts), argc, argv, usage);
+    if (prc) return prc < 0 ? 2 : 0;
+    if (a.npos < 1) return kr_cli_errf("%s", usage), 2;
+    kr_cli c;
+    if (kr_cli_init(&c, &a)) return 1;
+    int rc = 1;
+    cJSON *p = cJSON_CreateObject(), *out = NULL;
+    char b1[300], b2[300];
+    if (!strcmp(a.pos[0], "mint") && a.npos == 1) {
+        if (kr_arg(&a, "--scope")) cJSON_AddStringToObject(p, "scope", kr_arg(&a, "--scope"));
+        if (kr_arg(&a, "--org")) cJSON_AddStringToObject(p, "org", kr_arg(&a, "--org"));
+        if (kr_arg(&a, "--name")) cJSON_AddStringToObject(p, "name", kr_arg(&a, "--name"));
+        if (kr_arg(&a, "--ttl")) cJSON_AddStringToObject(p, "ttl", kr_arg(&a, "--ttl"));
+        if (!(rc = kr_cli_op(&c, "admin_token.mint", "admin-token mint", p, &out))) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(out, "token");
+            printf("%s\n", t->valuestring);
+            fflush(stdout);
+            sodium_memzero(t->valuestring, strlen(t->valuestring));
+        }
+    } else if (!strcmp(a.pos[0], "revoke") && a.npos == 2) {
+        int64_t id;
+        if (kr_parse_i64(a.pos[1], strlen(a.pos[1]), &id)) {
+            cJSON_Delete(p);
+            kr_cli_errf("admin-token revoke takes the token's id (see admin-token list)");
+            goto done;
+        }
+        cJSON_AddNumberToObject(p, "id", (double)id);
+        if (!(rc = kr_cli_op(&c, "admin_token.revoke", "admin-token revoke", p, &out)))
+            printf("admin token %.0f (%s…) revoked\n", num(out, "id"), E(out, "prefix", b1, sizeof b1));
+    } else if (!strcmp(a.pos[0], "list") && a.npos == 1) {
+        if (!(rc = run_all(&c, "admin_token.list", "admin-token list", p, &out))) {
+            printf("%-6s %-14s %-9s %-16s %-8s %-20s %-20s %s\n", "ID", "PREFIX", "SCOPE", "ORG",
+                   "STATE", "CREATED", "EXPIRES", "NAME");
+            const cJSON *t;
+            cJSON_ArrayForEach(t, items(out))
+            printf("%-6.0f %-14s %-9s %-16s %-8s %-20s %-20s %s\n", num(t, "id"),
+                   E(t, "prefix", b1, sizeof b1), kr_cli_jstr(t, "scope"),
+                   E(t, "org", b2, sizeof b2), kr_cli_jstr(t, "state"), kr_cli_jstr(t, "created_at"),
+                   kr_cli_jstr(t, "expires_at"), E(t, "name", b1, sizeof b1));
+        }
+    } else {
+        cJSON_Delete(p);
+        kr_cli_errf("%s", usage);
+        rc = 2;
+    }
+done:
+    kr_ops_params_free(out);
+    kr_cli_free(&c);
+    return rc;
+}
+
+/* ---- audit ---- */
+
+int kr_cmd_audit(int argc, char **argv)
+{
+    static const kr_opt opts[] = {KR_COMMON_OPTS,
+                                  {"--org", true, "only this org"},
+                                  {"--action", true, "only this operation, e.g. secret.set"},
+                                  {"--actor", true, "only this actor, e.g. cli:root"},
+                                  {"--limit", true, "entries (default 50, at most 1000)"},
+                                  {"--format", true, "table (default) or json"}};
+    const char *usage = "usage: keyrail audit [--org ORG] [--action OP] [--actor A] [--limit N] "
+                        "[--format table|json]\n\n"
+                        "The audit log, newest first: every change made through the command line\n"
+                        "or the admin API, who made it, on what, and the outcome. Never a value.";
+    kr_args a;
+    int prc = kr_args_parse(&a, opts, N(opts), argc, argv, usage);
+    if (prc) return prc < 0 ? 2 : 0;
+    if (a.npos) return kr_cli_errf("%s", usage), 2;
+    const char *fmt = kr_arg(&a, "--format") ? kr_arg(&a, "--format") : "table";
+    if (strcmp(fmt, "table") && strcmp(fmt, "json")) return kr_cli_errf("--format is table or json"), 2;
+    uint64_t lim = 50;
+    if (kr_arg(&a, "--limit") &&
+        (kr_parse_u64(kr_arg(&a, "--limit"), strlen(kr_arg(&a, "--limit")), &lim) || !lim || lim > 1000))
+        return kr_cli_errf("--limit takes 1..1000"), 2;
+    kr_cli c;
+    if (kr_cli_init(&c, &a)) return 1;
+    cJSON *p = cJSON_CreateObject(), *out = NULL;
+    if (kr_arg(&a, "--org")) cJSON_AddStringToObject(p, "org", kr_arg(&a, "--org"));
+    if (kr_arg(&a, "--action")) cJSON_AddStringToObject(p, "action", kr_arg(&a, "--action"));
+    if (kr_arg(&a, "--actor")) cJSON_AddStringToObject(p, "actor", kr_arg(&a, "--actor"));
+    cJSON_AddNumberToObject(p, "limit", (double)lim);
+    int rc = kr_cli_op(&c, "audit.list", "audit", p, &out);
+    if (!rc && !strcmp(fmt, "json")) {
+        char *s = cJSON_PrintUnformatted(items(out));
+        printf("%s\n", s ? s : "[]");
+        free(s);
+    } else if (!rc) {
+        char b1[300], b2[300], b3[400], b4[100];
+        printf("%-6s %-20s %-22s %-18s %-28s %-20s %s\n", "ID", "AT", "ACTOR", "ACTION", "TARGET",
+               "OUTCOME", "DETAIL");
+        const cJSON *r;
+        cJSON_ArrayForEach(r, items(out))
+        printf("%-6.0f %-20s %-22s %-18s %-28s %-20s %s\n", num(r, "id"), kr_cli_jstr(r, "at"),
+               E(r, "actor", b1, sizeof b1), E(r, "action", b4, sizeof b4),
+               E(r, "target", b2, sizeof b2), kr_cli_jstr(r, "outcome"), E(r, "detail", b3, sizeof b3));
+    }
+    kr_ops_params_free(out);
+    kr_cli_free(&c);
+    return rc;
+}
+
+/* ---- config, keygen ---- */
 
 int kr_cmd_config(int argc, char **argv)
 {

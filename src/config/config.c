@@ -71,6 +71,15 @@ static const opt opts[] = {
       "Agent runtime profiles (docs/CONFIG.md, \"Runtime profiles\"). Empty: the profiles built "
       "into keyrail (etc/runtimes.conf)."),
     S("server", "listen", listen, "127.0.0.1:8080", "Address the proxy listens on (HOST:PORT)."),
+    S("server", "admin_listen", admin_listen, "",
+      "Where the admin API (/admin/v1) and the web console (/console) are served: HOST:PORT for "
+      "a listener of their own (keep it off the workspace network: 127.0.0.1:8081 or a "
+      "management address), 'main' for the proxy's listener, empty (the default) for nowhere."),
+    I("server", "admin_session_ms", admin_session_ms, "28800000", 60000, 604800000,
+      "A console sign-in lasts this long (never longer than its admin token)."),
+    I("server", "admin_secure_cookie", admin_secure_cookie, "2", 0, 2,
+      "The console's session cookie is Secure: 1 always, 0 never, 2 when the request came over "
+      "TLS through a proxy that says so (X-Forwarded-Proto: https)."),
     S("server", "public_url", public_url, "",
       "URL workspaces use to reach this proxy; put into platform-route environments. Empty: "
       "http://<listen>."),

@@ -30,6 +30,9 @@ typedef struct kr_config {
     /* [server] */
     char listen[128];
     char public_url[256];
+    char admin_listen[128];
+    int64_t admin_session_ms;
+    int64_t admin_secure_cookie;
     int64_t max_body_bytes;
     int64_t max_header_bytes;
     int64_t max_headers;

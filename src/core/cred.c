@@ -27,6 +27,7 @@ kr_cred_class kr_cred_classify(const char *s, size_t n)
 {
     if (!s || n == 0) return KR_CRED_NONE;
     if (starts(s, n, KR_WS_TOKEN_PREFIX)) return KR_CRED_WORKSPACE_TOKEN;
+    if (starts(s, n, KR_ADMIN_TOKEN_PREFIX)) return KR_CRED_ADMIN_TOKEN;
     if (starts(s, n, "sk-ant-oat")) return KR_CRED_ANTHROPIC_OAUTH;
     if (starts(s, n, "sk-ant-ort")) return KR_CRED_ANTHROPIC_OAUTH; /* refresh token */
     if (starts(s, n, "sk-ant-api") || starts(s, n, "sk-ant-admin")) return KR_CRED_ANTHROPIC_API_KEY;
@@ -99,7 +100,7 @@ static kr_cred_class cred_at(const char *s, size_t n, size_t i, size_t pl, size_
 
 kr_cred_class kr_cred_find(const char *s, size_t n, size_t *off, size_t *len)
 {
-    static const char *const pre[] = {KR_WS_TOKEN_PREFIX, "sk-"};
+    static const char *const pre[] = {KR_WS_TOKEN_PREFIX, KR_ADMIN_TOKEN_PREFIX, "sk-"};
     size_t best = n, blen = 0;
     kr_cred_class bc = KR_CRED_NONE;
     for (size_t k = 0; k < sizeof pre / sizeof pre[0]; k++) {

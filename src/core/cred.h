@@ -17,6 +17,7 @@
 #define KR_CRED_MAP(X)                                                                             \
     X(NONE, "none")                                                                                \
     X(WORKSPACE_TOKEN, "workspace-token")                                                          \
+    X(ADMIN_TOKEN, "admin-token")                                                                  \
     X(ANTHROPIC_OAUTH, "oauth")                                                                    \
     X(ANTHROPIC_API_KEY, "anthropic-api-key")                                                      \
     X(OPENAI_KEY, "openai-api-key")                                                                \
@@ -32,6 +33,9 @@ typedef enum {
 /* Workspace tokens: "krws_" + 43 base64url characters (32 random bytes). */
 #define KR_WS_TOKEN_PREFIX "krws_"
 #define KR_WS_TOKEN_LEN (5 + 43)
+/* Admin tokens (the admin API, the console): "kradm_" + 43 base64url. */
+#define KR_ADMIN_TOKEN_PREFIX "kradm_"
+#define KR_ADMIN_TOKEN_LEN (6 + 43)
 
 const char *kr_cred_class_name(kr_cred_class c);
 /* Classifies by shape only. Empty -> NONE. */

@@ -471,9 +471,11 @@ void kr_provision_render_json(const kr_provision_result *r, bool with_values, kr
         const kr_env_var *v = &r->env.v[i];
         kr_buf_printf(out, "%s{\"key\":", i ? "," : "");
         json_str(out, v->key);
-        kr_buf_printf(out, ",\"origin\":\"%s\",\"class\":\"%s\"", kr_origin_name(v->origin),
-                      kr_cred_class_name(v->cls));
-        if (v->cls != KR_CRED_NONE) {
+        bool ph = !strcmp(v->value, KR_TOKEN_PLACEHOLDER); /* the launcher fills it */
+        kr_buf_printf(out, ",\"origin\":\"%s\",\"class\":\"%s\"%s", kr_origin_name(v->origin),
+                      kr_cred_class_name(ph ? KR_CRED_WORKSPACE_TOKEN : v->cls),
+                      ph ? ",\"placeholder\":true" : "");
+        if (v->cls != KR_CRED_NONE && !ph) {
             char fp[KR_FP_LEN];
             kr_cred_fingerprint(v->value, strlen(v->value), fp);
             kr_buf_printf(out, ",\"fingerprint\":\"%s\"", fp);

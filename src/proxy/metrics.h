@@ -21,6 +21,7 @@ typedef enum {
     KR_ROUTE_OPENAI_RESPONSES,
     KR_ROUTE_OPENAI_MODELS,
     KR_ROUTE_WORKSPACE_ENV,
+    KR_ROUTE_ADMIN, /* the admin API and the console */
     KR_ROUTE_OTHER,
     KR_ROUTE__COUNT
 } kr_route_id;

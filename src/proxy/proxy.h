@@ -118,6 +118,9 @@ bool kr_upstream_is_tls_error(CURLcode rc);
 struct kr_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    uv_tcp_t admin_listener; /* server.admin_listen, when separate */
+    bool admin_listening;
+    int admin_port;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     const kr_config *cfg;
@@ -177,6 +180,7 @@ struct kr_conn {
     bool got_bytes;   /* some bytes of the current request arrived */
     uint64_t deadline; /* loop time (ms) by which the whole request must have arrived */
     bool linger;      /* after an error reply: half-close, drain input, then close */
+    bool admin;       /* accepted on the admin listener: serves /admin and /console */
     size_t discarded; /* bytes drained while lingering */
     uv_shutdown_t shutdown_req;
 };
@@ -284,6 +288,9 @@ void kr_req_flush_dirty(kr_server *s);
 void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers);
+/* A complete response of any content type (extra_headers: "name: v\r\n"…). */
+void kr_respond(kr_req *r, int status, const char *ctype, const char *body, size_t n,
+                const char *extra_headers);
 const char *kr_status_text(int status);
 
 #endif

@@ -3,6 +3,7 @@
  * line. See proxy.h for the tour.
  */
 #include "proxy/proxy.h"
+#include "admin/admin.h"
 #include "core/cred.h"
 #include "core/log.h"
 #include "proxy/jscan.h"
@@ -64,22 +65,28 @@ static bool is_head(const kr_req *r)
     return r->http && kr_slice_eq(r->http->method, "HEAD");
 }
 
-void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers)
+void kr_respond(kr_req *r, int status, const char *ctype, const char *body, size_t n,
+                const char *extra_headers)
 {
     r->status = status;
     kr_conn *c = r->conn;
     if (!c) return;
-    char head[1024];
+    char head[2048];
     const char *idh = r->proto == KR_PROTO_OPENAI ? "x-request-id" : "request-id";
-    int hl =
-        snprintf(head, sizeof head,
-                 "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
-                 "x-keyrail-request-id: %s\r\n%s: %s\r\n%s%s\r\n",
-                 status, kr_status_text(status), n, r->id, idh, r->id,
-                 extra_headers ? extra_headers : "", r->keep_alive ? "" : "connection: close\r\n");
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                      "x-keyrail-request-id: %s\r\n%s: %s\r\n%s%s\r\n",
+                      status, kr_status_text(status), ctype, n, r->id, idh, r->id,
+                      extra_headers ? extra_headers : "", r->keep_alive ? "" : "connection: close\r\n");
+    if (hl < 0 || (size_t)hl >= sizeof head) hl = 0; /* extra headers are keyrail's own: never */
     uv_buf_t b[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init((char *)body, (unsigned)n)};
     kr_conn_write(c, b, is_head(r) ? 1 : 2);
     finish(r);
+}
+
+void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers)
+{
+    kr_respond(r, status, "application/json", body, n, extra_headers);
 }
 
 /* ---- the log line and the end of a request ---- */
@@ -170,6 +177,7 @@ static const char *class_words(kr_cred_class cls)
            : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
            : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
            : cls == KR_CRED_WORKSPACE_TOKEN   ? "a second workspace token"
+           : cls == KR_CRED_ADMIN_TOKEN       ? "a keyrail admin token (it opens the admin API only)"
                                               : "a credential that is not a keyrail workspace token";
 }
 
@@ -1167,6 +1175,7 @@ static const kr_route_def routes[] = {
 
 const char *kr_route_label(kr_route_id id)
 {
+    if (id == KR_ROUTE_ADMIN) return "admin";
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (routes[i].id == id) return routes[i].label;
     return "other";
@@ -1182,6 +1191,15 @@ void kr_req_start(kr_conn *c, const kr_http_req *h)
 {
     kr_req *r = req_new(c, h);
     c->req = r;
+    if (kr_admin_path(h)) {
+        /* the admin API and the console only where server.admin_listen says */
+        if (c->admin) kr_admin_start(r);
+        else
+            kr_respond_error(r, 404, "not_found_error",
+                             "the admin API and the console are not served on this listener "
+                             "(server.admin_listen)");
+        return;
+    }
     const kr_route_def *rd = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (kr_slice_eq(h->path, routes[i].path)) {

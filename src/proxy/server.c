@@ -440,6 +440,7 @@ static void on_connection(uv_stream_t *l, int status)
     if (status < 0) return;
     kr_conn *c = kr_xcalloc(1, sizeof *c);
     c->srv = s;
+    c->admin = l == (uv_stream_t *)&s->admin_listener || !strcmp(s->cfg->admin_listen, "main");
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     c->handles_open = 1;
@@ -525,6 +526,7 @@ static void on_signal(uv_signal_t *sig, int signum)
             signum, (long long)s->cfg->shutdown_grace_ms);
     s->draining = true;
     uv_close((uv_handle_t *)&s->listener, NULL);
+    if (s->admin_listening) uv_close((uv_handle_t *)&s->admin_listener, NULL);
     uv_timer_start(&s->drain_timer, on_drain_tick, 0, 50);
 }
 
@@ -682,6 +684,14 @@ int kr_server_run(const kr_config *cfg, bool dev)
         refuse_to_start("store: %s", d.msg);
         goto refused;
     }
+    /* the console's first start: say how to sign in */
+    kr_admin_token *admins = NULL;
+    size_t nadmins = 1;
+    if (cfg->admin_listen[0] && !kr_admin_token_list(probe, &admins, &nadmins, &d) && !nadmins)
+        KR_INFO("no admin token yet: mint one with `keyrail admin-token mint --scope operator` "
+                "(same config) and sign in to the console at http://%s/console",
+                strcmp(cfg->admin_listen, "main") ? cfg->admin_listen : cfg->listen);
+    free(admins);
     /* the master key must be the one the stored secrets are sealed under */
     rc = kr_master_key_verify(probe, &s->mk, &d);
     kr_store_close(probe);
@@ -706,6 +716,27 @@ int kr_server_run(const kr_config *cfg, bool dev)
         (rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection))) {
         refuse_to_start("cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
         goto refused;
+    }
+    if (cfg->admin_listen[0] && strcmp(cfg->admin_listen, "main")) {
+        struct sockaddr_storage as;
+        if ((rc = parse_listen(cfg->admin_listen, &as, &d))) {
+            refuse_to_start("server.admin_listen: %s", d.msg);
+            goto refused;
+        }
+        uv_tcp_init(s->loop, &s->admin_listener);
+        s->admin_listener.data = s;
+        s->admin_listening = true;
+        if ((rc = uv_tcp_bind(&s->admin_listener, (struct sockaddr *)&as, 0)) ||
+            (rc = uv_listen((uv_stream_t *)&s->admin_listener, 128, on_connection))) {
+            refuse_to_start("cannot listen on %s (server.admin_listen): %s", cfg->admin_listen,
+                            uv_strerror(rc));
+            goto refused;
+        }
+        struct sockaddr_storage ab;
+        int al = sizeof ab;
+        uv_tcp_getsockname(&s->admin_listener, (struct sockaddr *)&ab, &al);
+        s->admin_port = ntohs(ab.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ab)->sin6_port
+                                                       : ((struct sockaddr_in *)&ab)->sin_port);
     }
     if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
         (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, journal_path(cfg, journal, sizeof journal), &d))) {
@@ -750,6 +781,11 @@ int kr_server_run(const kr_config *cfg, bool dev)
     signal(SIGPIPE, SIG_IGN);
     KR_INFO("keyrail serving on %s port %d (store %s)", cfg->listen, s->port,
             strncmp(cfg->store_url, "postgres", 8) ? cfg->store_url : "postgres");
+    if (s->admin_listening)
+        KR_INFO("admin API and console on %s port %d: /admin/v1, /console", cfg->admin_listen,
+                s->admin_port);
+    else if (!strcmp(cfg->admin_listen, "main"))
+        KR_INFO("admin API and console on the proxy's listener: /admin/v1, /console");
     uv_run(s->loop, UV_RUN_DEFAULT);
     uv_run(s->loop, UV_RUN_NOWAIT);
     kr_auth_free(&s->auth);
@@ -774,6 +810,7 @@ refused:
     kr_meter_stop(s->meter);
     kr_workq_stop(s->workers);
     if (listening) uv_close((uv_handle_t *)&s->listener, NULL);
+    if (s->admin_listening) uv_close((uv_handle_t *)&s->admin_listener, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);
     uv_loop_close(s->loop);
     for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)

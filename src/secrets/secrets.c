@@ -298,6 +298,16 @@ void kr_token_generate(char *out)
     sodium_memzero(raw, sizeof raw);
 }
 
+void kr_admin_token_generate(char *out)
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    memcpy(out, KR_ADMIN_TOKEN_PREFIX, 6);
+    sodium_bin2base64(out + 6, KR_ADMIN_TOKEN_LEN - 6 + 1, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof raw);
+}
+
 void kr_token_hash(const char *tok, size_t n, char hex[65])
 {
     uint8_t h[32];

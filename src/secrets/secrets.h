@@ -101,6 +101,9 @@ int kr_secret_set(kr_store *s, const kr_master_key *mk, const struct kr_policy *
 /* A new workspace token: "krws_" + 43 base64url characters (32 random
  * bytes); out holds KR_WS_TOKEN_LEN + 1 bytes. */
 void kr_token_generate(char *out);
+/* A new admin token: "kradm_" + 43 base64url characters (32 random bytes);
+ * out holds KR_ADMIN_TOKEN_LEN + 1. Hashed like workspace tokens. */
+void kr_admin_token_generate(char *out);
 /* Hex BLAKE2b-256 of a token: what the store keeps. */
 void kr_token_hash(const char *tok, size_t n, char hex[65]);
 /* A token lifetime: a positive whole number and m, h or d ("90m", "12h",

@@ -14,6 +14,55 @@
 #define NP(...) (sizeof((const kr_dbval[]){__VA_ARGS__}) / sizeof(kr_dbval))
 #define Q(s, sql, res, d, ...) kr_db_query((s)->db, (sql), P(__VA_ARGS__), NP(__VA_ARGS__), (res), (d))
 
+/* ---- transactions: the outermost is the engine's, inner ones savepoints ---- */
+
+static int tx_begin(kr_store *s, kr_diag *d)
+{
+    if (s->txdepth == 0) {
+        int rc = s->db->ops->begin(s->db, d);
+        if (!rc) s->txdepth = 1;
+        return rc;
+    }
+    char sql[48];
+    snprintf(sql, sizeof sql, "SAVEPOINT kr_sp%d", s->txdepth);
+    int rc = kr_db_exec(s->db, sql, NULL, 0, d);
+    if (!rc) s->txdepth++;
+    return rc;
+}
+
+static int tx_commit(kr_store *s, kr_diag *d)
+{
+    if (s->txdepth <= 1) {
+        s->txdepth = 0;
+        return s->db->ops->commit(s->db, d);
+    }
+    char sql[48];
+    snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kr_sp%d", s->txdepth - 1);
+    int rc = kr_db_exec(s->db, sql, NULL, 0, d);
+    if (!rc) s->txdepth--; /* on failure the caller rolls this level back */
+    return rc;
+}
+
+static void tx_rollback(kr_store *s)
+{
+    if (s->txdepth <= 1) {
+        s->txdepth = 0;
+        s->db->ops->rollback(s->db);
+        return;
+    }
+    char sql[96];
+    snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT kr_sp%d", s->txdepth - 1);
+    kr_db_exec(s->db, sql, NULL, 0, NULL);
+    snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kr_sp%d", s->txdepth - 1);
+    kr_db_exec(s->db, sql, NULL, 0, NULL);
+    s->txdepth--;
+}
+
+int kr_store_begin(kr_store *s, kr_diag *d)
+{
+    return tx_begin(s, d);
+}
+
 void kr_dbres_free(kr_dbres *r)
 {
     if (!r || !r->cells) return;
@@ -65,7 +114,7 @@ static int migrate(kr_store *s, kr_diag *d)
     /* One transaction for the whole check-and-apply. On PostgreSQL the
      * advisory lock comes first, so instances starting together on a fresh
      * database take turns; SQLite's BEGIN IMMEDIATE serialises writers. */
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     if (s->db->engine == KR_DB_POSTGRES &&
         (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(7357001)", NULL, 0, d)))
@@ -92,10 +141,10 @@ static int migrate(kr_store *s, kr_diag *d)
                KR_DB_INT(m[i].version), KR_DB_INT(kr_now_ms()));
         if (rc) goto fail;
     }
-    if ((rc = s->db->ops->commit(s->db, d))) goto fail;
+    if ((rc = tx_commit(s, d))) goto fail;
     return 0;
 fail:
-    s->db->ops->rollback(s->db);
+    tx_rollback(s);
     return rc;
 }
 
@@ -326,12 +375,11 @@ int kr_ws_get(kr_store *s, int64_t id, kr_workspace *out, kr_diag *d)
     return rc;
 }
 
-int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
+int kr_ws_ref_check(const char *ref, kr_diag *d)
 {
     const char *slash = strchr(ref, '/');
     if (!slash) {
-        int64_t id;
-        if (is_int(ref) && !kr_parse_i64(ref, strlen(ref), &id)) return kr_ws_get(s, id, out, d);
+        if (is_int(ref)) return 0;
         return kr_fail(d, KR_EINVAL, "workspace reference '%s': use ORG/NAME or an id", ref);
     }
     char org[KR_NAME_MAX + 1];
@@ -345,8 +393,23 @@ int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
                        "workspace reference '%.80s': the name after '/' is not a workspace name "
                        "([a-z0-9-], 1-%d)",
                        ref, KR_NAME_MAX);
+    return 0;
+}
+
+int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
+{
+    int rc = kr_ws_ref_check(ref, d);
+    if (rc) return rc;
+    const char *slash = strchr(ref, '/');
+    if (!slash) {
+        int64_t id;
+        if (kr_parse_i64(ref, strlen(ref), &id)) return kr_fail(d, KR_EINVAL, "bad id '%s'", ref);
+        return kr_ws_get(s, id, out, d);
+    }
+    char org[KR_NAME_MAX + 1];
+    kr_memlcpy(org, sizeof org, ref, (size_t)(slash - ref));
     kr_dbres r;
-    int rc = Q(s,
+    rc = Q(s,
                "SELECT w.id, w.org_id, w.name, w.kind, w.runtime, w.parent_id, w.status, w.created_at"
                " FROM workspaces w JOIN orgs o ON o.id = w.org_id WHERE o.slug = $1 AND w.name = $2",
                &r, d, KR_DB_TEXT(org), KR_DB_TEXT(slash + 1));
@@ -359,14 +422,14 @@ int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d)
 
 int kr_ws_delete(kr_store *s, int64_t id, kr_diag *d)
 {
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     rc = Q(s, "DELETE FROM secrets WHERE scope = 'workspace' AND owner_id = $1", NULL, d,
            KR_DB_INT(id));
     if (!rc) rc = Q(s, "DELETE FROM tokens WHERE workspace_id = $1", NULL, d, KR_DB_INT(id));
     if (!rc) rc = Q(s, "DELETE FROM workspaces WHERE id = $1", NULL, d, KR_DB_INT(id));
-    if (!rc) rc = s->db->ops->commit(s->db, d);
-    if (rc) s->db->ops->rollback(s->db);
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
     return rc;
 }
 
@@ -653,7 +716,7 @@ int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
     bool *inserted = kr_xcalloc(n ? n : 1, sizeof *inserted);
     for (size_t i = 0; i < n; i++) order[i] = &recs[i];
     qsort(order, n, sizeof *order, by_org);
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     for (size_t i = 0; !rc && i < n;) {
         size_t j = i;
         while (j < n && order[j]->org_id == order[i]->org_id) j++;
@@ -661,8 +724,8 @@ int kr_usage_record(kr_store *s, const kr_usage_rec *recs, size_t n, kr_diag *d)
         if (!rc) rc = settle_org(s, order + i, inserted + i, j - i, d);
         i = j;
     }
-    if (!rc) rc = s->db->ops->commit(s->db, d);
-    if (rc) s->db->ops->rollback(s->db);
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
     free(order);
     free(inserted);
     return rc;
@@ -682,7 +745,7 @@ int kr_credits_get(kr_store *s, int64_t org, int64_t *balance, int64_t *cap, kr_
 
 int kr_credits_add(kr_store *s, int64_t org, int64_t delta, const char *reason, kr_diag *d)
 {
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     int64_t now = kr_now_ms();
     rc = Q(s,
@@ -695,8 +758,8 @@ int kr_credits_add(kr_store *s, int64_t org, int64_t delta, const char *reason, 
                "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
                " VALUES ($1, $2, $3, NULL, $4)",
                NULL, d, KR_DB_INT(org), KR_DB_INT(delta), KR_DB_TEXT(reason), KR_DB_INT(now));
-    if (!rc) rc = s->db->ops->commit(s->db, d);
-    if (rc) s->db->ops->rollback(s->db);
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
     return rc;
 }
 
@@ -777,7 +840,7 @@ int kr_allow_get(kr_store *s, kr_scope scope, int64_t owner, char ***models, siz
 int kr_allow_set(kr_store *s, kr_scope scope, int64_t owner, const char *const *models, size_t n,
                  kr_diag *d)
 {
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     rc = Q(s, "DELETE FROM model_allow WHERE scope = $1 AND owner_id = $2", NULL, d,
            KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner));
@@ -786,14 +849,14 @@ int kr_allow_set(kr_store *s, kr_scope scope, int64_t owner, const char *const *
                "INSERT INTO model_allow (scope, owner_id, model) VALUES ($1, $2, $3)"
                " ON CONFLICT (scope, owner_id, model) DO NOTHING",
                NULL, d, KR_DB_TEXT(kr_scope_name(scope)), KR_DB_INT(owner), KR_DB_TEXT(models[i]));
-    if (!rc) rc = s->db->ops->commit(s->db, d);
-    if (rc) s->db->ops->rollback(s->db);
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
     return rc;
 }
 
 int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d)
 {
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     for (size_t i = 0; !rc && i < n; i++) {
         kr_rate_key *k = &keys[i];
@@ -814,8 +877,8 @@ int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d)
     if (!rc)
         rc = Q(s, "DELETE FROM rate_windows WHERE window_start < $1", NULL, d,
                KR_DB_INT(kr_now_ms() / 1000 - 600));
-    if (!rc) rc = s->db->ops->commit(s->db, d);
-    if (rc) s->db->ops->rollback(s->db);
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
     return rc;
 }
 
@@ -919,23 +982,23 @@ int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d
 
 int kr_store_secret_write_begin(kr_store *s, kr_diag *d)
 {
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     if (s->db->engine == KR_DB_POSTGRES &&
         (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock_shared(" SECRET_WRITE_LOCK ")", NULL,
                          0, d)))
-        s->db->ops->rollback(s->db);
+        tx_rollback(s);
     return rc;
 }
 
 int kr_store_commit(kr_store *s, kr_diag *d)
 {
-    return s->db->ops->commit(s->db, d);
+    return tx_commit(s, d);
 }
 
 void kr_store_rollback(kr_store *s)
 {
-    s->db->ops->rollback(s->db);
+    tx_rollback(s);
 }
 
 int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg, bool commit,
@@ -949,7 +1012,7 @@ int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void
                                       const char *check_to, size_t *n, kr_diag *d)
 {
     if (n) *n = 0;
-    int rc = s->db->ops->begin(s->db, d);
+    int rc = tx_begin(s, d);
     if (rc) return rc;
     /* PostgreSQL: no other writer may add or change a secret (under the old
      * key) between our read and our commit; readers are not blocked. A
@@ -961,7 +1024,7 @@ int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void
          (rc = kr_db_exec(s->db, "SELECT pg_advisory_xact_lock(" SECRET_WRITE_LOCK ")", NULL, 0,
                           d)) ||
          (rc = kr_db_exec(s->db, "LOCK TABLE secrets IN SHARE ROW EXCLUSIVE MODE", NULL, 0, d)))) {
-        s->db->ops->rollback(s->db);
+        tx_rollback(s);
         return rc;
     }
     if (check_from) {
@@ -978,14 +1041,14 @@ int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void
                              : "");
         }
         if (rc) {
-            s->db->ops->rollback(s->db);
+            tx_rollback(s);
             return rc;
         }
     }
     kr_secret_row *rows = NULL;
     size_t nrows = 0, i;
     if ((rc = kr_store_secret_list_all(s, &rows, &nrows, d))) {
-        s->db->ops->rollback(s->db);
+        tx_rollback(s);
         return rc;
     }
     for (i = 0; i < nrows && !rc; i++) {
@@ -1023,8 +1086,211 @@ int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void
                " ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint,"
                " updated_at = excluded.updated_at",
                NULL, d, KR_DB_TEXT(check_to), KR_DB_INT(kr_now_ms()));
-    if (!rc && commit) rc = s->db->ops->commit(s->db, d);
-    if (rc || !commit) s->db->ops->rollback(s->db);
+    if (!rc && commit) rc = tx_commit(s, d);
+    if (rc || !commit) tx_rollback(s);
     if (!rc && n) *n = nrows;
     return rc;
+}
+
+/* ---- admin tokens ---- */
+
+#define ADMIN_COLS                                                                                 \
+    "a.id, a.prefix, a.scope, a.org_id, COALESCE(o.slug, ''), a.name, a.created_at,"             \
+    " a.expires_at, a.revoked_at"
+#define ADMIN_FROM " FROM admin_tokens a LEFT JOIN orgs o ON o.id = a.org_id"
+
+static void admin_from(const kr_dbres *r, size_t row, kr_admin_token *t)
+{
+    memset(t, 0, sizeof *t);
+    t->id = kr_dbres_int(r, row, 0);
+    cpy(t->prefix, sizeof t->prefix, kr_dbres_get(r, row, 1));
+    const char *sc = kr_dbres_get(r, row, 2);
+    t->scope = sc && !strcmp(sc, "org") ? KR_ADMIN_ORG : KR_ADMIN_OPERATOR;
+    t->org_id = kr_dbres_int(r, row, 3);
+    cpy(t->org_slug, sizeof t->org_slug, kr_dbres_get(r, row, 4));
+    cpy(t->name, sizeof t->name, kr_dbres_get(r, row, 5));
+    t->created_at = kr_dbres_int(r, row, 6);
+    t->expires_at = kr_dbres_int(r, row, 7);
+    t->revoked_at = kr_dbres_int(r, row, 8);
+}
+
+static int admin_one(kr_store *s, const char *where, kr_dbval v, kr_admin_token *out, kr_diag *d)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " ADMIN_COLS ADMIN_FROM " WHERE %s", where);
+    kr_dbres r;
+    int rc = kr_db_query(s->db, sql, &v, 1, &r, d);
+    if (rc) return rc;
+    if (r.nrows == 0) rc = kr_fail(d, KR_ENOTFOUND, "no such admin token");
+    else admin_from(&r, 0, out);
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_admin_token_insert(kr_store *s, const char *hash_hex, const char *prefix,
+                          kr_admin_scope scope, int64_t org_id, const char *name,
+                          int64_t expires_at, kr_admin_token *out, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "INSERT INTO admin_tokens (hash, prefix, scope, org_id, name, created_at, expires_at)"
+               " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+               &r, d, KR_DB_TEXT(hash_hex), KR_DB_TEXT(prefix), KR_DB_TEXT(kr_admin_scope_name(scope)),
+               scope == KR_ADMIN_ORG ? KR_DB_INT(org_id) : KR_DB_NULL, KR_DB_TEXT(name),
+               KR_DB_INT(kr_now_ms()), expires_at ? KR_DB_INT(expires_at) : KR_DB_NULL);
+    if (rc) return rc;
+    int64_t id = kr_dbres_int(&r, 0, 0);
+    kr_dbres_free(&r);
+    return out ? kr_admin_token_get(s, id, out, d) : 0;
+}
+
+int kr_admin_token_by_hash(kr_store *s, const char *hash_hex, kr_admin_token *out, kr_diag *d)
+{
+    return admin_one(s, "a.hash = $1", KR_DB_TEXT(hash_hex), out, d);
+}
+
+int kr_admin_token_get(kr_store *s, int64_t id, kr_admin_token *out, kr_diag *d)
+{
+    return admin_one(s, "a.id = $1", KR_DB_INT(id), out, d);
+}
+
+int kr_admin_token_revoke(kr_store *s, int64_t id, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+               " RETURNING id",
+               &r, d, KR_DB_INT(kr_now_ms()), KR_DB_INT(id));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = kr_fail(d, KR_ENOTFOUND, "no active admin token %lld", (long long)id);
+    kr_dbres_free(&r);
+    if (!rc) rc = Q(s, "DELETE FROM admin_sessions WHERE token_id = $1", NULL, d, KR_DB_INT(id));
+    return rc;
+}
+
+int kr_admin_token_list(kr_store *s, kr_admin_token **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = kr_db_query(s->db, "SELECT " ADMIN_COLS ADMIN_FROM " ORDER BY a.id", NULL, 0, &r, d);
+    if (rc) return rc;
+    *n = r.nrows;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) admin_from(&r, i, &(*out)[i]);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- console sessions ---- */
+
+int kr_session_insert(kr_store *s, const char *hash_hex, int64_t token_id, const char *csrf,
+                      int64_t expires_at, kr_diag *d)
+{
+    /* expired sessions go as new ones come */
+    int rc = Q(s, "DELETE FROM admin_sessions WHERE expires_at < $1", NULL, d, KR_DB_INT(kr_now_ms()));
+    if (rc) return rc;
+    return Q(s,
+             "INSERT INTO admin_sessions (hash, token_id, csrf, created_at, expires_at)"
+             " VALUES ($1, $2, $3, $4, $5)",
+             NULL, d, KR_DB_TEXT(hash_hex), KR_DB_INT(token_id), KR_DB_TEXT(csrf),
+             KR_DB_INT(kr_now_ms()), KR_DB_INT(expires_at));
+}
+
+int kr_session_get(kr_store *s, const char *hash_hex, int64_t *token_id, char csrf[65],
+                   int64_t *expires_at, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "SELECT token_id, csrf, expires_at FROM admin_sessions WHERE hash = $1", &r, d,
+               KR_DB_TEXT(hash_hex));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else {
+        *token_id = kr_dbres_int(&r, 0, 0);
+        cpy(csrf, 65, kr_dbres_get(&r, 0, 1));
+        *expires_at = kr_dbres_int(&r, 0, 2);
+    }
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_session_delete(kr_store *s, const char *hash_hex, kr_diag *d)
+{
+    return Q(s, "DELETE FROM admin_sessions WHERE hash = $1", NULL, d, KR_DB_TEXT(hash_hex));
+}
+
+/* ---- audit log ---- */
+
+int kr_audit_append(kr_store *s, const kr_audit_row *a, kr_diag *d)
+{
+    return Q(s,
+             "INSERT INTO audit (at, actor, actor_scope, action, target, org_id, request_id,"
+             " outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             NULL, d, KR_DB_INT(a->at ? a->at : kr_now_ms()), KR_DB_TEXT(a->actor),
+             KR_DB_TEXT(a->actor_scope), KR_DB_TEXT(a->action), KR_DB_TEXT(a->target),
+             a->org_id ? KR_DB_INT(a->org_id) : KR_DB_NULL, KR_DB_TEXT(a->request_id),
+             KR_DB_TEXT(a->outcome), KR_DB_TEXT(a->detail));
+}
+
+int kr_audit_list(kr_store *s, const kr_audit_filter *f, kr_audit_row **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    size_t limit = f->limit ? f->limit : 100;
+    /* one statement whatever the filter: a NULL parameter matches every row */
+    int rc = Q(s,
+               "SELECT id, at, actor, actor_scope, action, target, COALESCE(org_id, 0), request_id,"
+               " outcome, detail FROM audit"
+               " WHERE ($1 = 0 OR org_id = $1) AND ($2 = '' OR action = $2)"
+               " AND ($3 = '' OR actor = $3) AND ($4 = 0 OR at >= $4) AND ($5 = 0 OR at < $5)"
+               " AND ($6 = 0 OR id < $6) ORDER BY id DESC LIMIT $7",
+               &r, d, KR_DB_INT(f->org_id), KR_DB_TEXT(f->action ? f->action : ""),
+               KR_DB_TEXT(f->actor ? f->actor : ""), KR_DB_INT(f->since), KR_DB_INT(f->until),
+               KR_DB_INT(f->before_id), KR_DB_INT((int64_t)limit));
+    if (rc) return rc;
+    *n = r.nrows;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) {
+        kr_audit_row *a = &(*out)[i];
+        a->id = kr_dbres_int(&r, i, 0);
+        a->at = kr_dbres_int(&r, i, 1);
+        cpy(a->actor, sizeof a->actor, kr_dbres_get(&r, i, 2));
+        cpy(a->actor_scope, sizeof a->actor_scope, kr_dbres_get(&r, i, 3));
+        cpy(a->action, sizeof a->action, kr_dbres_get(&r, i, 4));
+        cpy(a->target, sizeof a->target, kr_dbres_get(&r, i, 5));
+        a->org_id = kr_dbres_int(&r, i, 6);
+        cpy(a->request_id, sizeof a->request_id, kr_dbres_get(&r, i, 7));
+        cpy(a->outcome, sizeof a->outcome, kr_dbres_get(&r, i, 8));
+        cpy(a->detail, sizeof a->detail, kr_dbres_get(&r, i, 9));
+    }
+    kr_dbres_free(&r);
+    return 0;
+}
+
+/* ---- idempotency keys ---- */
+
+int kr_idem_get(kr_store *s, const char *actor, const char *key, char op[48], char hash[65],
+                int *status, char **response, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "SELECT op, request_hash, status, response FROM idempotency WHERE actor = $1 AND key = $2",
+               &r, d, KR_DB_TEXT(actor), KR_DB_TEXT(key));
+    if (rc) return rc;
+    if (r.nrows == 0) rc = KR_ENOTFOUND;
+    else {
+        cpy(op, 48, kr_dbres_get(&r, 0, 0));
+        cpy(hash, 65, kr_dbres_get(&r, 0, 1));
+        *status = (int)kr_dbres_int(&r, 0, 2);
+        *response = kr_strdup(kr_dbres_get(&r, 0, 3) ? kr_dbres_get(&r, 0, 3) : "");
+    }
+    kr_dbres_free(&r);
+    return rc;
+}
+
+int kr_idem_put(kr_store *s, const char *actor, const char *key, const char *op, const char *hash,
+                int status, const char *response, kr_diag *d)
+{
+    return Q(s,
+             "INSERT INTO idempotency (actor, key, op, request_hash, status, response, created_at)"
+             " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             NULL, d, KR_DB_TEXT(actor), KR_DB_TEXT(key), KR_DB_TEXT(op), KR_DB_TEXT(hash),
+             KR_DB_INT(status), KR_DB_TEXT(response), KR_DB_INT(kr_now_ms()));
 }

@@ -23,6 +23,7 @@
 typedef struct kr_store {
     kr_db *db;
     char url[512];
+    int txdepth; /* open transactions: 1 = the engine's, more = savepoints inside it */
 } kr_store;
 
 typedef enum { KR_WS_WORKSPACE = 0, KR_WS_CONCIERGE = 1 } kr_ws_kind;
@@ -114,6 +115,9 @@ int kr_ws_create(kr_store *s, int64_t org_id, const char *name, kr_ws_kind kind,
 int kr_ws_get(kr_store *s, int64_t id, kr_workspace *out, kr_diag *d);
 /* ref: "org-slug/name" or a numeric id. */
 int kr_ws_find(kr_store *s, const char *ref, kr_workspace *out, kr_diag *d);
+/* The reference alone ("ORG/NAME" or an id), without the store: what
+ * kr_ws_find would refuse before looking. */
+int kr_ws_ref_check(const char *ref, kr_diag *d);
 /* Deletes a workspace with its secrets and tokens (used to undo a create
  * whose provisioning failed). */
 int kr_ws_delete(kr_store *s, int64_t id, kr_diag *d);
@@ -215,6 +219,79 @@ int kr_store_keycheck_init(kr_store *s, const char *fp, char out[65], kr_diag *d
 int kr_store_secret_write_begin(kr_store *s, kr_diag *d);
 int kr_store_commit(kr_store *s, kr_diag *d);
 void kr_store_rollback(kr_store *s);
+/* ---- admin tokens, console sessions, audit log, idempotency keys ---- */
+
+typedef enum { KR_ADMIN_OPERATOR = 0, KR_ADMIN_ORG = 1 } kr_admin_scope;
+
+static inline const char *kr_admin_scope_name(kr_admin_scope s)
+{
+    return s == KR_ADMIN_ORG ? "org" : "operator";
+}
+
+typedef struct kr_admin_token {
+    int64_t id;
+    char prefix[16];
+    kr_admin_scope scope;
+    int64_t org_id; /* org scope: the one org it administers; else 0 */
+    char org_slug[64];
+    char name[128];
+    int64_t created_at, expires_at, revoked_at; /* 0 = none */
+} kr_admin_token;
+
+int kr_admin_token_insert(kr_store *s, const char *hash_hex, const char *prefix,
+                          kr_admin_scope scope, int64_t org_id, const char *name,
+                          int64_t expires_at, kr_admin_token *out, kr_diag *d);
+int kr_admin_token_by_hash(kr_store *s, const char *hash_hex, kr_admin_token *out, kr_diag *d);
+int kr_admin_token_get(kr_store *s, int64_t id, kr_admin_token *out, kr_diag *d);
+/* KR_ENOTFOUND when there is none, or it is revoked already. */
+int kr_admin_token_revoke(kr_store *s, int64_t id, kr_diag *d);
+int kr_admin_token_list(kr_store *s, kr_admin_token **out, size_t *n, kr_diag *d);
+
+/* Console sessions, keyed by the hash of the cookie's value. */
+int kr_session_insert(kr_store *s, const char *hash_hex, int64_t token_id, const char *csrf,
+                      int64_t expires_at, kr_diag *d);
+int kr_session_get(kr_store *s, const char *hash_hex, int64_t *token_id, char csrf[65],
+                   int64_t *expires_at, kr_diag *d);
+int kr_session_delete(kr_store *s, const char *hash_hex, kr_diag *d);
+
+/* One row of the append-only audit log (the store refuses UPDATE and
+ * DELETE on it). Never a secret value. */
+typedef struct kr_audit_row {
+    int64_t id, at;
+    char actor[96];      /* "admin:<prefix>…", "cli:<user>" */
+    char actor_scope[24];
+    char action[48];     /* the operation, e.g. "secret.set" */
+    char target[256];    /* e.g. "acme/dev KEY" */
+    int64_t org_id;      /* the org concerned, 0 = none */
+    char request_id[48];
+    char outcome[24];    /* "ok" or an error name */
+    char detail[320];
+} kr_audit_row;
+
+int kr_audit_append(kr_store *s, const kr_audit_row *r, kr_diag *d);
+
+typedef struct kr_audit_filter {
+    int64_t org_id;     /* 0: every org */
+    const char *action; /* NULL: any */
+    const char *actor;  /* NULL: any */
+    int64_t since, until; /* ms; 0: open */
+    int64_t before_id;  /* keyset pagination: rows with id < before_id; 0: from the newest */
+    size_t limit;
+} kr_audit_filter;
+
+/* Newest first. */
+int kr_audit_list(kr_store *s, const kr_audit_filter *f, kr_audit_row **out, size_t *n, kr_diag *d);
+
+/* Idempotency keys of create operations: the first response, replayed. */
+int kr_idem_get(kr_store *s, const char *actor, const char *key, char op[48], char hash[65],
+                int *status, char **response, kr_diag *d);
+int kr_idem_put(kr_store *s, const char *actor, const char *key, const char *op, const char *hash,
+                int status, const char *response, kr_diag *d);
+
+/* A transaction around several store calls (an operation and its audit row,
+ * src/ops). Transactions nest: inside one, a store function's own
+ * transaction becomes a savepoint, committed or rolled back with it. */
+int kr_store_begin(kr_store *s, kr_diag *d);
 
 /* ---- master key rotation (keyrail rekey, src/cli/cmd_rekey.c) ---- */
 

@@ -1,0 +1,45 @@
+/*
+ * ops_handlers.h -- the handlers of the operations table (ops.c), one per
+ * row. Each fills `out` (a JSON object) and sets c->target / c->detail for
+ * the audit row; kr_ops_run() has checked the parameters, resolved {org} /
+ * {ws} and the actor's scope, and holds the transaction.
+ */
+#ifndef KR_OPS_HANDLERS_H
+#define KR_OPS_HANDLERS_H
+
+#include "ops/ops.h"
+
+/* ops_org.c: orgs, workspaces, environments, secrets, workspace tokens */
+int kr_op_org_create(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_org_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_org_get(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_ws_create(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_ws_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_ws_explain(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_ws_provision(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_secret_set(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_secret_unset(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_secret_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_token_mint(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_token_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d);
+
+/* ops_billing.c: credits, limits, usage */
+int kr_op_credits_show(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_credits_add(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_credits_cap(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_credits_history(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_limits_show(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_limits_set(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_usage(kr_op_call *c, cJSON *out, kr_diag *d);
+
+/* ops_admin.c: admin tokens and the audit log */
+int kr_op_admin_token_mint(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_admin_token_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_admin_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d);
+
+/* shared by the handlers */
+void kr_ops_provision_ctx(const kr_op_call *c, kr_provision_ctx *ctx);
+
+#endif
