@@ -475,6 +475,7 @@ class Keyrail:
 
     def write_config(self, port=None):
         self.port = port or self.port or free_port()
+        self.admin_port = getattr(self, "admin_port", None) or free_port()
         with open(self.config, "w") as f:
             f.write(f"""[store]
 url = {self.store_url}
@@ -485,6 +486,7 @@ file = {self.registry}
 [server]
 listen = 127.0.0.1:{self.port}
 public_url = http://127.0.0.1:{self.port}
+admin_listen = 127.0.0.1:{self.admin_port}
 log_file = {self.log}
 header_timeout_ms = 1500
 idle_timeout_ms = 5000
