@@ -8,7 +8,11 @@
 
 #include <string.h>
 
-extern const char kr_console_index_html[], kr_console_app_js[], kr_console_app_css[];
+extern const char kr_console_index_html[], kr_console_app_js[], kr_console_app_css[],
+    kr_console_api_js[], kr_console_dom_js[], kr_console_chart_js[], kr_console_pages_org_js[],
+    kr_console_pages_billing_js[], kr_console_pages_usage_js[], kr_console_pages_admin_js[];
+
+#define JS "text/javascript; charset=utf-8"
 
 static const struct {
     const char *path;
@@ -17,8 +21,16 @@ static const struct {
 } assets[] = {
     {"/console", kr_console_index_html, "text/html; charset=utf-8"},
     {"/console/", kr_console_index_html, "text/html; charset=utf-8"},
-    {"/console/app.js", kr_console_app_js, "text/javascript; charset=utf-8"},
+    {"/console/index.html", kr_console_index_html, "text/html; charset=utf-8"},
     {"/console/app.css", kr_console_app_css, "text/css; charset=utf-8"},
+    {"/console/app.js", kr_console_app_js, JS},
+    {"/console/api.js", kr_console_api_js, JS},
+    {"/console/dom.js", kr_console_dom_js, JS},
+    {"/console/chart.js", kr_console_chart_js, JS},
+    {"/console/pages_org.js", kr_console_pages_org_js, JS},
+    {"/console/pages_billing.js", kr_console_pages_billing_js, JS},
+    {"/console/pages_usage.js", kr_console_pages_usage_js, JS},
+    {"/console/pages_admin.js", kr_console_pages_admin_js, JS},
 };
 
 const char *kr_console_asset(const char *path, size_t plen, size_t *len, const char **ctype)
