@@ -12,6 +12,9 @@ pkgs=(
   libhttp-parser-dev libpq-dev libcriterion-dev libclang-rt-14-dev
   postgresql python3 python3-pytest curl ca-certificates
   libssl-dev python3-cryptography
+  # the console's browser tests (tests/js/console_*.mjs): Debian's chromium,
+  # driven headless by puppeteer-core; nothing downloads a browser
+  chromium
 )
 # Node.js: Debian's unless a Node.js >= 18 is already installed.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -40,7 +43,8 @@ if [ "$node_major" -lt 18 ]; then
   exit 1
 fi
 
-# Pinned real clients: the Anthropic and OpenAI SDKs and Claude Code.
+# Pinned real clients: the Anthropic and OpenAI SDKs and Claude Code; and
+# puppeteer-core (it downloads no browser) for the console's browser tests.
 if [ ! -f tests/js/node_modules/.keyrail-lock ] ||
    ! cmp -s tests/js/package-lock.json tests/js/node_modules/.keyrail-lock; then
   echo "setup: installing the pinned npm packages of tests/js"
