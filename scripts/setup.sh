@@ -11,7 +11,7 @@ pkgs=(
   libuv1-dev libcurl4-openssl-dev libsqlite3-dev libsodium-dev libcjson-dev
   libhttp-parser-dev libpq-dev libcriterion-dev libclang-rt-14-dev
   postgresql python3 python3-pytest curl ca-certificates
-  libssl-dev python3-cryptography
+  libssl-dev python3-cryptography chromium
 )
 # Node.js: Debian's unless a Node.js >= 18 is already installed.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
