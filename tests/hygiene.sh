@@ -15,6 +15,8 @@
 #     credentials by design -- is left out, and minted.log -- the admin
 #     API's token mints, which show a new token once by design -- is scanned
 #     for canaries only
+#   - every console page the browser tests saw: */console-pages/*.html (the
+#     DOM as rendered, saved with each screenshot by tests/js/console.mjs)
 #   - every store file: *.db, *.db-wal, *.db-shm, *.db-journal
 # for the bytes of any canary, and for any complete workspace or admin
 # token (krws_ / kradm_ + 43 base64url characters) in a log, an error body
@@ -52,6 +54,8 @@ def classify(path):
     base = os.path.basename(path)
     if os.sep + "responses" + os.sep in path:
         return None if base == "env.log" else "issued" if base == "minted.log" else "body"
+    if base.endswith(".html") and os.sep + "console-pages" + os.sep in path:
+        return "page"
     if base.endswith(STORE_SUFFIXES):
         return "store"
     if base.endswith(LOG_SUFFIXES):
@@ -60,7 +64,7 @@ def classify(path):
 
 
 def scan(root):
-    hits, counts = [], {"log": 0, "body": 0, "store": 0, "issued": 0}
+    hits, counts = [], {"log": 0, "body": 0, "store": 0, "issued": 0, "page": 0}
     for d, _, files in os.walk(root):
         for f in files:
             p = os.path.join(d, f)
@@ -96,18 +100,20 @@ def secret_rows(root):
 # 1. the sweep must catch a planted canary (and a planted token), and pass clean files
 with tempfile.TemporaryDirectory() as t:
     os.makedirs(os.path.join(t, "case", "responses"))
+    os.makedirs(os.path.join(t, "case", "console-pages"))
+    open(os.path.join(t, "case", "console-pages", "secrets.html"), "w").write("<td>%s</td>" % canaries[1])
     open(os.path.join(t, "case", "kr.log"), "w").write('{"msg":"x %s y"}\n' % canaries[-1])
     open(os.path.join(t, "case", "keyrail.db"), "wb").write(b"SQLite format 3\0 krws_" + b"A" * 43)
     open(os.path.join(t, "case", "responses", "errors.log"), "w").write("ok")
     open(os.path.join(t, "case", "responses", "env.log"), "w").write(canaries[0])
     open(os.path.join(t, "case", "responses", "minted.log"), "w").write("kradm_" + "B" * 43)
     h, n = scan(t)
-    if len(h) != 2 or n != {"log": 1, "body": 1, "store": 1, "issued": 1}:
+    if len(h) != 3 or n != {"log": 1, "body": 1, "store": 1, "issued": 1, "page": 1}:
         print(f"FAIL hygiene: the self-check did not see what was planted: {h} {n}")
         sys.exit(1)
 
 # 2. the real sweep
-hits, counts, rows, stores = [], {"log": 0, "body": 0, "store": 0, "issued": 0}, 0, 0
+hits, counts, rows, stores = [], {"log": 0, "body": 0, "store": 0, "issued": 0, "page": 0}, 0, 0
 for root in roots:
     if not os.path.isdir(root):
         print(f"FAIL hygiene: {root} does not exist (run pytest with --basetemp={root})")
@@ -126,6 +132,6 @@ if counts["log"] == 0 or counts["store"] == 0:
 if hits:
     sys.exit(1)
 print(f"ok hygiene: no canary and no workspace or admin token in {counts['log']} logs, "
-      f"{counts['body']} response-body files ({counts['issued']} of issued tokens, canaries only), {counts['store']} store files ({stores} stores holding {rows} "
+      f"{counts['body']} response-body files ({counts['issued']} of issued tokens, canaries only), {counts['page']} console pages, {counts['store']} store files ({stores} stores holding {rows} "
       f"encrypted secrets) under {' '.join(roots)}; {len(canaries)} canaries")
 PY

@@ -19,9 +19,11 @@ CHROMIUM = os.environ.get("KR_BROWSER", "/usr/bin/chromium")
 def browse(kr, tmp_path, scenario, token, **extra):
     shots = tmp_path / f"shots-{scenario}"
     shots.mkdir()
+    pages = tmp_path / "console-pages"
+    pages.mkdir(exist_ok=True)
     report = tmp_path / f"report-{scenario}.json"
     env = dict(os.environ, KR_SCENARIO=scenario, KR_TOKEN=token, KR_BROWSER=CHROMIUM,
-               KR_CONSOLE=f"http://127.0.0.1:{kr.admin_port}/console/", KR_SHOTS=str(shots),
+               KR_CONSOLE=f"http://127.0.0.1:{kr.admin_port}/console/", KR_SHOTS=str(shots), KR_PAGES=str(pages),
                KR_PROFILE=str(tmp_path / f"chromium-{scenario}"), KR_REPORT=str(report),
                KR_SECRET_VALUE=TENANT_MINIMAX_KEY, **extra)
     p = subprocess.Popen(["node", os.path.join(JS, "console.mjs")], cwd=JS, env=env,

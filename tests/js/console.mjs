@@ -7,6 +7,7 @@
 //   KR_CONSOLE    http://127.0.0.1:PORT/console/
 //   KR_TOKEN      the admin token to sign in with
 //   KR_SHOTS      directory for screenshots
+//   KR_PAGES      directory for each screenshot's page as HTML
 //   KR_PROFILE    a fresh chromium profile directory
 //   KR_REPORT     where the report goes
 //   KR_BROWSER    the chromium binary (default /usr/bin/chromium)
@@ -51,6 +52,8 @@ async function shot(name) {
   const p = path.join(env("KR_SHOTS"), `${name}.png`);
   await page.screenshot({ path: p, fullPage: true });
   report.shots[name] = p;
+  // the page as rendered, for the secret-hygiene sweep (tests/hygiene.sh)
+  fs.writeFileSync(path.join(env("KR_PAGES"), `${name}.html`), await page.content());
 }
 
 async function text(sel) {
