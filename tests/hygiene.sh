@@ -12,11 +12,15 @@
 #   - every saved response body: DIR/responses/errors.log and ok.log (the
 #     conftest hook appends every body the tests receive); env.log -- the
 #     2xx bodies of /v1/workspace/env, which hand a workspace its own
-#     credentials by design -- is the one file left out
+#     credentials by design -- is left out, and minted.log -- the admin
+#     API's token mints, which show a new token once by design -- is scanned
+#     for canaries only
+#   - every console page the browser tests saw: */console-pages/*.html (the
+#     DOM as rendered, saved with each screenshot by tests/js/console_lib.mjs)
 #   - every store file: *.db, *.db-wal, *.db-shm, *.db-journal
-# for the bytes of any canary, and for any complete workspace token
-# (krws_ + 43 base64url characters) in a log, an error body or a store
-# file. The stores keep secrets only as ciphertext and tokens only as
+# for the bytes of any canary, and for any complete workspace or admin
+# token (krws_ / kradm_ + 43 base64url characters) in a log, an error body
+# or a store file. The stores keep secrets only as ciphertext and tokens only as
 # hashes, so a raw byte scan of the .db files must find none at all: there
 # is no allowance for "the secrets table". The sweep fails when the
 # directory holds no log or no store (nothing scanned proves nothing), and
@@ -40,7 +44,7 @@ names = re.search(r"CANARIES\s*=\s*\[(.*?)\]", src, re.S).group(1)
 consts = dict(re.findall(r'^([A-Z_]+)\s*=\s*"([^"]+)"', src, re.M))
 canaries = [consts[n.strip()] for n in names.split(",") if n.strip()]
 assert canaries and all("CANARY" in c for c in canaries), "conftest.py CANARIES not understood"
-TOKEN = re.compile(rb"krws_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+TOKEN = re.compile(rb"(?:krws|kradm)_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 LOG_SUFFIXES = (".log", ".stderr", ".out", ".err")
 STORE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal")
@@ -49,7 +53,9 @@ STORE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal")
 def classify(path):
     base = os.path.basename(path)
     if os.sep + "responses" + os.sep in path:
-        return None if base == "env.log" else "body"
+        return None if base == "env.log" else "issued" if base == "minted.log" else "body"
+    if base.endswith(".html") and os.sep + "console-pages" + os.sep in path:
+        return "page"
     if base.endswith(STORE_SUFFIXES):
         return "store"
     if base.endswith(LOG_SUFFIXES):
@@ -58,7 +64,7 @@ def classify(path):
 
 
 def scan(root):
-    hits, counts = [], {"log": 0, "body": 0, "store": 0}
+    hits, counts = [], {"log": 0, "body": 0, "store": 0, "issued": 0, "page": 0}
     for d, _, files in os.walk(root):
         for f in files:
             p = os.path.join(d, f)
@@ -70,9 +76,9 @@ def scan(root):
             for c in canaries:
                 if c.encode() in data:
                     hits.append(f"{p}: canary {c[:14]}... ({kind})")
-            m = TOKEN.search(data)
+            m = TOKEN.search(data) if kind != "issued" else None
             if m:
-                hits.append(f"{p}: a workspace token {m.group()[:9].decode()}... ({kind})")
+                hits.append(f"{p}: a token {m.group()[:9].decode()}... ({kind})")
     return hits, counts
 
 
@@ -94,17 +100,20 @@ def secret_rows(root):
 # 1. the sweep must catch a planted canary (and a planted token), and pass clean files
 with tempfile.TemporaryDirectory() as t:
     os.makedirs(os.path.join(t, "case", "responses"))
+    os.makedirs(os.path.join(t, "case", "console-pages"))
+    open(os.path.join(t, "case", "console-pages", "secrets.html"), "w").write("<td>%s</td>" % canaries[1])
     open(os.path.join(t, "case", "kr.log"), "w").write('{"msg":"x %s y"}\n' % canaries[-1])
     open(os.path.join(t, "case", "keyrail.db"), "wb").write(b"SQLite format 3\0 krws_" + b"A" * 43)
     open(os.path.join(t, "case", "responses", "errors.log"), "w").write("ok")
     open(os.path.join(t, "case", "responses", "env.log"), "w").write(canaries[0])
+    open(os.path.join(t, "case", "responses", "minted.log"), "w").write("kradm_" + "B" * 43)
     h, n = scan(t)
-    if len(h) != 2 or n != {"log": 1, "body": 1, "store": 1}:
+    if len(h) != 3 or n != {"log": 1, "body": 1, "store": 1, "issued": 1, "page": 1}:
         print(f"FAIL hygiene: the self-check did not see what was planted: {h} {n}")
         sys.exit(1)
 
 # 2. the real sweep
-hits, counts, rows, stores = [], {"log": 0, "body": 0, "store": 0}, 0, 0
+hits, counts, rows, stores = [], {"log": 0, "body": 0, "store": 0, "issued": 0, "page": 0}, 0, 0
 for root in roots:
     if not os.path.isdir(root):
         print(f"FAIL hygiene: {root} does not exist (run pytest with --basetemp={root})")
@@ -122,7 +131,7 @@ if counts["log"] == 0 or counts["store"] == 0:
     sys.exit(1)
 if hits:
     sys.exit(1)
-print(f"ok hygiene: no canary and no workspace token in {counts['log']} logs, {counts['body']} "
-      f"response-body files, {counts['store']} store files ({stores} stores holding {rows} "
+print(f"ok hygiene: no canary and no workspace or admin token in {counts['log']} logs, "
+      f"{counts['body']} response-body files ({counts['issued']} of issued tokens, canaries only), {counts['page']} console pages, {counts['store']} store files ({stores} stores holding {rows} "
       f"encrypted secrets) under {' '.join(roots)}; {len(canaries)} canaries")
 PY

@@ -25,6 +25,32 @@
 
 typedef struct kr_req kr_req;
 typedef struct kr_http_req kr_http_req;
+struct kr_op;
+struct cJSON;
+
+enum { SP_NONE = 0, SP_SESSION_CREATE, SP_SESSION_GET, SP_SESSION_DELETE, SP_OPENAPI };
+
+/* What an admin request asks, read from its method, path, query, headers and
+ * body before anything touches the store (pure: the fuzz driver calls it). */
+typedef struct kr_admin_call {
+    const struct kr_op *op; /* the operation, or NULL for a special route */
+    int special;            /* SP_*: the session routes, the OpenAPI document */
+    struct cJSON *params;   /* from the path, the query and the body */
+    char bearer_hash[65];   /* an admin token's hash, or "" */
+    char session_hash[65];  /* the session cookie's hash, or "" */
+    char csrf[96];          /* the X-CSRF-Token header */
+    char idem[136];         /* Idempotency-Key of a create */
+    char cred_class[24];    /* for the log line */
+    bool mutation;          /* not GET/HEAD: a session needs the CSRF token */
+    bool secure_cookie;
+    int status;             /* a refusal already: 400, 401, 404, 405, 415 */
+    char code[24];
+    char msg[300];
+} kr_admin_call;
+
+/* secure_cookie: server.admin_secure_cookie (0 never, 1 always, 2 behind TLS). */
+void kr_admin_parse(const kr_http_req *h, int secure_cookie, kr_admin_call *c);
+void kr_admin_call_free(kr_admin_call *c);
 
 /* True for a path the admin listener serves (/admin/…, /console…). */
 bool kr_admin_path(const kr_http_req *h);

@@ -11,6 +11,7 @@
 #include "proxy/proxy.h"
 
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,21 +21,12 @@
 #define MAX_PARAMS 16
 #define SESSION_COOKIE "kr_session"
 
-enum { SP_NONE = 0, SP_SESSION_CREATE, SP_SESSION_GET, SP_SESSION_DELETE };
 
 typedef struct {
     kr_job job;
     kr_req *req;
     kr_server *srv;
-    const kr_op *op; /* NULL: a session route (special) */
-    int special;
-    cJSON *params;
-    char bearer_hash[65];  /* an admin token's hash, or "" */
-    char session_hash[65]; /* the session cookie's hash, or "" */
-    char csrf[96];         /* the X-CSRF-Token header */
-    bool mutation;         /* not GET/HEAD: a cookie session needs the CSRF token */
-    bool secure_cookie;
-    char idem[136];
+    kr_admin_call c; /* what the request asks, parsed on the loop thread */
     char request_id[48];
     /* result */
     int status;
@@ -219,7 +211,7 @@ static void whoami(cJSON *o, const kr_admin_token *t)
 
 static void session_create(admin_job *j, kr_store *st)
 {
-    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(j->params, "token");
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(j->c.params, "token");
     if (!cJSON_IsString(tk) || kr_cred_classify(tk->valuestring, strlen(tk->valuestring)) != KR_CRED_ADMIN_TOKEN) {
         set_error(j, 401, "UNAUTHENTICATED", "sign in with an admin token (kradm_…)");
         return;
@@ -263,7 +255,7 @@ static void session_create(admin_job *j, kr_store *st)
     kr_audit_append(st, &a, &d);
     kr_snprintf(j->set_cookie, sizeof j->set_cookie,
                 SESSION_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%lld%s", sid,
-                (long long)((until - kr_now_ms()) / 1000), j->secure_cookie ? "; Secure" : "");
+                (long long)((until - kr_now_ms()) / 1000), j->c.secure_cookie ? "; Secure" : "");
     sodium_memzero(sid, sizeof sid);
     cJSON *o = cJSON_CreateObject();
     whoami(o, &t);
@@ -276,7 +268,7 @@ static void session_create(admin_job *j, kr_store *st)
 static void admin_work(kr_store *st, kr_job *job)
 {
     admin_job *j = (admin_job *)job;
-    if (j->special == SP_SESSION_CREATE) {
+    if (j->c.special == SP_SESSION_CREATE) {
         session_create(j, st);
         return;
     }
@@ -285,12 +277,12 @@ static void admin_work(kr_store *st, kr_job *job)
     const char *why = "";
     int rc;
     char csrf[65] = "";
-    if (j->bearer_hash[0]) {
-        rc = token_ok(st, j->bearer_hash, &t, &why);
+    if (j->c.bearer_hash[0]) {
+        rc = token_ok(st, j->c.bearer_hash, &t, &why);
     } else {
         int64_t tid = 0, until = 0;
         kr_diag d = {{0}};
-        rc = kr_session_get(st, j->session_hash, &tid, csrf, &until, &d);
+        rc = kr_session_get(st, j->c.session_hash, &tid, csrf, &until, &d);
         if (rc == KR_ENOTFOUND || (!rc && until <= kr_now_ms()))
             why = "the console session has expired or was ended: sign in again", rc = KR_EDENIED;
         else if (rc) why = "the store is unavailable";
@@ -303,25 +295,25 @@ static void admin_work(kr_store *st, kr_job *job)
         return;
     }
     /* a console mutation carries the session's CSRF token */
-    if (!j->bearer_hash[0] && j->mutation &&
-        (strlen(j->csrf) != strlen(csrf) || sodium_memcmp(j->csrf, csrf, strlen(csrf)) != 0)) {
+    if (!j->c.bearer_hash[0] && j->c.mutation &&
+        (strlen(j->c.csrf) != strlen(csrf) || sodium_memcmp(j->c.csrf, csrf, strlen(csrf)) != 0)) {
         set_error(j, 403, "CSRF", "this change needs the session's X-CSRF-Token header");
         return;
     }
-    if (j->special == SP_SESSION_GET) {
+    if (j->c.special == SP_SESSION_GET) {
         cJSON *o = cJSON_CreateObject();
         whoami(o, &t);
-        if (!j->bearer_hash[0]) cJSON_AddStringToObject(o, "csrf", csrf);
+        if (!j->c.bearer_hash[0]) cJSON_AddStringToObject(o, "csrf", csrf);
         set_result(j, 200, o);
         cJSON_Delete(o);
         return;
     }
-    if (j->special == SP_SESSION_DELETE) {
+    if (j->c.special == SP_SESSION_DELETE) {
         kr_diag d = {{0}};
-        if (j->session_hash[0]) kr_session_delete(st, j->session_hash, &d);
+        if (j->c.session_hash[0]) kr_session_delete(st, j->c.session_hash, &d);
         kr_snprintf(j->set_cookie, sizeof j->set_cookie,
                     SESSION_COOKIE "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0%s",
-                    j->secure_cookie ? "; Secure" : "");
+                    j->c.secure_cookie ? "; Secure" : "");
         cJSON *o = cJSON_CreateObject();
         cJSON_AddBoolToObject(o, "signed_out", true);
         set_result(j, 200, o);
@@ -334,13 +326,13 @@ static void admin_work(kr_store *st, kr_job *job)
     kr_ops_env env = {s->cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
     kr_op_call call;
     memset(&call, 0, sizeof call);
-    call.op = j->op;
+    call.op = j->c.op;
     call.st = st;
     call.env = &env;
     call.actor = &actor;
     call.request_id = j->request_id;
-    call.idem_key = j->idem[0] ? j->idem : NULL;
-    call.params = j->params;
+    call.idem_key = j->c.idem[0] ? j->c.idem : NULL;
+    call.params = j->c.params;
     cJSON *out = NULL;
     kr_diag d = {{0}};
     rc = kr_ops_run(&call, &out, &d);
@@ -350,7 +342,7 @@ static void admin_work(kr_store *st, kr_job *job)
         set_error(j, kr_ops_http_status(rc), cJSON_IsString(code) ? code->valuestring : kr_err_name(rc),
                   cJSON_IsString(msg) ? msg->valuestring : kr_diag_msg(&d, rc));
     } else {
-        set_result(j, call.replayed ? 200 : j->op->ok_status, out);
+        set_result(j, call.replayed ? 200 : j->c.op->ok_status, out);
     }
     kr_ops_params_free(out);
 }
@@ -373,7 +365,7 @@ static void admin_done(kr_job *job)
 static void admin_cleanup(kr_job *job)
 {
     admin_job *j = (admin_job *)job;
-    kr_ops_params_free(j->params); /* a secret value may be in there */
+    kr_admin_call_free(&j->c);
     if (j->body.data) sodium_memzero(j->body.data, j->body.len);
     kr_buf_free(&j->body);
     sodium_memzero(j->set_cookie, sizeof j->set_cookie);
@@ -438,6 +430,154 @@ static void serve_openapi(kr_req *r)
     kr_buf_free(&b);
 }
 
+void kr_admin_call_free(kr_admin_call *c)
+{
+    kr_ops_params_free(c->params); /* a secret value may be in there */
+    c->params = NULL;
+    sodium_memzero(c->csrf, sizeof c->csrf);
+}
+
+__attribute__((format(printf, 4, 5))) static void refuse(kr_admin_call *c, int status,
+                                                         const char *code, const char *fmt, ...)
+{
+    if (c->status) return; /* the first refusal stands */
+    c->status = status;
+    kr_strlcpy(c->code, code, sizeof c->code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+}
+
+void kr_admin_parse(const kr_http_req *h, int secure_cookie, kr_admin_call *c)
+{
+    memset(c, 0, sizeof *c);
+    c->params = cJSON_CreateObject();
+    kr_strlcpy(c->cred_class, "none", sizeof c->cred_class);
+    if (!kr_slice_starts(h->path, API "/")) {
+        refuse(c, 404, "NOT_FOUND", "the admin API is under " API "/");
+        return;
+    }
+    const char *path = h->path.p + strlen(API);
+    size_t plen = h->path.n - strlen(API);
+    bool get = kr_slice_eq(h->method, "GET") || kr_slice_eq(h->method, "HEAD");
+    c->mutation = !get;
+    /* the route */
+    bool path_known = false;
+    if (plen == 13 && !memcmp(path, "/openapi.json", 13)) {
+        path_known = true;
+        c->special = get ? SP_OPENAPI : SP_NONE;
+    } else if (plen == 8 && !memcmp(path, "/session", 8)) {
+        path_known = true;
+        c->special = kr_slice_eq(h->method, "POST")     ? SP_SESSION_CREATE
+                     : get                               ? SP_SESSION_GET
+                     : kr_slice_eq(h->method, "DELETE") ? SP_SESSION_DELETE
+                                                         : SP_NONE;
+    } else {
+        size_t n;
+        const kr_op *ops = kr_ops_table(&n);
+        for (size_t i = 0; i < n && !c->op; i++) {
+            if (!ops[i].method || !match(ops[i].path, path, plen, &ops[i], NULL)) continue;
+            path_known = true;
+            if (kr_slice_eq(h->method, ops[i].method) ||
+                (!strcmp(ops[i].method, "GET") && kr_slice_eq(h->method, "HEAD"))) {
+                c->op = &ops[i];
+                match(ops[i].path, path, plen, &ops[i], c->params);
+            }
+        }
+    }
+    int mn = (int)(h->method.n < 10 ? h->method.n : 10), pn = (int)(h->path.n < 200 ? h->path.n : 200);
+    if (!path_known)
+        refuse(c, 404, "NOT_FOUND", "no admin route %.*s %.*s", mn, h->method.p, pn, h->path.p);
+    else if (!c->op && !c->special)
+        refuse(c, 405, "METHOD", "%.*s does not take %.*s", pn, h->path.p, mn, h->method.p);
+    if (c->status || c->special == SP_OPENAPI) return;
+    /* the query: parameters the operation reads from it */
+    const char *q = h->query.p, *qe = q + h->query.n;
+    while (h->query.n && q < qe && !c->status) {
+        const char *amp = memchr(q, '&', (size_t)(qe - q));
+        if (!amp) amp = qe;
+        const char *eq = memchr(q, '=', (size_t)(amp - q));
+        char name[64], val[1100];
+        if (!eq || pct_decode(q, (size_t)(eq - q), true, name, sizeof name) ||
+            pct_decode(eq + 1, (size_t)(amp - eq - 1), true, val, sizeof val)) {
+            refuse(c, 400, "INVAL", "the query string is not name=value pairs");
+            break;
+        }
+        const kr_op_param *p = c->op ? param_of(c->op, name) : NULL;
+        if (p && p->in == KR_IN_PATH) refuse(c, 400, "INVAL", "'%s' belongs in the path", name);
+        cJSON_DeleteItemFromObjectCaseSensitive(c->params, name);
+        cJSON_AddItemToObject(c->params, name, typed(p, val));
+        q = amp < qe ? amp + 1 : qe;
+    }
+    /* the body: one JSON object */
+    if (!c->status && h->body_len) {
+        const kr_http_header *ct = kr_http_find(h, "content-type");
+        cJSON *b = NULL;
+        if (!ct || !(ct->value.n >= 16 && !strncasecmp(ct->value.p, "application/json", 16)))
+            refuse(c, 415, "MEDIA_TYPE", "send the body as content-type: application/json");
+        else if (body_has_nul_escape(h->body, h->body_len))
+            refuse(c, 400, "INVAL", "a string holds a NUL (\\u0000): values are text");
+        else if (!(b = cJSON_ParseWithLength(h->body, h->body_len)) || !cJSON_IsObject(b))
+            refuse(c, 400, "INVAL", "the body must be one JSON object");
+        for (cJSON *e = b ? b->child : NULL, *next; e && !c->status; e = next) {
+            next = e->next;
+            const kr_op_param *p = c->op ? param_of(c->op, e->string) : NULL;
+            if (p && p->in == KR_IN_PATH) {
+                refuse(c, 400, "INVAL", "'%.40s' belongs in the path", e->string);
+                break;
+            }
+            cJSON_DetachItemViaPointer(b, e);
+            cJSON_DeleteItemFromObjectCaseSensitive(c->params, e->string);
+            cJSON_AddItemToObject(c->params, e->string, e);
+        }
+        kr_ops_params_free(b);
+    }
+    if (c->status) return;
+    /* the credential: an admin token, or the console's session */
+    const kr_http_header *au = kr_http_find(h, "authorization");
+    const kr_http_header *xk = kr_http_find(h, "x-api-key");
+    char cookie[128];
+    if (c->special != SP_SESSION_CREATE) {
+        kr_slice v = au ? au->value : xk ? xk->value : (kr_slice){NULL, 0};
+        if (au && v.n > 7 && !strncasecmp(v.p, "bearer ", 7)) v.p += 7, v.n -= 7;
+        kr_cred_class cls = v.p ? kr_cred_classify(v.p, v.n) : KR_CRED_NONE;
+        if (v.p && (cls != KR_CRED_ADMIN_TOKEN || xk)) {
+            char fp[KR_FP_LEN];
+            kr_cred_fingerprint(v.p, v.n, fp);
+            kr_strlcpy(c->cred_class, kr_cred_class_name(cls), sizeof c->cred_class);
+            refuse(c, 401, "UNAUTHENTICATED",
+                   "a %s credential was presented (fingerprint %s); the admin API takes an admin "
+                   "token (kradm_…) as Authorization: Bearer, or the console's session",
+                   kr_cred_class_name(cls), fp);
+        } else if (v.p) {
+            kr_token_hash(v.p, v.n, c->bearer_hash);
+            kr_strlcpy(c->cred_class, "admin-token", sizeof c->cred_class);
+        } else if (cookie_value(h, cookie, sizeof cookie)) {
+            kr_token_hash(cookie, strlen(cookie), c->session_hash);
+            sodium_memzero(cookie, sizeof cookie);
+            kr_strlcpy(c->cred_class, "session", sizeof c->cred_class);
+            const kr_http_header *cs = kr_http_find(h, "x-csrf-token");
+            if (cs) kr_memlcpy(c->csrf, sizeof c->csrf, cs->value.p, cs->value.n < 90 ? cs->value.n : 90);
+        } else {
+            refuse(c, 401, "UNAUTHENTICATED",
+                   "no credential: send an admin token (kradm_…) as Authorization: Bearer, or sign "
+                   "in to the console");
+        }
+    }
+    const kr_http_header *idem = kr_http_find(h, "idempotency-key");
+    if (!c->status && idem) {
+        bool ok = idem->value.n >= 1 && idem->value.n <= 128;
+        for (size_t i = 0; ok && i < idem->value.n; i++)
+            ok = idem->value.p[i] > 0x20 && idem->value.p[i] < 0x7f;
+        if (!ok) refuse(c, 400, "INVAL", "Idempotency-Key: 1-128 printable characters");
+        else if (c->op && c->op->creates) kr_memlcpy(c->idem, sizeof c->idem, idem->value.p, idem->value.n);
+    }
+    const kr_http_header *xfp = kr_http_find(h, "x-forwarded-proto");
+    c->secure_cookie = secure_cookie == 1 ||
+                       (secure_cookie == 2 && xfp && kr_slice_eq_ci(xfp->value, "https"));
+}
+
 void kr_admin_start(kr_req *r)
 {
     const kr_http_req *h = r->http;
@@ -447,173 +587,22 @@ void kr_admin_start(kr_req *r)
         serve_console(r, h);
         return;
     }
-    if (!kr_slice_starts(h->path, API "/") ) {
-        respond_err(r, 404, "NOT_FOUND", "the admin API is under " API "/");
-        return;
-    }
-    const char *path = h->path.p + strlen(API);
-    size_t plen = h->path.n - strlen(API);
-    bool get = kr_slice_eq(h->method, "GET") || kr_slice_eq(h->method, "HEAD");
-    if (plen == 13 && !memcmp(path, "/openapi.json", 13)) {
-        if (!get) respond_err(r, 405, "METHOD", "openapi.json takes GET");
-        else serve_openapi(r);
-        return;
-    }
     admin_job *j = kr_xcalloc(1, sizeof *j);
+    kr_admin_parse(h, (int)s->cfg->admin_secure_cookie, &j->c);
+    kr_strlcpy(r->cred_class, j->c.cred_class, sizeof r->cred_class);
+    if (j->c.status || j->c.special == SP_OPENAPI) {
+        if (j->c.status) respond_err(r, j->c.status, j->c.code, "%s", j->c.msg);
+        else serve_openapi(r);
+        kr_admin_call_free(&j->c);
+        free(j);
+        return;
+    }
     j->job.work = admin_work;
     j->job.done = admin_done;
     j->job.cleanup = admin_cleanup;
     j->req = r;
     j->srv = s;
-    j->params = cJSON_CreateObject();
     kr_strlcpy(j->request_id, r->id, sizeof j->request_id);
-    j->mutation = !get;
-    /* the route */
-    bool path_known = false;
-    if (plen == 8 && !memcmp(path, "/session", 8)) {
-        path_known = true;
-        j->special = kr_slice_eq(h->method, "POST")     ? SP_SESSION_CREATE
-                     : get                               ? SP_SESSION_GET
-                     : kr_slice_eq(h->method, "DELETE") ? SP_SESSION_DELETE
-                                                         : SP_NONE;
-    } else {
-        size_t n;
-        const kr_op *ops = kr_ops_table(&n);
-        for (size_t i = 0; i < n && !j->op; i++) {
-            if (!ops[i].method || !match(ops[i].path, path, plen, &ops[i], NULL)) continue;
-            path_known = true;
-            bool m = kr_slice_eq(h->method, ops[i].method) ||
-                     (!strcmp(ops[i].method, "GET") && kr_slice_eq(h->method, "HEAD"));
-            if (m) {
-                j->op = &ops[i];
-                match(ops[i].path, path, plen, &ops[i], j->params);
-            }
-        }
-    }
-    const char *fail_code = NULL;
-    int fail_status = 0;
-    char fail_msg[300] = "";
-    if (!path_known) {
-        fail_status = 404, fail_code = "NOT_FOUND";
-        kr_snprintf(fail_msg, sizeof fail_msg, "no admin route %.*s %.*s", (int)(h->method.n < 10 ? h->method.n : 10),
-                    h->method.p, (int)(h->path.n < 200 ? h->path.n : 200), h->path.p);
-    } else if (!j->op && !j->special) {
-        fail_status = 405, fail_code = "METHOD";
-        kr_snprintf(fail_msg, sizeof fail_msg, "%.*s does not take %.*s", (int)(h->path.n < 200 ? h->path.n : 200),
-                    h->path.p, (int)(h->method.n < 10 ? h->method.n : 10), h->method.p);
-    }
-    /* the query: parameters the operation reads from it */
-    if (!fail_status && h->query.n) {
-        const char *q = h->query.p, *qe = q + h->query.n;
-        while (q < qe && !fail_status) {
-            const char *amp = memchr(q, '&', (size_t)(qe - q));
-            if (!amp) amp = qe;
-            const char *eq = memchr(q, '=', (size_t)(amp - q));
-            char name[64], val[1100];
-            if (!eq || pct_decode(q, (size_t)(eq - q), true, name, sizeof name) ||
-                pct_decode(eq + 1, (size_t)(amp - eq - 1), true, val, sizeof val)) {
-                fail_status = 400, fail_code = "INVAL";
-                kr_strlcpy(fail_msg, "the query string is not name=value pairs", sizeof fail_msg);
-                break;
-            }
-            const kr_op_param *p = j->op ? param_of(j->op, name) : NULL;
-            if (p && p->in == KR_IN_PATH) {
-                fail_status = 400, fail_code = "INVAL";
-                kr_snprintf(fail_msg, sizeof fail_msg, "'%s' belongs in the path", name);
-                break;
-            }
-            cJSON_DeleteItemFromObjectCaseSensitive(j->params, name);
-            cJSON_AddItemToObject(j->params, name, typed(p, val));
-            q = amp < qe ? amp + 1 : qe;
-        }
-    }
-    /* the body: one JSON object */
-    if (!fail_status && h->body_len) {
-        const kr_http_header *ct = kr_http_find(h, "content-type");
-        cJSON *b = NULL;
-        if (!ct || !(ct->value.n >= 16 && !strncasecmp(ct->value.p, "application/json", 16))) {
-            fail_status = 415, fail_code = "MEDIA_TYPE";
-            kr_strlcpy(fail_msg, "send the body as content-type: application/json", sizeof fail_msg);
-        } else if (body_has_nul_escape(h->body, h->body_len)) {
-            fail_status = 400, fail_code = "INVAL";
-            kr_strlcpy(fail_msg, "a string holds a NUL (\\u0000): values are text", sizeof fail_msg);
-        } else if (!(b = cJSON_ParseWithLength(h->body, h->body_len)) || !cJSON_IsObject(b)) {
-            fail_status = 400, fail_code = "INVAL";
-            kr_strlcpy(fail_msg, "the body must be one JSON object", sizeof fail_msg);
-        } else {
-            cJSON *e = b->child;
-            while (e && !fail_status) {
-                cJSON *next = e->next;
-                const kr_op_param *p = j->op ? param_of(j->op, e->string) : NULL;
-                if (p && p->in == KR_IN_PATH) {
-                    fail_status = 400, fail_code = "INVAL";
-                    kr_snprintf(fail_msg, sizeof fail_msg, "'%.40s' belongs in the path", e->string);
-                    break;
-                }
-                cJSON_DetachItemViaPointer(b, e);
-                cJSON_DeleteItemFromObjectCaseSensitive(j->params, e->string);
-                cJSON_AddItemToObject(j->params, e->string, e);
-                e = next;
-            }
-        }
-        kr_ops_params_free(b);
-    }
-    /* the credential: an admin token, or the console's session */
-    char cookie[128];
-    const kr_http_header *au = kr_http_find(h, "authorization");
-    const kr_http_header *xk = kr_http_find(h, "x-api-key");
-    if (!fail_status && j->special != SP_SESSION_CREATE) {
-        kr_slice v = au ? au->value : xk ? xk->value : (kr_slice){NULL, 0};
-        if (au && v.n > 7 && !strncasecmp(v.p, "bearer ", 7)) v.p += 7, v.n -= 7;
-        kr_cred_class cls = v.p ? kr_cred_classify(v.p, v.n) : KR_CRED_NONE;
-        if (v.p && (cls != KR_CRED_ADMIN_TOKEN || xk)) {
-            char fp[KR_FP_LEN];
-            kr_cred_fingerprint(v.p, v.n, fp);
-            kr_strlcpy(r->cred_class, kr_cred_class_name(cls), sizeof r->cred_class);
-            fail_status = 401, fail_code = "UNAUTHENTICATED";
-            kr_snprintf(fail_msg, sizeof fail_msg,
-                        "a %s credential was presented (fingerprint %s); the admin API takes an "
-                        "admin token (kradm_…) as Authorization: Bearer, or the console's session",
-                        kr_cred_class_name(cls), fp);
-        } else if (v.p) {
-            kr_token_hash(v.p, v.n, j->bearer_hash);
-            kr_strlcpy(r->cred_class, "admin-token", sizeof r->cred_class);
-        } else if (cookie_value(h, cookie, sizeof cookie)) {
-            kr_token_hash(cookie, strlen(cookie), j->session_hash);
-            sodium_memzero(cookie, sizeof cookie);
-            kr_strlcpy(r->cred_class, "session", sizeof r->cred_class);
-            const kr_http_header *cs = kr_http_find(h, "x-csrf-token");
-            if (cs) kr_memlcpy(j->csrf, sizeof j->csrf, cs->value.p, cs->value.n < 90 ? cs->value.n : 90);
-        } else {
-            kr_strlcpy(r->cred_class, "none", sizeof r->cred_class);
-            fail_status = 401, fail_code = "UNAUTHENTICATED";
-            kr_strlcpy(fail_msg,
-                       "no credential: send an admin token (kradm_…) as Authorization: Bearer, or "
-                       "sign in to the console",
-                       sizeof fail_msg);
-        }
-    }
-    const kr_http_header *idem = kr_http_find(h, "idempotency-key");
-    if (!fail_status && idem) {
-        bool ok = idem->value.n >= 1 && idem->value.n <= 128;
-        for (size_t i = 0; ok && i < idem->value.n; i++)
-            ok = idem->value.p[i] > 0x20 && idem->value.p[i] < 0x7f;
-        if (!ok) {
-            fail_status = 400, fail_code = "INVAL";
-            kr_strlcpy(fail_msg, "Idempotency-Key: 1-128 printable characters", sizeof fail_msg);
-        } else if (j->op && j->op->creates) {
-            kr_memlcpy(j->idem, sizeof j->idem, idem->value.p, idem->value.n);
-        }
-    }
-    const kr_http_header *xfp = kr_http_find(h, "x-forwarded-proto");
-    j->secure_cookie = s->cfg->admin_secure_cookie == 1 ||
-                       (s->cfg->admin_secure_cookie == 2 && xfp && kr_slice_eq_ci(xfp->value, "https"));
-    if (fail_status) {
-        admin_cleanup(&j->job);
-        free(j);
-        respond_err(r, fail_status, fail_code, "%s", fail_msg);
-        return;
-    }
     r->job = &j->job;
     kr_workq_submit(s->workers, &j->job);
 }

@@ -136,3 +136,39 @@ int kr_read_file(const char *path, size_t max, char **out, size_t *len, kr_diag 
     *out = kr_buf_steal(&b);
     return 0;
 }
+
+int kr_ini_load(const char *path, kr_ini_parse_fn parse, void *out, kr_diag *d)
+{
+    char *text;
+    size_t n;
+    int rc = kr_read_file(path, KR_INI_MAX_BYTES, &text, &n, d);
+    if (rc) return rc;
+    kr_diag inner = {{0}};
+    rc = parse(text, n, out, &inner);
+    free(text);
+    if (rc) return kr_fail(d, rc, "%s: %s", path, kr_diag_msg(&inner, rc));
+    return 0;
+}
+
+bool kr_list_next(const char **s, const char **item, size_t *len)
+{
+    const char *p = *s;
+    for (;;) {
+        while (*p == ' ' || *p == ',') p++;
+        if (!*p) {
+            *s = p;
+            return false;
+        }
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ') t--;
+        *s = e;
+        if (t > p) {
+            *item = p;
+            *len = (size_t)(t - p);
+            return true;
+        }
+        p = e;
+    }
+}

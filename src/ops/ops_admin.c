@@ -11,19 +11,13 @@
 static cJSON *admin_json(const kr_admin_token *t)
 {
     cJSON *j = cJSON_CreateObject();
-    int64_t now = kr_now_ms();
     cJSON_AddNumberToObject(j, "id", (double)t->id);
     cJSON_AddStringToObject(j, "prefix", t->prefix);
     cJSON_AddStringToObject(j, "scope", kr_admin_scope_name(t->scope));
     if (t->scope == KR_ADMIN_ORG) cJSON_AddStringToObject(j, "org", t->org_slug);
     else cJSON_AddNullToObject(j, "org");
     cJSON_AddStringToObject(j, "name", t->name);
-    cJSON_AddStringToObject(j, "state", t->revoked_at                                ? "revoked"
-                                        : (t->expires_at && t->expires_at <= now) ? "expired"
-                                                                                  : "active");
-    kr_ops_add_time(j, "created_at", t->created_at);
-    kr_ops_add_time(j, "expires_at", t->expires_at);
-    kr_ops_add_time(j, "revoked_at", t->revoked_at);
+    kr_ops_add_lifetime(j, t->created_at, t->expires_at, t->revoked_at);
     return j;
 }
 
@@ -60,9 +54,7 @@ int kr_op_admin_token_mint(kr_op_call *c, cJSON *out, kr_diag *d)
         cJSON *j = admin_json(&t);
         cJSON_AddStringToObject(j, "token", tok); /* shown once */
         cJSON_AddStringToObject(j, "fingerprint", fp);
-        cJSON *e;
-        cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-        cJSON_Delete(j);
+        kr_ops_merge(out, j);
         kr_snprintf(c->target, sizeof c->target, "admin token %lld", (long long)t.id);
         kr_snprintf(c->detail, sizeof c->detail, "%s scope%s%s, fingerprint %s", scope,
                     org ? " for " : "", org ? c->org.slug : "", fp);
@@ -96,29 +88,15 @@ int kr_op_admin_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d)
         kr_strlcpy(c->org.slug, t.org_slug, sizeof c->org.slug);
         c->has_org = true;
     }
-    cJSON *j = admin_json(&t);
-    cJSON *e;
-    cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-    cJSON_Delete(j);
+    kr_ops_merge(out, admin_json(&t));
     return 0;
 }
 
 int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d)
 {
     kr_audit_filter f = {0};
-    int rc;
-    const char *org = kr_op_str(c, "org");
-    if (c->actor->scope == KR_ADMIN_ORG) { /* an org admin: its own org's entries only */
-        kr_org own;
-        if ((rc = kr_org_get(c->st, c->actor->org_id, &own, d))) return rc;
-        if (org && strcmp(org, own.slug))
-            return kr_fail(d, KR_EDENIED, "audit: this admin token administers another org");
-        f.org_id = own.id;
-    } else if (org) {
-        kr_org o;
-        if ((rc = kr_org_find(c->st, org, &o, d))) return rc;
-        f.org_id = o.id;
-    }
+    int rc = kr_ops_org_filter(c, &f.org_id, d); /* an org admin: its own org's entries only */
+    if (rc) return rc;
     f.action = kr_op_str(c, "action");
     f.actor = kr_op_str(c, "actor");
     f.since = kr_op_int(c, "since", 0);

@@ -164,19 +164,8 @@ int kr_op_usage(kr_op_call *c, cJSON *out, kr_diag *d)
     f.model = kr_op_str(c, "model");
     f.from_day = kr_op_str(c, "from");
     f.to_day = kr_op_str(c, "to");
-    int rc;
-    const char *org = kr_op_str(c, "org");
-    if (c->actor->scope == KR_ADMIN_ORG) { /* an org admin: its own org, always */
-        kr_org own;
-        if ((rc = kr_org_get(c->st, c->actor->org_id, &own, d))) return rc;
-        if (org && strcmp(org, own.slug))
-            return kr_fail(d, KR_EDENIED, "usage: this admin token administers another org");
-        f.org_id = own.id;
-    } else if (org) {
-        kr_org o;
-        if ((rc = kr_org_find(c->st, org, &o, d))) return rc;
-        f.org_id = o.id;
-    }
+    int rc = kr_ops_org_filter(c, &f.org_id, d); /* an org admin: its own org, always */
+    if (rc) return rc;
     if (kr_op_str(c, "workspace")) {
         kr_workspace w;
         if ((rc = kr_ws_find(c->st, kr_op_str(c, "workspace"), &w, d))) return rc;

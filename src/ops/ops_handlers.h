@@ -40,6 +40,13 @@ int kr_op_admin_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d);
 
 /* shared by the handlers */
+/* The org an any-admin operation reports on: an org admin's own (403 when it
+ * names another), else the "org" parameter's, else 0 (every org). */
+int kr_ops_org_filter(const kr_op_call *c, int64_t *org_id, kr_diag *d);
+/* "state" (active / expired / revoked) and the three times of a token. */
+void kr_ops_add_lifetime(cJSON *o, int64_t created, int64_t expires, int64_t revoked);
+/* Moves every member of src into out; frees src. */
+void kr_ops_merge(cJSON *out, cJSON *src);
 void kr_ops_provision_ctx(const kr_op_call *c, kr_provision_ctx *ctx);
 
 #endif

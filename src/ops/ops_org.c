@@ -33,6 +33,46 @@ void kr_ops_add_time(cJSON *o, const char *name, int64_t ms)
     else cJSON_AddNullToObject(o, name);
 }
 
+void kr_ops_add_lifetime(cJSON *o, int64_t created, int64_t expires, int64_t revoked)
+{
+    int64_t now = kr_now_ms();
+    cJSON_AddStringToObject(o, "state", revoked                            ? "revoked"
+                                        : (expires && expires <= now) ? "expired"
+                                                                      : "active");
+    kr_ops_add_time(o, "created_at", created);
+    kr_ops_add_time(o, "expires_at", expires);
+    kr_ops_add_time(o, "revoked_at", revoked);
+}
+
+void kr_ops_merge(cJSON *out, cJSON *src)
+{
+    while (src && src->child) {
+        cJSON *e = cJSON_DetachItemViaPointer(src, src->child);
+        cJSON_AddItemToObject(out, e->string, e);
+    }
+    cJSON_Delete(src);
+}
+
+int kr_ops_org_filter(const kr_op_call *c, int64_t *org_id, kr_diag *d)
+{
+    const char *org = kr_op_str(c, "org");
+    kr_org o;
+    int rc;
+    *org_id = 0;
+    if (c->actor->scope == KR_ADMIN_ORG) { /* an org admin: its own org, always */
+        if ((rc = kr_org_get(c->st, c->actor->org_id, &o, d))) return rc;
+        if (org && strcmp(org, o.slug))
+            return kr_fail(d, KR_EDENIED, "%s: this admin token administers another org",
+                           c->op->name);
+    } else if (!org) {
+        return 0;
+    } else if ((rc = kr_org_find(c->st, org, &o, d))) {
+        return rc;
+    }
+    *org_id = o.id;
+    return 0;
+}
+
 void kr_ops_provision_ctx(const kr_op_call *c, kr_provision_ctx *ctx)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -253,10 +293,7 @@ int kr_op_ws_explain(kr_op_call *c, cJSON *out, kr_diag *d)
         kr_provision_result_free(&r);
         return kr_fail(d, prov, "%s", kr_diag_msg(&pd, prov));
     }
-    cJSON *j = result_json(&r, false);
-    cJSON *e;
-    cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-    cJSON_Delete(j);
+    kr_ops_merge(out, result_json(&r, false));
     cJSON_AddStringToObject(out, "org", c->org.slug);
     if (prov && !cJSON_GetObjectItemCaseSensitive(out, "error")) {
         cJSON_AddStringToObject(out, "error", kr_err_name(prov));
@@ -292,10 +329,7 @@ int kr_op_ws_provision(kr_op_call *c, cJSON *out, kr_diag *d)
     kr_provision_result r;
     rc = kr_provision(c->st, c->env->mk, &ctx, &c->ws, pv, npv, token, &r, d);
     if (!rc) {
-        cJSON *j = result_json(&r, true);
-        cJSON *e;
-        cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-        cJSON_Delete(j);
+        kr_ops_merge(out, result_json(&r, true));
         /* the env file form, for `keyrail provision --format env` */
         kr_buf b = KR_BUF_INIT(1 << 24);
         kr_env_render_env(&r.env, &b);
@@ -421,15 +455,9 @@ int kr_op_secret_list(kr_op_call *c, cJSON *out, kr_diag *d)
 static cJSON *token_json(const kr_token *t)
 {
     cJSON *j = cJSON_CreateObject();
-    int64_t now = kr_now_ms();
     cJSON_AddNumberToObject(j, "id", (double)t->id);
     cJSON_AddStringToObject(j, "prefix", t->prefix);
-    cJSON_AddStringToObject(j, "state", t->revoked_at                                ? "revoked"
-                                        : (t->expires_at && t->expires_at <= now) ? "expired"
-                                                                                  : "active");
-    kr_ops_add_time(j, "created_at", t->created_at);
-    kr_ops_add_time(j, "expires_at", t->expires_at);
-    kr_ops_add_time(j, "revoked_at", t->revoked_at);
+    kr_ops_add_lifetime(j, t->created_at, t->expires_at, t->revoked_at);
     return j;
 }
 
@@ -450,9 +478,7 @@ int kr_op_token_mint(kr_op_call *c, cJSON *out, kr_diag *d)
         cJSON_AddStringToObject(j, "token", tok); /* shown once */
         cJSON_AddStringToObject(j, "fingerprint", fp);
         cJSON_AddStringToObject(j, "workspace", c->ws.name);
-        cJSON *e;
-        cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-        cJSON_Delete(j);
+        kr_ops_merge(out, j);
         kr_snprintf(c->detail, sizeof c->detail, "token %lld, fingerprint %s%s", (long long)t.id,
                     fp, ttl ? ", expires" : "");
     }
@@ -484,9 +510,6 @@ int kr_op_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d)
     if (rc) return rc;
     kr_snprintf(c->detail, sizeof c->detail, "token %lld", (long long)t.id);
     t.revoked_at = kr_now_ms();
-    cJSON *j = token_json(&t);
-    cJSON *e;
-    cJSON_ArrayForEach(e, j) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, true));
-    cJSON_Delete(j);
+    kr_ops_merge(out, token_json(&t));
     return 0;
 }

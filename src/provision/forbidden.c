@@ -1,4 +1,5 @@
 #include "provision/forbidden.h"
+#include "core/ini.h"
 #include "core/buf.h"
 
 #include <string.h>
@@ -90,22 +91,14 @@ void kr_policy_init(kr_policy *p)
 
 int kr_policy_add_prefixes(kr_policy *p, const char *list, kr_diag *d)
 {
-    const char *s = list;
-    while (*s) {
-        while (*s == ' ' || *s == ',') s++;
-        const char *e = s;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > s && t[-1] == ' ') t--;
-        if (t > s) {
-            if (p->nprefixes >= KR_POLICY_MAX_PREFIXES)
-                return kr_fail(d, KR_ECONFIG, "at most %d operator prefixes", KR_POLICY_MAX_PREFIXES);
-            if (kr_memlcpy(p->operator_prefixes[p->nprefixes], sizeof p->operator_prefixes[0], s,
-                           (size_t)(t - s)))
-                return kr_fail(d, KR_ECONFIG, "operator prefix too long");
-            p->nprefixes++;
-        }
-        s = e;
+    const char *item;
+    size_t len;
+    while (kr_list_next(&list, &item, &len)) {
+        if (p->nprefixes >= KR_POLICY_MAX_PREFIXES)
+            return kr_fail(d, KR_ECONFIG, "at most %d operator prefixes", KR_POLICY_MAX_PREFIXES);
+        if (kr_memlcpy(p->operator_prefixes[p->nprefixes], sizeof p->operator_prefixes[0], item, len))
+            return kr_fail(d, KR_ECONFIG, "operator prefix too long");
+        p->nprefixes++;
     }
     return 0;
 }

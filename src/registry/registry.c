@@ -17,21 +17,12 @@ typedef struct {
 static int split_list(const char *v, char (*out)[64], size_t cap_each, size_t max, size_t *n,
                       kr_diag *d, int line)
 {
-    *n = 0;
-    const char *s = v;
-    while (*s) {
-        while (*s == ' ' || *s == ',') s++;
-        const char *e = s;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > s && t[-1] == ' ') t--;
-        if (t > s) {
-            if (*n >= max) return kr_fail(d, KR_EPARSE, "line %d: more than %zu entries", line, max);
-            if (kr_memlcpy((char *)out + *n * cap_each, cap_each, s, (size_t)(t - s)))
-                return kr_fail(d, KR_EPARSE, "line %d: list entry too long", line);
-            (*n)++;
-        }
-        s = e;
+    const char *item;
+    size_t len;
+    for (*n = 0; kr_list_next(&v, &item, &len); (*n)++) {
+        if (*n >= max) return kr_fail(d, KR_EPARSE, "line %d: more than %zu entries", line, max);
+        if (kr_memlcpy((char *)out + *n * cap_each, cap_each, item, len))
+            return kr_fail(d, KR_EPARSE, "line %d: list entry too long", line);
     }
     return 0;
 }
@@ -220,17 +211,14 @@ int kr_registry_parse(const char *text, size_t n, kr_registry **out, kr_diag *d)
     return 0;
 }
 
+static int parse_any(const char *text, size_t n, void *out, kr_diag *d)
+{
+    return kr_registry_parse(text, n, out, d);
+}
+
 int kr_registry_load(const char *path, kr_registry **out, kr_diag *d)
 {
-    char *text;
-    size_t n;
-    int rc = kr_read_file(path, KR_INI_MAX_BYTES, &text, &n, d);
-    if (rc) return rc;
-    kr_diag inner = {{0}};
-    rc = kr_registry_parse(text, n, out, &inner);
-    free(text);
-    if (rc) return kr_fail(d, rc, "%s: %s", path, kr_diag_msg(&inner, rc));
-    return 0;
+    return kr_ini_load(path, parse_any, out, d);
 }
 
 void kr_registry_free(kr_registry *r)

@@ -35,24 +35,15 @@ static bool env_name_ok(const char *s)
 static int split(const char *v, char *out, size_t each, size_t max, size_t *n, bool env,
                  kr_diag *d, int line)
 {
-    *n = 0;
-    const char *s = v;
-    while (*s) {
-        while (*s == ' ' || *s == ',') s++;
-        const char *e = s;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > s && t[-1] == ' ') t--;
-        if (t > s) {
-            if (*n >= max) return kr_fail(d, KR_EPARSE, "line %d: more than %zu entries", line, max);
-            char *dst = out + *n * each;
-            if (kr_memlcpy(dst, each, s, (size_t)(t - s)))
-                return kr_fail(d, KR_EPARSE, "line %d: list entry too long", line);
-            if (env && !env_name_ok(dst))
-                return kr_fail(d, KR_EPARSE, "line %d: '%s' is not a variable name", line, dst);
-            (*n)++;
-        }
-        s = e;
+    const char *item;
+    size_t len;
+    for (*n = 0; kr_list_next(&v, &item, &len); (*n)++) {
+        if (*n >= max) return kr_fail(d, KR_EPARSE, "line %d: more than %zu entries", line, max);
+        char *dst = out + *n * each;
+        if (kr_memlcpy(dst, each, item, len))
+            return kr_fail(d, KR_EPARSE, "line %d: list entry too long", line);
+        if (env && !env_name_ok(dst))
+            return kr_fail(d, KR_EPARSE, "line %d: '%s' is not a variable name", line, dst);
     }
     return 0;
 }
@@ -213,18 +204,15 @@ int kr_runtimes_parse(const char *text, size_t n, kr_runtimes **out, kr_diag *d)
     return 0;
 }
 
+static int parse_any(const char *text, size_t n, void *out, kr_diag *d)
+{
+    return kr_runtimes_parse(text, n, out, d);
+}
+
 int kr_runtimes_load(const char *path, kr_runtimes **out, kr_diag *d)
 {
     if (!path || !*path) return kr_runtimes_parse(kr_runtimes_builtin, strlen(kr_runtimes_builtin), out, d);
-    char *text;
-    size_t n;
-    int rc = kr_read_file(path, KR_INI_MAX_BYTES, &text, &n, d);
-    if (rc) return rc;
-    kr_diag inner = {{0}};
-    rc = kr_runtimes_parse(text, n, out, &inner);
-    free(text);
-    if (rc) return kr_fail(d, rc, "%s: %s", path, kr_diag_msg(&inner, rc));
-    return 0;
+    return kr_ini_load(path, parse_any, out, d);
 }
 
 void kr_runtimes_free(kr_runtimes *r)

@@ -168,3 +168,22 @@ def test_claude_settings_file_cannot_redirect_the_token(tmp_path, kr, vendor):
     reqs = vendor.requests()
     assert reqs and all(not r["path"].startswith("/elsewhere") for r in reqs)
     assert all(r["auth_sha256"] == fx.sha256(fx.PLATFORM_ANTHROPIC_KEY) for r in reqs)
+
+
+def test_claude_code_concierge_with_no_default_model_works(tmp_path, kr, vendor):
+    """No concierge_default_model anywhere: Claude Code asks for its own default
+    (claude-opus-5-5), which the registry prices, on the platform route."""
+    token = kr.setup_org()
+    kr.start()
+    home = os.path.join(str(tmp_path), "home")
+    os.makedirs(home, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "HOME": home, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           "CLAUDE_CODE_MAX_RETRIES": "0", "KEYRAIL_WORKSPACE_TOKEN": token}
+    p = subprocess.run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=home)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Hello from fakevendor." in p.stdout
+    reqs = [r for r in vendor.requests() if r["path"].endswith("/v1/messages")]
+    assert reqs and all(r["model"] == "claude-opus-5-5" for r in reqs)
+    rows = fx.wait_until(lambda: len(kr.usage()) == len(reqs) and kr.usage(), what="usage rows")
+    assert all(r["status"] == "complete" and r["cost_micros"] > 0 for r in rows)

@@ -83,7 +83,8 @@ def http(port, method, path, body=None, headers=None, timeout=30):
 # 400, and raw-socket exchanges), ok.log (2xx/3xx), env.log (2xx bodies of
 # /v1/workspace/env, which hand a workspace its own credentials by design).
 # tests/hygiene.sh scans them, the logs and the store files for canaries.
-# Additive: http() behaves exactly as before.
+# minted.log holds the 2xx bodies of the admin API's token mints, which show a
+# new token once by design. Additive: http() behaves exactly as before.
 _RESPONSES_DIR = None
 
 
@@ -101,8 +102,11 @@ def save_body(what, status, data, path=""):
     """Appends one response body to the hygiene files (status None: raw bytes)."""
     if _RESPONSES_DIR is None or data is None:
         return
+    bare = path.split("?")[0]
     if status is not None and status < 400:
-        name = "env.log" if path.split("?")[0] == "/v1/workspace/env" else "ok.log"
+        name = "env.log" if bare == "/v1/workspace/env" else "ok.log"
+        if what.startswith("POST ") and (bare.endswith("/tokens") or bare == "/admin/v1/admin-tokens"):
+            name = "minted.log"  # a token shown once, by design
     else:
         name = "errors.log"
     # the test's name without its parameters (ids may hold credentials)

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import zlib
 
-from conftest import ROOT, TENANT_OPENAI_KEY, CANARIES, http, save_body
+from conftest import CANARIES, ROOT, TENANT_OPENAI_KEY, http
 
 JS = os.path.join(ROOT, "tests", "js")
 CONSOLE_SRC = os.path.join(ROOT, "src", "admin", "console")
@@ -101,6 +101,8 @@ def run_scenario(name, tmp_path, env, handlers=None, timeout=300):
         "puppeteer-core is missing from tests/js: run scripts/setup.sh"
     out = tmp_path / f"console-{name}"
     out.mkdir()
+    pages = tmp_path / "console-pages"  # the pages as HTML: tests/hygiene.sh scans them
+    pages.mkdir(exist_ok=True)
     home = tmp_path / "browser-home"  # chromium writes nothing outside the test's directory
     home.mkdir(exist_ok=True)
     node_env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYRAIL_", "ASAN_", "UBSAN_"))}
@@ -113,7 +115,8 @@ def run_scenario(name, tmp_path, env, handlers=None, timeout=300):
         timer.start()
         result = None
         try:
-            p.stdin.write(json.dumps(dict(env, out_dir=str(out), chromium=CHROMIUM)) + "\n")
+            p.stdin.write(json.dumps(dict(env, out_dir=str(out), pages_dir=str(pages), scenario=name,
+                                          chromium=CHROMIUM)) + "\n")
             p.stdin.flush()
             for line in p.stdout:
                 msg = json.loads(line)
@@ -157,11 +160,13 @@ def check_report(result, expected_refusals):
     assert len(logged) <= len(expected_refusals)
     for f in result["screenshots"]:
         assert os.path.getsize(f) > 0 and _png_has_content(f), f"{f} is an empty screenshot"
-    for name, html in result.get("snapshots", {}).items():
-        # the pages as shown go to the secret-hygiene sweep (tests/hygiene.sh)
-        save_body(f"console page {name}", 200, html.encode())
+    assert len(result["pages"]) == len(result["screenshots"])
+    for f in result["pages"]:  # each screenshot's page as HTML (tests/hygiene.sh scans them too)
+        html = open(f).read()
+        assert "</main>" in html
         for c in CANARIES:
-            assert c not in html, f"a credential is in the console's {name} page"
+            assert c not in html, f"a credential is in the console page {f}"
+        assert not re.search(r"(?:krws|kradm)_[A-Za-z0-9_-]{43}", html), f"a token is in the console page {f}"
 
 
 def test_console_operator_in_a_real_browser(kr, vendor, tmp_path):
@@ -179,13 +184,17 @@ def test_console_operator_in_a_real_browser(kr, vendor, tmp_path):
         c.close()
         assert n == 1, f"{n} sessions"
 
+    def revoke_admin_token(msg):
+        (tid,), = kr.db_rows("select id from admin_tokens where name = 'browser test'")
+        kr.cli("admin-token", "revoke", str(tid))
+
     result = run_scenario("operator", tmp_path, {
         "admin_url": f"http://127.0.0.1:{kr.admin_port}",
         "proxy_url": f"http://127.0.0.1:{kr.port}",
         "vendor_url": vendor.url,
         "operator_token": token,
         "secret_value": TENANT_OPENAI_KEY,
-    }, {"wait_usage": wait_usage, "expire_sessions": expire_sessions})
+    }, {"wait_usage": wait_usage, "expire_sessions": expire_sessions, "revoke_admin_token": revoke_admin_token})
     check_report(result, [
         ("GET", "/admin/v1/session", 401),                 # first visit: nobody signed in
         ("POST", "/admin/v1/session", 401),                # an unknown admin token
@@ -194,6 +203,8 @@ def test_console_operator_in_a_real_browser(kr, vendor, tmp_path):
         ("POST", "/admin/v1/orgs", 403), ("POST", "/admin/v1/orgs", 403),  # no / wrong CSRF token
         ("GET", "/admin/v1/orgs", 401),                    # the expired session
         ("GET", "/admin/v1/session", 401),                 # the signed-out session's cookie
+        ("GET", "/admin/v1/orgs", 401),                    # the session of a revoked admin token (usage page)
+        ("POST", "/admin/v1/session", 401),                # signing in with it
     ])
     assert len(result["screenshots"]) == 7
     # what the console did is what the store holds, and the audit log says so

@@ -61,7 +61,7 @@ export async function scenario(main) {
     log(`FAILED: ${e instanceof CheckFailed ? "check: " : ""}${e && e.message ? e.message.split("\n")[0] : e}`);
     if (t.page) {
       try {
-        await t.shot("failure");
+        await t.shot("failure", t.page, { html: false });
         log(`at ${await t.page.evaluate(() => location.hash)}; page state ${await t.page.evaluate(() => document.getElementById("app").dataset.state)}`);
       } catch (e2) { /* the browser may be gone */ }
     }
@@ -83,6 +83,7 @@ class Toolkit {
     this.failedRequests = [];
     this.refusals = []; // {method, path, status}: 4xx/5xx answers the page got
     this.screenshots = [];
+    this.pages = []; // each screenshot's page, as HTML
     this.csp = [];
     this.glitches = []; // "[object …]", "undefined", "null" or "NaN" on a page
     this.contexts = [];
@@ -222,21 +223,34 @@ class Toolkit {
     }, method, p, body || null, headers || null);
   }
 
+  // Everything the page holds: its markup, its text and its fields' values.
   async html(page = this.page) {
-    return page.evaluate(() => document.documentElement.outerHTML);
+    return page.evaluate(() => [document.documentElement.outerHTML, document.body.innerText,
+      ...[...document.querySelectorAll("input, textarea, select")].map((i) => i.value)].join("\n"));
   }
 
-  async shot(name, page = this.page) {
+  // A full-page screenshot, and the page as HTML beside it in pages_dir
+  // (tests/hygiene.sh scans those for credentials). shownOnce: a token the
+  // page shows once by design, replaced in the saved HTML by a marker.
+  async shot(name, page = this.page, { shownOnce, html = true } = {}) {
     await this.glitchCheck(page);
     const file = path.join(this.out, `${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     this.screenshots.push(file);
+    if (html && this.env.pages_dir) {
+      let doc = await page.content();
+      if (shownOnce) doc = doc.split(shownOnce).join("[the token shown once]");
+      const hf = path.join(this.env.pages_dir, `${this.env.scenario}-${name}.html`);
+      fs.writeFileSync(hf, doc);
+      this.pages.push(hf);
+    }
     return file;
   }
 
   report() {
     return {
       screenshots: this.screenshots,
+      pages: this.pages,
       console: this.consoleMessages,
       page_errors: this.pageErrors,
       failed_requests: this.failedRequests,

@@ -13,6 +13,25 @@ Test(registry, shipped_default_parses)
     cr_assert_eq(kr_registry_load(KR_DEFAULT_REGISTRY, &r, &d), 0, "%s", d.msg);
     cr_assert_not_null(kr_registry_provider(r, "anthropic"));
     cr_assert_not_null(kr_registry_model(r, "claude-sonnet-4-5"));
+    /* the pinned agents' own defaults are priced platform models: a concierge
+     * without concierge_default_model works out of the box */
+    const char *defaults[][2] = {{"claude-opus-5-5", "anthropic"}, {"gpt-6.2-sol", "openai"}};
+    for (size_t i = 0; i < 2; i++) {
+        const kr_model *m = kr_registry_model(r, defaults[i][0]);
+        cr_assert(m && m->priced && m->price_input && m->price_output, "%s unpriced", defaults[i][0]);
+        cr_assert_str_eq(r->providers[m->provider].name, defaults[i][1]);
+        cr_assert(r->providers[m->provider].platform);
+    }
+    /* the Anthropic-compatible BYOK endpoints, chosen by the runtime's protocol */
+    cr_assert_str_eq(kr_registry_claim_proto(r, "deepseek-chat", KR_PROTO_ANTHROPIC)->name,
+                     "deepseek-anthropic");
+    cr_assert_str_eq(kr_registry_claim_proto(r, "deepseek-chat", KR_PROTO_OPENAI)->name, "deepseek");
+    const char *anth[] = {"kimi-k2", "anthropic/claude-sonnet-4.5", "MiniMax-M2"};
+    for (size_t i = 0; i < 3; i++) {
+        const kr_provider *p = kr_registry_claim_proto(r, anth[i], KR_PROTO_ANTHROPIC);
+        cr_assert(p && p->proto == KR_PROTO_ANTHROPIC && !p->platform, "%s", anth[i]);
+    }
+    cr_assert_str_eq(kr_registry_key_issuer(r, "sk-or-v1-abcdef")->name, "openrouter");
     kr_registry_free(r);
 }
 

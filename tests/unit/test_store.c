@@ -1258,3 +1258,115 @@ PG_TEST(pg_lock_and_serialization_failures_are_busy)
     OK(kr_db_exec(b, "SELECT 1", NULL, 0, &dg));
     kr_db_close(b);
 }
+
+/* ---- admin tokens, sessions, audit, idempotency, nested transactions ---- */
+
+STORE_TEST(admin_tokens_sessions_and_idempotency)
+{
+    kr_org o;
+    OK(kr_org_create(s, "acme", "Acme", &o, &dg));
+    kr_admin_token op, org, t;
+    OK(kr_admin_token_insert(s, "h1", "kradm_AAAAAA", KR_ADMIN_OPERATOR, 0, "ops", 0, &op, &dg));
+    OK(kr_admin_token_insert(s, "h2", "kradm_BBBBBB", KR_ADMIN_ORG, o.id, "acme admins", 0, &org, &dg));
+    cr_assert_eq(org.scope, KR_ADMIN_ORG);
+    cr_assert_str_eq(org.org_slug, "acme");
+    /* an org token names its org; an operator token none */
+    ERR(KR_EEXISTS, kr_admin_token_insert(s, "h3", "p", KR_ADMIN_ORG, 0, "", 0, NULL, &dg));
+    ERR(KR_EEXISTS, kr_admin_token_insert(s, "h1", "p", KR_ADMIN_OPERATOR, 0, "", 0, NULL, &dg));
+    OK(kr_admin_token_by_hash(s, "h2", &t, &dg));
+    cr_assert_eq(t.id, org.id);
+    ERR(KR_ENOTFOUND, kr_admin_token_by_hash(s, "nope", &t, &dg));
+    /* a session ends with its token's revocation */
+    char csrf[65];
+    int64_t tid, until;
+    OK(kr_session_insert(s, "sess", org.id, "c0ffee", kr_now_ms() + 60000, &dg));
+    OK(kr_session_get(s, "sess", &tid, csrf, &until, &dg));
+    cr_assert_eq(tid, org.id);
+    cr_assert_str_eq(csrf, "c0ffee");
+    OK(kr_admin_token_revoke(s, org.id, &dg));
+    ERR(KR_ENOTFOUND, kr_session_get(s, "sess", &tid, csrf, &until, &dg));
+    ERR(KR_ENOTFOUND, kr_admin_token_revoke(s, org.id, &dg)); /* once */
+    OK(kr_admin_token_get(s, org.id, &t, &dg));
+    cr_assert_neq(t.revoked_at, 0);
+    kr_admin_token *all;
+    size_t n;
+    OK(kr_admin_token_list(s, &all, &n, &dg));
+    cr_assert_eq(n, 2);
+    free(all);
+    /* idempotency: the first response, once per (actor, key) */
+    char opn[48], hash[65];
+    int status;
+    char *resp;
+    OK(kr_idem_put(s, "admin:x", "k1", "org.create", "abc", 201, "{\"org\":1}", &dg));
+    ERR(KR_EEXISTS, kr_idem_put(s, "admin:x", "k1", "org.create", "abc", 201, "{}", &dg));
+    OK(kr_idem_get(s, "admin:x", "k1", opn, hash, &status, &resp, &dg));
+    cr_assert_str_eq(resp, "{\"org\":1}");
+    cr_assert_eq(status, 201);
+    free(resp);
+    ERR(KR_ENOTFOUND, kr_idem_get(s, "admin:y", "k1", opn, hash, &status, &resp, &dg));
+}
+
+STORE_TEST(audit_is_append_only_and_filtered)
+{
+    kr_org a, b;
+    OK(kr_org_create(s, "a", "A", &a, &dg));
+    OK(kr_org_create(s, "b", "B", &b, &dg));
+    for (int i = 0; i < 5; i++) {
+        kr_audit_row r;
+        memset(&r, 0, sizeof r);
+        r.at = 1000 + i;
+        snprintf(r.actor, sizeof r.actor, "cli:u%d", i % 2);
+        kr_strlcpy(r.actor_scope, "operator", sizeof r.actor_scope);
+        kr_strlcpy(r.action, i == 4 ? "secret.set" : "org.create", sizeof r.action);
+        kr_strlcpy(r.target, "t", sizeof r.target);
+        r.org_id = i < 3 ? a.id : b.id;
+        kr_strlcpy(r.request_id, "req", sizeof r.request_id);
+        kr_strlcpy(r.outcome, "ok", sizeof r.outcome);
+        OK(kr_audit_append(s, &r, &dg));
+    }
+    kr_audit_row *rows;
+    size_t n;
+    kr_audit_filter f = {.org_id = a.id, .limit = 10};
+    OK(kr_audit_list(s, &f, &rows, &n, &dg));
+    cr_assert_eq(n, 3);
+    cr_assert_gt(rows[0].id, rows[1].id, "newest first");
+    int64_t second = rows[1].id;
+    free(rows);
+    f = (kr_audit_filter){.action = "secret.set", .limit = 10};
+    OK(kr_audit_list(s, &f, &rows, &n, &dg));
+    cr_assert_eq(n, 1);
+    free(rows);
+    f = (kr_audit_filter){.actor = "cli:u1", .since = 1002, .limit = 10};
+    OK(kr_audit_list(s, &f, &rows, &n, &dg));
+    cr_assert_eq(n, 1); /* u1 at 1003 */
+    free(rows);
+    f = (kr_audit_filter){.org_id = a.id, .before_id = second, .limit = 10};
+    OK(kr_audit_list(s, &f, &rows, &n, &dg));
+    cr_assert_eq(n, 1);
+    free(rows);
+    /* the store refuses to change or remove a row */
+    cr_assert_neq(kr_db_exec(s->db, "UPDATE audit SET outcome = 'forged'", NULL, 0, &dg), 0);
+    cr_assert_neq(kr_db_exec(s->db, "DELETE FROM audit", NULL, 0, &dg), 0);
+    cr_assert_eq(q_int(s, "SELECT count(*) FROM audit WHERE outcome = 'ok'"), 5);
+}
+
+STORE_TEST(transactions_nest_as_savepoints)
+{
+    kr_org o;
+    /* an inner store transaction rolled back with the outer one */
+    OK(kr_store_begin(s, &dg));
+    OK(kr_org_create(s, "outer", "O", &o, &dg));
+    OK(kr_credits_add(s, o.id, 5000000, "topup", &dg)); /* has its own transaction: a savepoint */
+    cr_assert_eq(s->txdepth, 1);
+    kr_store_rollback(s);
+    cr_assert_eq(s->txdepth, 0);
+    cr_assert_eq(q_int(s, "SELECT count(*) FROM orgs"), 0);
+    cr_assert_eq(q_int(s, "SELECT count(*) FROM credit_ledger"), 0);
+    /* committed together */
+    OK(kr_store_begin(s, &dg));
+    OK(kr_org_create(s, "kept", "K", &o, &dg));
+    OK(kr_credits_add(s, o.id, 5000000, "topup", &dg));
+    OK(kr_store_commit(s, &dg));
+    cr_assert_eq(q_int(s, "SELECT count(*) FROM credit_ledger"), 1);
+    cr_assert_eq(q_int(s, "SELECT count(*) FROM orgs"), 1);
+}
