@@ -23,7 +23,8 @@ export function legend(names) {
 }
 
 // Stacked vertical bars: one bar per x, one segment per series.
-//   {id, title, xs, series, value(xi, si) -> number, fmt(n) exact, tick(n) short}
+//   {id, title, xs, series, value(xi, si) -> number, fmt(n) exact, tick(n) short,
+//    label(x) for the x axis (optional)}
 export function stackedBars(o) {
   const H = 280, ml = 70, mr = 12, mt = 14, mb = 44;
   const pw = W - ml - mr, ph = H - mt - mb;
@@ -57,7 +58,7 @@ export function stackedBars(o) {
     });
     svg.append(g);
     if (i % every === 0)
-      svg.append(s("text", { x: r2(x0 + bw / 2), y: H - mb + 18, "text-anchor": "middle", class: "tick" }, x));
+      svg.append(s("text", { x: r2(x0 + bw / 2), y: H - mb + 18, "text-anchor": "middle", class: "tick" }, o.label ? o.label(x) : x));
   });
   return h("figure", { class: "chart-box" }, h("figcaption", {}, o.title), svg, legend(o.series));
 }

@@ -41,7 +41,7 @@ export async function auditPage(view, ctx) {
     { label: "Target", get: (e) => e.target },
     { label: "Outcome", get: (e) => h("span", { class: e.outcome === "ok" ? "state state-active" : "state state-refused" }, e.outcome) },
     { label: "Detail", get: (e) => e.detail },
-    { label: "Request id", get: (e) => h("code", {}, e.request_id), nowrap: true },
+    { label: "Request id", get: (e) => h("code", { class: "rid" }, e.request_id) },
   ], page.items, "No entries match.")),
   pager(cursor, page.next_cursor, (c) => route("audit", { org, action: f.action, actor: f.actor,
                                                           limit: f.limit === "50" ? "" : f.limit, cursor: c })));

@@ -18,8 +18,8 @@ export async function creditsPage(view, ctx) {
       h("dt", {}, "Balance"), h("dd", { id: "credits-balance" }, c.balance),
       h("dt", {}, "Overage cap"), h("dd", {}, c.overage_cap),
       h("dt", {}, "Available"), h("dd", {}, c.available),
-      h("dt", {}, "State"), h("dd", { class: c.refusing ? "state state-refusing" : "state state-active" },
-        c.refusing ? "refusing calls: nothing available" : "serving")));
+      h("dt", {}, "State"), h("dd", {}, h("span", { class: c.refusing ? "state state-refusing" : "state state-active" },
+        c.refusing ? "refusing calls: nothing available" : "serving"))));
   };
   show(await api("GET", path("orgs", org, "credits")));
   view.append(credits);
@@ -31,7 +31,7 @@ export async function creditsPage(view, ctx) {
       { label: "When", get: (e) => when(e.at), nowrap: true },
       { label: "Amount", get: (e) => e.amount, num: true },
       { label: "Reason", get: (e) => e.reason },
-      { label: "Request id", get: (e) => (e.request_id ? h("code", {}, e.request_id) : ""), nowrap: true },
+      { label: "Request id", get: (e) => (e.request_id ? h("code", { class: "rid" }, e.request_id) : "") },
     ], page.items, "No ledger entries."),
     pager(cursor, page.next_cursor, (c) => route("orgs", org, "credits", { cursor: c })));
   };

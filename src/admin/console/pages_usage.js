@@ -78,6 +78,8 @@ export async function usagePage(view, ctx) {
   const at = new Map(rows.map((r) => [`${r.day}\u0000${r.model}`, r]));
   const cell = (i, j) => at.get(`${xs[i]}\u0000${models[j]}`);
   const tokens = (r) => (r ? r.input_tokens + r.output_tokens : 0);
+  // x labels: MM-DD when every day is in one year (the bars' titles keep the year)
+  const label = xs.length && xs[0].slice(0, 4) === xs[xs.length - 1].slice(0, 4) ? (d) => d.slice(5) : (d) => d;
 
   // per model totals (cost exact, in micro-units)
   const per = models.map((m) => {
@@ -96,10 +98,10 @@ export async function usagePage(view, ctx) {
 
   out.append(h("div", { class: "charts" },
     stackedBars({ id: "chart-tokens-day", title: "Tokens per day (input + output), by model", xs, series: models,
-                  value: (i, j) => tokens(cell(i, j)), fmt: (n) => `${fmtInt(n)} tokens`, tick: shortNum }),
+                  value: (i, j) => tokens(cell(i, j)), fmt: (n) => `${fmtInt(n)} tokens`, tick: shortNum, label }),
     stackedBars({ id: "chart-cost-day", title: "Cost per day, by model", xs, series: models,
                   value: (i, j) => { const r = cell(i, j); return r ? Number(micros(r.cost)) / 1e6 : 0; },
-                  fmt: (n) => n.toFixed(6), tick: shortMoney }),
+                  fmt: (n) => n.toFixed(6), tick: shortMoney, label }),
     hBars({ id: "chart-tokens-model", title: "Tokens per model (input + output)", labels: models,
             values: per.map((t) => t.input + t.output), fmt: (n) => fmtInt(n) }),
     hBars({ id: "chart-cost-model", title: "Cost per model", labels: models,
