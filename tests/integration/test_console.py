@@ -13,6 +13,7 @@ violation, and no refused request other than the ones the scenario provoked.
 import json
 import os
 import re
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -24,6 +25,7 @@ from conftest import CANARIES, ROOT, TENANT_OPENAI_KEY, http
 JS = os.path.join(ROOT, "tests", "js")
 CONSOLE_SRC = os.path.join(ROOT, "src", "admin", "console")
 CHROMIUM = "/usr/bin/chromium"
+TOKEN = re.compile(rb"(?:krws|kradm)_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8"}
 
@@ -138,6 +140,16 @@ def run_scenario(name, tmp_path, env, handlers=None, timeout=300):
                 p.wait()
     text = open(node_log).read()
     assert rc == 0 and result is not None, f"console scenario {name} failed (exit {rc}):\n{text[-4000:]}"
+    # the browser kept no credential on disk (cache, cookies, form data): the
+    # API's answers are no-store, and the page stores nothing
+    secrets = [v for k, v in env.items() if k.endswith(("_token", "_value"))] + CANARIES
+    for profile in out.glob("chromium-profile-*"):
+        for f in profile.rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                assert not any(s.encode() in data for s in secrets), f"a credential is in the browser's {f.name}"
+                assert not TOKEN.search(data), f"a token is in the browser's {f.name}"
+        shutil.rmtree(profile)
     return result
 
 

@@ -182,6 +182,7 @@ class Toolkit {
 
   // Goes to a console route (#/…) and waits for its page.
   async go(hash, page = this.page) {
+    if ((await page.evaluate(() => location.hash)) === hash) throw new Error(`already at ${hash}`);
     return this.navigate(() => page.evaluate((hh) => { location.hash = hh; }, hash), page);
   }
 
