@@ -247,6 +247,9 @@ static void session_create(admin_job *j, kr_store *st)
     memset(&a, 0, sizeof a);
     kr_snprintf(a.actor, sizeof a.actor, "admin:%s", t.prefix);
     kr_strlcpy(a.actor_scope, kr_admin_scope_name(t.scope), sizeof a.actor_scope);
+    kr_org own;
+    if (t.scope == KR_ADMIN_ORG && !kr_org_get(st, t.org_id, &own, &d)) /* "org:acme", as ops.c */
+        kr_snprintf(a.actor_scope, sizeof a.actor_scope, "org:%s", own.slug);
     kr_strlcpy(a.action, "session.create", sizeof a.action);
     kr_strlcpy(a.target, "console", sizeof a.target);
     a.org_id = t.org_id;

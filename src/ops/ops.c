@@ -368,8 +368,15 @@ static int audit(kr_op_call *c, const char *outcome, kr_diag *d)
     kr_strlcpy(a.actor, c->actor->name, sizeof a.actor);
     kr_strlcpy(a.actor_scope, kr_admin_scope_name(c->actor->scope), sizeof a.actor_scope);
     if (c->actor->scope == KR_ADMIN_ORG) {
+        /* "org:acme" by slug, as every other place names orgs; the id if the
+         * org cannot be read (the row is written either way) */
+        kr_diag ignore = {{0}};
+        kr_org own;
         char s[sizeof a.actor_scope];
-        kr_snprintf(s, sizeof s, "org:%lld", (long long)c->actor->org_id);
+        if (!kr_org_get(c->st, c->actor->org_id, &own, &ignore))
+            kr_snprintf(s, sizeof s, "org:%s", own.slug);
+        else
+            kr_snprintf(s, sizeof s, "org:%lld", (long long)c->actor->org_id);
         kr_strlcpy(a.actor_scope, s, sizeof a.actor_scope);
     }
     kr_strlcpy(a.action, c->op->name, sizeof a.action);
@@ -378,6 +385,14 @@ static int audit(kr_op_call *c, const char *outcome, kr_diag *d)
     else if (c->has_org) kr_strlcpy(a.target, c->org.slug, sizeof a.target);
     else if (kr_op_str(c, "org")) kr_strlcpy(a.target, kr_op_str(c, "org"), sizeof a.target);
     a.org_id = c->has_org ? c->org.id : 0;
+    if (!c->has_org && kr_op_str(c, "org")) {
+        /* refused before the lookup (an org admin reaching for another org):
+         * the row still belongs to the org it reached for, so that org's
+         * audit view shows the attempt; the caller learns nothing from it */
+        kr_diag ignore = {{0}};
+        kr_org target;
+        if (!kr_org_find(c->st, kr_op_str(c, "org"), &target, &ignore)) a.org_id = target.id;
+    }
     kr_strlcpy(a.request_id, c->request_id ? c->request_id : "-", sizeof a.request_id);
     kr_strlcpy(a.outcome, outcome, sizeof a.outcome);
     kr_strlcpy(a.detail, c->detail, sizeof a.detail);

@@ -205,6 +205,15 @@ def test_every_mutation_is_audited_in_its_transaction(kr, world):
     assert st == 200 and all(r["target"] != "audited" for r in json.loads(data)["items"])
     st, _, _ = api(kr, "GET", "/audit?org=other", world["org-admin"])
     assert st == 403
+    # an org admin's attempt on another org is that org's audit entry, the
+    # actor's org named by slug
+    st, h, _ = api(kr, "PUT", "/orgs/other/secrets/EXTRA", world["org-admin"], {"value": "x"})
+    assert st == 403
+    st, _, data = api(kr, "GET", "/audit?org=other&action=secret.set", op)
+    rows = [r for r in json.loads(data)["items"] if r["request_id"] == h["x-keyrail-request-id"]]
+    assert len(rows) == 1 and rows[0]["outcome"] == "DENIED" and rows[0]["target"] == "other", rows
+    assert kr.db_rows("select actor_scope from audit where request_id = ?",
+                      (h["x-keyrail-request-id"],)) == [("org:acme",)]
 
 
 def test_audit_log_is_append_only(kr, world):
