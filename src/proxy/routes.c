@@ -6,6 +6,7 @@
 #include "core/cred.h"
 #include "core/log.h"
 #include "proxy/jscan.h"
+#include "proxy/upclient.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -50,6 +51,7 @@ void kr_req_unref(kr_req *r)
         kr_limits_settle(r->srv, r, &none, 0); /* admitted, never served */
     }
     if (r->hdrs) curl_slist_free_all(r->hdrs);
+    if (r->uc) kr_upstream_stop(r);
     if (r->easy) kr_upstream_release(r->srv, r->easy);
     kr_buf_free(&r->upbody);
     kr_buf_free(&r->resp_head);
@@ -655,6 +657,9 @@ static int output_cap(kr_req *r, const kr_jval *v, const char *const *names, siz
     return 0;
 }
 
+static void forward_native(kr_req *r, const char *url, const char *body, size_t n,
+                           const kr_http_header *conn, const char *auth);
+
 static void forward(kr_req *r)
 {
     kr_server *s = r->srv;
@@ -740,10 +745,14 @@ static void forward(kr_req *r)
     char url[512];
     bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
     snprintf(url, sizeof url, "%s%s%s", claim->base_url, rd->upstream, beta ? "?beta=true" : "");
+    const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
+    if (s->upc) {
+        forward_native(r, url, body, n, conn, s->platform_auth[pi]);
+        return;
+    }
     /* headers */
     struct curl_slist *hl = NULL;
     char line[8300];
-    const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     for (unsigned i = 0; i < h->nheaders; i++) {
         if (!header_forwarded(h->headers[i].name, conn)) continue;
         if (h->headers[i].name.n + h->headers[i].value.n + 3 > sizeof line) continue;
@@ -789,6 +798,50 @@ static void forward(kr_req *r)
     r->t_up_ns = kr_mono_ns();
     if (kr_upstream_start(s, e)) {
         kr_respond_error(r, 502, "api_error", "the upstream request could not be started");
+        return;
+    }
+    r->upstream_active = true;
+    r->refs++; /* the transfer holds the request until kr_req_upstream_done */
+    r->conn->uptimer.data = r->conn;
+    uv_timer_start(&r->conn->uptimer, on_up_timeout, (uint64_t)s->cfg->upstream_timeout_ms, 0);
+}
+
+/* The same request through keyrail's own client (upclient.h): the same
+ * headers in the same order, the body as it is (not copied). */
+static void forward_native(kr_req *r, const char *url, const char *body, size_t n,
+                           const kr_http_header *conn, const char *auth)
+{
+    kr_server *s = r->srv;
+    const kr_http_req *h = r->http;
+    static _Thread_local kr_buf hb = KR_BUF_INIT(2u << 20); /* reused: no allocation per request */
+    kr_buf_reset(&hb);
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const kr_http_header *f = &h->headers[i];
+        if (!header_forwarded(f->name, conn)) continue;
+        kr_buf_append(&hb, f->name.p, f->name.n);
+        kr_buf_append(&hb, ": ", 2);
+        kr_buf_append(&hb, f->value.p, f->value.n);
+        kr_buf_append(&hb, "\r\n", 2);
+    }
+    kr_buf_puts(&hb, "Content-Type: application/json\r\nAccept-Encoding: identity\r\n");
+    /* the platform key line comes from the environment: one line, or nothing is sent */
+    if (strpbrk(auth, "\r\n") || kr_buf_puts(&hb, auth) || kr_buf_append(&hb, "\r\n", 2)) {
+        kr_respond_error(r, 503, "api_error",
+                         "the platform key for provider '%s' is not usable", r->prov->name);
+        return;
+    }
+    kr_upc_call call = {url, hb.data, hb.len, body, n,
+                        /* count_tokens is free and changes nothing: safe to repeat */
+                        r->rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS, on_up_header, on_up_body};
+    r->meter = r->rd->metered;
+    r->t_up_ns = kr_mono_ns();
+    int rc = kr_upc_start(s->upc, r, &call);
+    if (rc) {
+        kr_respond_error(r, 502, "api_error",
+                         rc == KR_EINVAL ? "the upstream URL of provider '%s' is not valid"
+                                         : "the upstream request of provider '%s' could not be "
+                                           "started",
+                         r->prov->name);
         return;
     }
     r->upstream_active = true;
@@ -949,10 +1002,13 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
 
 void kr_req_resume_upstream(kr_req *r)
 {
-    if (!r->paused || !r->easy) return;
+    if (!r->paused || (!r->easy && !r->uc)) return;
     r->paused = false;
     up_activity(r);
-    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    if (r->uc)
+        kr_upc_resume(r);
+    else
+        curl_easy_pause(r->easy, CURLPAUSE_CONT);
 }
 
 static void on_up_timeout(uv_timer_t *t)
@@ -961,7 +1017,7 @@ static void on_up_timeout(uv_timer_t *t)
     kr_req *r = c->req;
     if (!r || !r->upstream_active) return;
     r->timed_out = true;
-    kr_upstream_cancel(r->srv, r->easy);
+    kr_upstream_stop(r);
     kr_req_upstream_done(r, CURLE_OPERATION_TIMEDOUT);
 }
 
@@ -1118,7 +1174,7 @@ void kr_req_abort(kr_req *r)
     }
     if (r->upstream_active) {
         r->upstream_active = false;
-        kr_upstream_cancel(r->srv, r->easy);
+        kr_upstream_stop(r);
         kr_upstream_release(r->srv, r->easy);
         r->easy = NULL;
         if (r->is_sse && r->head_sent) r->srv->metrics.open_streams--;
