@@ -268,7 +268,7 @@ struct kr_req {
     int retry_after;     /* seconds, for a 429 */
     bool finished;       /* response complete on the wire (or abandoned) */
     bool client_gone;
-    int refs; /* the connection + a pending meter callback */
+    int refs; /* the connection + a running upstream transfer */
 };
 
 void kr_req_start(kr_conn *c, const kr_http_req *http);

@@ -1031,12 +1031,10 @@ static void end_response(kr_req *r)
     finish(r);
 }
 
-/* The usage writer committed this request's row. */
-static void on_metered(void *arg)
+/* The usage writer committed rows of this org worth cost (a batch's sum). */
+static void on_metered(void *arg, int64_t org_id, int64_t cost)
 {
-    kr_req *r = arg;
-    kr_limits_committed(r->srv, r->auth.org_id, r->cost);
-    kr_req_unref(r);
+    kr_limits_committed(arg, org_id, cost);
 }
 
 /* Usage of what passed, recorded once per request: journaled (when
@@ -1088,8 +1086,7 @@ static void record_usage(kr_req *r, const char *status)
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->t0_ns) / 1000000);
-    r->refs++;
-    kr_meter_submit(r->srv->meter, &rec, on_metered, r);
+    kr_meter_submit(r->srv->meter, &rec, on_metered, r->srv);
 }
 
 void kr_req_upstream_done(kr_req *r, CURLcode rc)
