@@ -20,6 +20,24 @@
 static void finish(kr_req *r);
 static void undirty(kr_req *r);
 
+/* Lower-case hex of v, zero-padded to width digits (0: as few as needed),
+ * into out (>= 17 bytes); returns the length. No printf on the hot path. */
+static size_t put_hex(char *out, uint64_t v, unsigned width)
+{
+    static const char hx[] = "0123456789abcdef";
+    char t[16];
+    unsigned n = 0;
+    do {
+        t[n++] = hx[v & 15];
+        v >>= 4;
+    } while (v && n < 16);
+    while (n < width && n < 16)
+        t[n++] = '0';
+    for (unsigned i = 0; i < n; i++)
+        out[i] = t[n - 1 - i];
+    return n;
+}
+
 /* ---- request objects ---- */
 
 static kr_req *req_new(kr_conn *c, const kr_http_req *h)
@@ -33,7 +51,10 @@ static kr_req *req_new(kr_conn *c, const kr_http_req *h)
     r->keep_alive = h->keep_alive;
     r->t0_ns = kr_mono_ns();
     r->route = KR_ROUTE_OTHER;
-    snprintf(r->id, sizeof r->id, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
+    /* "req_" + the instance (16 hex) + the sequence (16 hex) */
+    memcpy(r->id, "req_", 4);
+    memcpy(r->id + 4, s->instance, 16);
+    r->id[20 + put_hex(r->id + 20, ++s->reqseq, 16)] = 0;
     kr_buf_init(&r->upbody, (size_t)s->cfg->max_body_bytes + 4096);
     kr_buf_init(&r->resp_head, 16 * 1024);
     kr_buf_init(&r->out, OUT_CAP + 64 * 1024 + 64);
@@ -744,7 +765,13 @@ static void forward(kr_req *r)
      * tenant sends can change the host */
     char url[512];
     bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
-    snprintf(url, sizeof url, "%s%s%s", claim->base_url, rd->upstream, beta ? "?beta=true" : "");
+    if (kr_strlcpy(url, claim->base_url, sizeof url) ||
+        kr_strlcpy(url + strlen(url), rd->upstream, sizeof url - strlen(url)) ||
+        (beta && kr_strlcpy(url + strlen(url), "?beta=true", sizeof url - strlen(url)))) {
+        kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is too long",
+                         claim->name);
+        return;
+    }
     const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     if (s->upc) {
         forward_native(r, url, body, n, conn, s->platform_auth[pi]);
@@ -883,18 +910,20 @@ static void send_head(kr_req *r)
     r->status = r->up_status;
     r->chunked = r->http->minor >= 1;
     if (!r->chunked) r->keep_alive = false;
-    char tail[256];
-    int tl = snprintf(tail, sizeof tail, "x-keyrail-request-id: %s\r\n%s%s\r\n", r->id,
-                      r->chunked ? "transfer-encoding: chunked\r\n" : "",
-                      r->keep_alive ? "" : "connection: close\r\n");
-    char first[64];
-    int fl = snprintf(first, sizeof first, "HTTP/1.1 %d %s\r\n", r->up_status,
-                      kr_status_text(r->up_status));
     /* staged, not written: it leaves with the first body bytes (same loop
      * turn, one syscall) or with the end of the response */
-    kr_buf_append(&r->out, first, (size_t)fl);
+    kr_buf_puts(&r->out, "HTTP/1.1 ");
+    kr_buf_put_i64(&r->out, r->up_status);
+    kr_buf_putc(&r->out, ' ');
+    kr_buf_puts(&r->out, kr_status_text(r->up_status));
+    kr_buf_append(&r->out, "\r\n", 2);
     kr_buf_append(&r->out, r->resp_head.data ? r->resp_head.data : "", r->resp_head.len);
-    kr_buf_append(&r->out, tail, (size_t)tl);
+    kr_buf_puts(&r->out, "x-keyrail-request-id: ");
+    kr_buf_puts(&r->out, r->id);
+    kr_buf_append(&r->out, "\r\n", 2);
+    if (r->chunked) kr_buf_puts(&r->out, "transfer-encoding: chunked\r\n");
+    if (!r->keep_alive) kr_buf_puts(&r->out, "connection: close\r\n");
+    kr_buf_append(&r->out, "\r\n", 2);
     if (r->is_sse) s->metrics.open_streams++;
 }
 
@@ -981,8 +1010,10 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     if (n == 0) return 0;
     if (r->chunked) {
         char pre[24];
-        int pl = snprintf(pre, sizeof pre, "%zx\r\n", n);
-        kr_buf_append(&r->out, pre, (size_t)pl);
+        size_t pl = put_hex(pre, n, 0);
+        pre[pl++] = '\r';
+        pre[pl++] = '\n';
+        kr_buf_append(&r->out, pre, pl);
         kr_buf_append(&r->out, ptr, n);
         kr_buf_append(&r->out, "\r\n", 2);
     } else {

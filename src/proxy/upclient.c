@@ -1116,13 +1116,11 @@ int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call)
     q->on_header = call->on_header;
     q->on_body = call->on_body;
     kr_buf_reset(&q->head);
-    char cl[24];
-    int cll = snprintf(cl, sizeof cl, "%zu", call->body_len);
     if (kr_buf_append(&q->head, "POST ", 5) || kr_buf_append(&q->head, url.path, url.path_len) ||
         kr_buf_puts(&q->head, " HTTP/1.1\r\nHost: ") || kr_buf_puts(&q->head, o->hosthdr) ||
         kr_buf_append(&q->head, "\r\n", 2) ||
         kr_buf_append(&q->head, call->headers, call->headers_len) ||
-        kr_buf_puts(&q->head, "Content-Length: ") || kr_buf_append(&q->head, cl, (size_t)cll) ||
+        kr_buf_puts(&q->head, "Content-Length: ") || kr_buf_put_u64(&q->head, call->body_len) ||
         kr_buf_append(&q->head, "\r\n\r\n", 4)) {
         q->r = NULL;
         if (fresh) {
