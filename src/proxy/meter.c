@@ -137,6 +137,10 @@ static void hand_back(kr_meter *m, blk *first, bool committed)
 static void *writer(void *p)
 {
     kr_meter *m = p;
+    /* a batch commit is ~10 us of CPU per row: give the CPU back every 50 us
+     * of it, so a woken loop thread never waits for the whole batch
+     * (docs/PERFORMANCE.md: the 1-connection p99) */
+    kr_store_yield_every_us(50);
     kr_usage_rec *batch = kr_xmalloc(BATCH_MAX * sizeof *batch);
     unsigned backoff_ms = 50;
     pthread_mutex_lock(&m->mu);
