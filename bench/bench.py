@@ -7,7 +7,10 @@ Targets, all in front of one keyrail-fakevendor (release build, --quiet):
   nginx-2w  the same with 2 workers (an extra line; keyrail is one loop thread)
   keyrail   `keyrail serve` (release build), a real workspace token, metering
             on, usage rows in its SQLite store, server.usage_sync = 1 (the
-            default: the final chunk waits for the usage row's commit)
+            default: each usage row is journaled before the response ends),
+            upstream.client = native (the default: keyrail's own client)
+  keyrail-curl  the same with upstream.client = curl (libcurl carries the
+            upstream requests): the two clients side by side
   keyrail-async  the same with server.usage_sync = 0 (an extra line that
             prices usage_sync)
   portkey   Portkey OSS gateway 1.15.2 (node), forwarding to the fake vendor
@@ -26,7 +29,8 @@ table.txt, the plot). Only loopback addresses are used.
 
 Environment knobs (defaults in brackets): BENCH_ROUNDS [3], BENCH_ACTIVE_S
 [4] seconds of load per wrk cell, BENCH_TAIL_S [1], BENCH_CONCS [1,16,64,256],
-BENCH_TARGETS [direct,nginx,nginx-2w,keyrail,keyrail-async,portkey], BENCH_STREAMS [1000],
+BENCH_TARGETS [direct,nginx,nginx-2w,keyrail,keyrail-curl,keyrail-async,portkey],
+BENCH_STREAMS [1000],
 BENCH_TTFB_SAMPLES [2000], BENCH_TTFB_S [2.5], BENCH_WARMUP_S [1].
 """
 import json
@@ -59,7 +63,7 @@ ACTIVE_S = float(os.environ.get("BENCH_ACTIVE_S", "4"))
 TAIL_S = float(os.environ.get("BENCH_TAIL_S", "1"))
 CONCS = [int(c) for c in os.environ.get("BENCH_CONCS", "1,16,64,256").split(",")]
 TARGETS = os.environ.get("BENCH_TARGETS",
-                         "direct,nginx,nginx-2w,keyrail,keyrail-async,portkey").split(",")
+                         "direct,nginx,nginx-2w,keyrail,keyrail-curl,keyrail-async,portkey").split(",")
 NSTREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "2000"))
 TTFB_S = float(os.environ.get("BENCH_TTFB_S", "2.5"))
@@ -396,7 +400,7 @@ price_cache_write = 3.75
 class Keyrail(Target):
     path = "/anthropic/v1/messages"
 
-    def __init__(self, vendor, name="keyrail", usage_sync=1):
+    def __init__(self, vendor, name="keyrail", usage_sync=1, client="native"):
         self.vendor = vendor
         self.name = name
         self.dir = os.path.join(OUT, name)
@@ -423,6 +427,8 @@ public_url = http://127.0.0.1:{self.port}
 log_file = {self.log}
 log_level = info
 usage_sync = {usage_sync}
+[upstream]
+client = {client}
 """)
         self.cli("keygen", f"{self.dir}/master.key")
         self.cli("org", "create", "bench")
@@ -699,6 +705,8 @@ def main():
                    "nginx-2w": Nginx(vendor, 2)}
     if "keyrail" in TARGETS:
         all_targets["keyrail"] = Keyrail(vendor)
+    if "keyrail-curl" in TARGETS:
+        all_targets["keyrail-curl"] = Keyrail(vendor, "keyrail-curl", client="curl")
     if "keyrail-async" in TARGETS:
         all_targets["keyrail-async"] = Keyrail(vendor, "keyrail-async", usage_sync=0)
     if "portkey" in TARGETS:
@@ -710,7 +718,7 @@ def main():
         "targets": TARGETS, "streams": NSTREAMS, "drip": DRIP, "cc_events": CC_EVENTS + 6,
         "small_bytes": len(bodies["small"]), "cc_bytes": len(bodies["cc"]),
         "ttfb_samples": TTFB_SAMPLES, "ttfb_seconds": TTFB_S}}
-    mem_targets = [t for t in targets if t.name in ("nginx", "keyrail", "portkey")]
+    mem_targets = [t for t in targets if t.name in ("nginx", "keyrail", "keyrail-curl", "portkey")]
 
     for rnd in range(ROUNDS):
         waited = wait_quiet()
@@ -900,6 +908,16 @@ def summarise(res):
             us[w]["tail_p50_sync_us"] = ta["tail_p50_us"]
             us[w]["tail_p50_async_us"] = tb["tail_p50_us"]
     S["usage_sync_cost"] = us
+    nc = {}
+    for w in WORKLOADS:
+        for c in CONCS:
+            a, b = S["wrk"].get(f"keyrail/{w}/{c}"), S["wrk"].get(f"keyrail-curl/{w}/{c}")
+            if a and b:
+                nc[f"{w}/{c}"] = {"rps_ratio": a["rps"] / b["rps"] if b["rps"] else None,
+                                  "cpu_native_us": a["cpu_us_per_req"], "cpu_curl_us": b["cpu_us_per_req"],
+                                  "added_p50_native_us": a["added_p50_us"], "added_p50_curl_us": b["added_p50_us"],
+                                  "added_p99_native_us": a["added_p99_us"], "added_p99_curl_us": b["added_p99_us"]}
+    S["native_vs_curl"] = nc
     S["goals"] = goals(S)
     res["summary"] = S
     table = render_table(res)
@@ -935,10 +953,16 @@ def goals(S):
         "small request, wrk p50 over direct")
     add("added latency, 1 connection, p99 <= 150 us", a99, 150, a99 is not None and a99 <= 150,
         "small request, wrk p99 over direct")
-    kc, nc = g(W, "keyrail/cc/64", "cpu_us_per_req"), g(W, "nginx/cc/64", "cpu_us_per_req")
-    add("CPU per request, Claude Code-sized stream <= 1.5 x nginx",
-        kc / nc if kc and nc else None, 1.5, kc and nc and kc <= 1.5 * nc,
-        f"64 connections: keyrail {kc:.1f} us vs nginx {nc:.1f} us" if kc and nc else "")
+    # at every connection count: the worst ratio decides
+    ratios = []
+    for c in CONCS:
+        kc, nc = g(W, f"keyrail/cc/{c}", "cpu_us_per_req"), g(W, f"nginx/cc/{c}", "cpu_us_per_req")
+        if kc and nc:
+            ratios.append((kc / nc, c, kc, nc))
+    worst = max(ratios) if ratios else None
+    add("CPU per request, Claude Code-sized stream <= 1.5 x nginx at every connection count",
+        worst[0] if worst else None, 1.5, bool(worst) and worst[0] <= 1.5,
+        ", ".join(f"{c}: {kc:.0f} vs {nc:.0f} us = {r:.2f} x" for r, c, kc, nc in sorted(ratios, key=lambda x: x[1])))
     t = g(S, "ttfb", "keyrail/cc", "added_ttfb_p50_us")
     add("added time to first streamed byte <= 100 us", t, 100, t is not None and t <= 100,
         "Claude Code-sized stream, p50 over direct, 1 connection")
@@ -952,6 +976,14 @@ def goals(S):
     ratio = (pa / ka if ka and ka > 0 else float("inf")) if ka is not None and pa else None
     add("added latency <= 1/50 of Portkey's", ratio, 50, ratio is not None and ratio >= 50,
         "small, 1 connection, p50: Portkey's added / keyrail's added")
+    # this round's bar (issue 15): >= 0.6 x nginx at 64 connections, the 1-connection
+    # added p99 halved (the previous run: 1,141 us; and against libcurl in this run)
+    add("round bar: throughput, small, 64 connections >= 0.6 x nginx",
+        kr / ng if kr and ng else None, 0.6, kr and ng and kr >= 0.6 * ng, "")
+    c99 = g(W, "keyrail-curl/small/1", "added_p99_us")
+    add("round bar: added p99 at 1 connection <= half the previous run's 1,141 us", a99, 570,
+        a99 is not None and a99 <= 570,
+        f"libcurl in this run: {c99:.0f} us" if c99 is not None else "")
     add("metered tokens == served tokens, every run", S["meter_runs"], None,
         S["meter_ok_every_round"], f"{S['meter_runs']} keyrail runs compared")
     return out
@@ -1037,6 +1069,12 @@ def render_table(res):
             f"{k} {v:.0f}" for k, v in u.items() if v is not None))
     if S.get("usage_sync_cost"):
         L.append("")
+    if S.get("native_vs_curl"):
+        L.append("native client vs libcurl (keyrail vs keyrail-curl): " + "; ".join(
+            f"{k}: req/s x{v['rps_ratio']:.2f}, CPU {v['cpu_native_us']:.0f} vs {v['cpu_curl_us']:.0f} us, "
+            f"added p50 {v['added_p50_native_us']:.0f} vs {v['added_p50_curl_us']:.0f} us"
+            for k, v in S["native_vs_curl"].items() if v["rps_ratio"]))
+        L.append("")
     if S.get("keyrail_log"):
         L.append("keyrail's own log, medians (ms): " + "; ".join(
             f"{k}: latency {v['latency_ms_p50']:.3f}, upstream {v['upstream_ms_p50']:.3f}, "
@@ -1060,7 +1098,8 @@ def plot(res):
                 f.write("\n\n")
     png = os.path.join(OUT, "perf-latency.png")
     idx = {(w, n): i for i, (w, n) in enumerate((w, n) for w in WORKLOADS for n in names)}
-    colors = {"direct": "#777777", "nginx": "#1f77b4", "nginx-2w": "#17becf", "keyrail": "#d62728", "keyrail-async": "#ff7f0e",
+    colors = {"direct": "#777777", "nginx": "#1f77b4", "nginx-2w": "#17becf", "keyrail": "#d62728",
+              "keyrail-curl": "#9467bd", "keyrail-async": "#ff7f0e",
               "portkey": "#2ca02c"}
     gp = [f"set terminal pngcairo size 1400,560 font 'DejaVu Sans,10'",
           f"set output '{png}'",

@@ -136,6 +136,18 @@ static const opt opts[] = {
       "keyrail refuses to start when the file cannot be read or holds no certificate. "
       "Certificate and host name verification cannot be turned off; a failure is a 502 naming "
       "the cause."),
+    S("upstream", "client", upstream_client, "native",
+      "native: keyrail's own HTTP/1.1 client (a keep-alive pool per vendor, OpenSSL with the "
+      "same verification); curl: libcurl (HTTP/2 where the vendor offers it). When a proxy "
+      "variable (https_proxy, HTTPS_PROXY, http_proxy, all_proxy, ALL_PROXY) is set at start, "
+      "serve uses libcurl whatever this says, and logs so: only libcurl speaks to egress "
+      "proxies."),
+    I("upstream", "pool_size", upstream_pool_size, "256", 0, 100000,
+      "native client: idle keep-alive connections kept per vendor origin (more are closed "
+      "when their request ends). 0: no reuse."),
+    I("upstream", "idle_timeout_ms", upstream_idle_timeout_ms, "20000", 1000, 3600000,
+      "native client: an idle upstream connection is closed after this long (sooner when the "
+      "vendor's Keep-Alive header says so)."),
     S("provision", "concierge_default_model", concierge_default_model, "",
       "Model a concierge gets when neither its payload nor the store names one. Empty: the "
       "platform route with the agent's own default model."),

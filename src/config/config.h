@@ -53,6 +53,9 @@ typedef struct kr_config {
     int64_t log_flush_ms;
     /* [upstream] */
     char upstream_ca_file[512];
+    char upstream_client[16];
+    int64_t upstream_pool_size;
+    int64_t upstream_idle_timeout_ms;
     /* [provision] */
     char concierge_default_model[128];
     char default_runtime[32];

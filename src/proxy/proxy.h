@@ -12,7 +12,10 @@
  *               upstream request, response relay, metering, the log line
  *   auth.c      workspace-token authentication with a short-lived cache;
  *               lookups and provider resolution run on the store workers
- *   upstream.c  libcurl multi on the libuv loop: sockets, timers, handles
+ *   upstream.c  the upstream client in use (upstream.client): libcurl multi
+ *               on the libuv loop (sockets, timers, handles), or
+ *   upclient.c  keyrail's own HTTP/1.1 client (keep-alive pool, OpenSSL),
+ *               reading responses with http1_resp.c
  *   jscan.c     the non-DOM scan of request bodies
  *   sse_usage.c usage read from the response as it streams by
  *   meter.c     usage rows, rollup and credit debit, batched on a thread
@@ -93,6 +96,8 @@ bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_
 
 int kr_upstream_init(kr_server *s);
 void kr_upstream_free(kr_server *s);
+/* Ends r's transfer, whichever client carries it; no completion is reported. */
+void kr_upstream_stop(kr_req *r);
 /* Starts the transfer of an easy handle set up by routes.c. */
 int kr_upstream_start(kr_server *s, CURL *easy);
 /* Removes a transfer (client gone, timeout); no completion is reported. */
@@ -144,6 +149,7 @@ struct kr_server {
     } urls[64];
     int nurls;
     bool env_proxy; /* a proxy variable is set: libcurl reads them per transfer */
+    struct kr_upc *upc; /* the native client (upclient.h); NULL: libcurl carries every transfer */
     /* state */
     kr_auth_cache auth;
     kr_limits adm; /* admission control state (limits.c) */
@@ -241,8 +247,9 @@ struct kr_req {
     char model_id[128];
     bool stream;
     kr_buf upbody; /* rewritten body, when the body had to change */
-    /* upstream */
+    /* upstream: one of easy (libcurl) and uc (the native client) while it runs */
     CURL *easy;
+    struct kr_upc_conn *uc;
     struct curl_slist *hdrs;
     bool upstream_active;
     bool head_sent;
@@ -269,7 +276,7 @@ struct kr_req {
     int retry_after;     /* seconds, for a 429 */
     bool finished;       /* response complete on the wire (or abandoned) */
     bool client_gone;
-    int refs; /* the connection + a pending meter callback */
+    int refs; /* the connection + a running upstream transfer */
 };
 
 void kr_req_start(kr_conn *c, const kr_http_req *http);

@@ -7,6 +7,7 @@
 #include "core/cred.h"
 #include "core/log.h"
 #include "proxy/jscan.h"
+#include "proxy/upclient.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -19,6 +20,24 @@
 
 static void finish(kr_req *r);
 static void undirty(kr_req *r);
+
+/* Lower-case hex of v, zero-padded to width digits (0: as few as needed),
+ * into out (>= 17 bytes); returns the length. No printf on the hot path. */
+static size_t put_hex(char *out, uint64_t v, unsigned width)
+{
+    static const char hx[] = "0123456789abcdef";
+    char t[16];
+    unsigned n = 0;
+    do {
+        t[n++] = hx[v & 15];
+        v >>= 4;
+    } while (v && n < 16);
+    while (n < width && n < 16)
+        t[n++] = '0';
+    for (unsigned i = 0; i < n; i++)
+        out[i] = t[n - 1 - i];
+    return n;
+}
 
 /* ---- request objects ---- */
 
@@ -51,6 +70,7 @@ void kr_req_unref(kr_req *r)
         kr_limits_settle(r->srv, r, &none, 0); /* admitted, never served */
     }
     if (r->hdrs) curl_slist_free_all(r->hdrs);
+    if (r->uc) kr_upstream_stop(r);
     if (r->easy) kr_upstream_release(r->srv, r->easy);
     kr_buf_free(&r->upbody);
     kr_buf_free(&r->resp_head);
@@ -663,6 +683,9 @@ static int output_cap(kr_req *r, const kr_jval *v, const char *const *names, siz
     return 0;
 }
 
+static void forward_native(kr_req *r, const char *url, const char *body, size_t n,
+                           const kr_http_header *conn, const char *auth);
+
 static void forward(kr_req *r)
 {
     kr_server *s = r->srv;
@@ -747,11 +770,21 @@ static void forward(kr_req *r)
      * tenant sends can change the host */
     char url[512];
     bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
-    snprintf(url, sizeof url, "%s%s%s", claim->base_url, rd->upstream, beta ? "?beta=true" : "");
+    if (kr_strlcpy(url, claim->base_url, sizeof url) ||
+        kr_strlcpy(url + strlen(url), rd->upstream, sizeof url - strlen(url)) ||
+        (beta && kr_strlcpy(url + strlen(url), "?beta=true", sizeof url - strlen(url)))) {
+        kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is too long",
+                         claim->name);
+        return;
+    }
+    const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
+    if (s->upc) {
+        forward_native(r, url, body, n, conn, s->platform_auth[pi]);
+        return;
+    }
     /* headers */
     struct curl_slist *hl = NULL;
     char line[8300];
-    const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     for (unsigned i = 0; i < h->nheaders; i++) {
         if (!header_forwarded(h->headers[i].name, conn)) continue;
         if (h->headers[i].name.n + h->headers[i].value.n + 3 > sizeof line) continue;
@@ -805,6 +838,50 @@ static void forward(kr_req *r)
     uv_timer_start(&r->conn->uptimer, on_up_timeout, (uint64_t)s->cfg->upstream_timeout_ms, 0);
 }
 
+/* The same request through keyrail's own client (upclient.h): the same
+ * headers in the same order, the body as it is (not copied). */
+static void forward_native(kr_req *r, const char *url, const char *body, size_t n,
+                           const kr_http_header *conn, const char *auth)
+{
+    kr_server *s = r->srv;
+    const kr_http_req *h = r->http;
+    static _Thread_local kr_buf hb = KR_BUF_INIT(2u << 20); /* reused: no allocation per request */
+    kr_buf_reset(&hb);
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const kr_http_header *f = &h->headers[i];
+        if (!header_forwarded(f->name, conn)) continue;
+        kr_buf_append(&hb, f->name.p, f->name.n);
+        kr_buf_append(&hb, ": ", 2);
+        kr_buf_append(&hb, f->value.p, f->value.n);
+        kr_buf_append(&hb, "\r\n", 2);
+    }
+    kr_buf_puts(&hb, "Content-Type: application/json\r\nAccept-Encoding: identity\r\n");
+    /* the platform key line comes from the environment: one line, or nothing is sent */
+    if (strpbrk(auth, "\r\n") || kr_buf_puts(&hb, auth) || kr_buf_append(&hb, "\r\n", 2)) {
+        kr_respond_error(r, 503, "api_error",
+                         "the platform key for provider '%s' is not usable", r->prov->name);
+        return;
+    }
+    kr_upc_call call = {url, hb.data, hb.len, body, n,
+                        /* count_tokens is free and changes nothing: safe to repeat */
+                        r->rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS, on_up_header, on_up_body};
+    r->meter = r->rd->metered;
+    r->t_up_ns = kr_mono_ns();
+    int rc = kr_upc_start(s->upc, r, &call);
+    if (rc) {
+        kr_respond_error(r, 502, "api_error",
+                         rc == KR_EINVAL ? "the upstream URL of provider '%s' is not valid"
+                                         : "the upstream request of provider '%s' could not be "
+                                           "started",
+                         r->prov->name);
+        return;
+    }
+    r->upstream_active = true;
+    r->refs++; /* the transfer holds the request until kr_req_upstream_done */
+    r->conn->uptimer.data = r->conn;
+    uv_timer_start(&r->conn->uptimer, on_up_timeout, (uint64_t)s->cfg->upstream_timeout_ms, 0);
+}
+
 /* ---- the upstream response ---- */
 
 static void up_activity(kr_req *r)
@@ -838,18 +915,20 @@ static void send_head(kr_req *r)
     r->status = r->up_status;
     r->chunked = r->http->minor >= 1;
     if (!r->chunked) r->keep_alive = false;
-    char tail[256];
-    int tl = snprintf(tail, sizeof tail, "x-keyrail-request-id: %s\r\n%s%s\r\n", r->id,
-                      r->chunked ? "transfer-encoding: chunked\r\n" : "",
-                      r->keep_alive ? "" : "connection: close\r\n");
-    char first[64];
-    int fl = snprintf(first, sizeof first, "HTTP/1.1 %d %s\r\n", r->up_status,
-                      kr_status_text(r->up_status));
     /* staged, not written: it leaves with the first body bytes (same loop
      * turn, one syscall) or with the end of the response */
-    kr_buf_append(&r->out, first, (size_t)fl);
+    kr_buf_puts(&r->out, "HTTP/1.1 ");
+    kr_buf_put_i64(&r->out, r->up_status);
+    kr_buf_putc(&r->out, ' ');
+    kr_buf_puts(&r->out, kr_status_text(r->up_status));
+    kr_buf_append(&r->out, "\r\n", 2);
     kr_buf_append(&r->out, r->resp_head.data ? r->resp_head.data : "", r->resp_head.len);
-    kr_buf_append(&r->out, tail, (size_t)tl);
+    kr_buf_puts(&r->out, "x-keyrail-request-id: ");
+    kr_buf_puts(&r->out, r->id);
+    kr_buf_append(&r->out, "\r\n", 2);
+    if (r->chunked) kr_buf_puts(&r->out, "transfer-encoding: chunked\r\n");
+    if (!r->keep_alive) kr_buf_puts(&r->out, "connection: close\r\n");
+    kr_buf_append(&r->out, "\r\n", 2);
     if (r->is_sse) s->metrics.open_streams++;
 }
 
@@ -936,8 +1015,10 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
     if (n == 0) return 0;
     if (r->chunked) {
         char pre[24];
-        int pl = snprintf(pre, sizeof pre, "%zx\r\n", n);
-        kr_buf_append(&r->out, pre, (size_t)pl);
+        size_t pl = put_hex(pre, n, 0);
+        pre[pl++] = '\r';
+        pre[pl++] = '\n';
+        kr_buf_append(&r->out, pre, pl);
         kr_buf_append(&r->out, ptr, n);
         kr_buf_append(&r->out, "\r\n", 2);
     } else {
@@ -957,10 +1038,13 @@ static size_t on_up_body(char *ptr, size_t size, size_t nmemb, void *ud)
 
 void kr_req_resume_upstream(kr_req *r)
 {
-    if (!r->paused || !r->easy) return;
+    if (!r->paused || (!r->easy && !r->uc)) return;
     r->paused = false;
     up_activity(r);
-    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    if (r->uc)
+        kr_upc_resume(r);
+    else
+        curl_easy_pause(r->easy, CURLPAUSE_CONT);
 }
 
 static void on_up_timeout(uv_timer_t *t)
@@ -969,7 +1053,7 @@ static void on_up_timeout(uv_timer_t *t)
     kr_req *r = c->req;
     if (!r || !r->upstream_active) return;
     r->timed_out = true;
-    kr_upstream_cancel(r->srv, r->easy);
+    kr_upstream_stop(r);
     kr_req_upstream_done(r, CURLE_OPERATION_TIMEDOUT);
 }
 
@@ -983,12 +1067,10 @@ static void end_response(kr_req *r)
     finish(r);
 }
 
-/* The usage writer committed this request's row. */
-static void on_metered(void *arg)
+/* The usage writer committed rows of this org worth cost (a batch's sum). */
+static void on_metered(void *arg, int64_t org_id, int64_t cost)
 {
-    kr_req *r = arg;
-    kr_limits_committed(r->srv, r->auth.org_id, r->cost);
-    kr_req_unref(r);
+    kr_limits_committed(arg, org_id, cost);
 }
 
 /* Usage of what passed, recorded once per request: journaled (when
@@ -1040,8 +1122,7 @@ static void record_usage(kr_req *r, const char *status)
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->t0_ns) / 1000000);
-    r->refs++;
-    kr_meter_submit(r->srv->meter, &rec, on_metered, r);
+    kr_meter_submit(r->srv->meter, &rec, on_metered, r->srv);
 }
 
 void kr_req_upstream_done(kr_req *r, CURLcode rc)
@@ -1126,7 +1207,7 @@ void kr_req_abort(kr_req *r)
     }
     if (r->upstream_active) {
         r->upstream_active = false;
-        kr_upstream_cancel(r->srv, r->easy);
+        kr_upstream_stop(r);
         kr_upstream_release(r->srv, r->easy);
         r->easy = NULL;
         if (r->is_sse && r->head_sent) r->srv->metrics.open_streams--;

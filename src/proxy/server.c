@@ -49,7 +49,19 @@ static void respond_conn_error(kr_conn *c, int status, const char *fmt, ...)
 
 void kr_server_request_id(kr_server *s, char *out, size_t cap)
 {
-    kr_snprintf(out, cap, "req_%s%016llx", s->instance, (unsigned long long)++s->reqseq);
+    /* "req_" + the instance (16 hex) + the sequence (16 hex); no printf:
+     * this runs once per request */
+    static const char hx[] = "0123456789abcdef";
+    if (cap < 37) {
+        if (cap) out[0] = 0;
+        return;
+    }
+    memcpy(out, "req_", 4);
+    memcpy(out + 4, s->instance, 16);
+    uint64_t v = ++s->reqseq;
+    for (int i = 35; i >= 20; i--, v >>= 4)
+        out[i] = hx[v & 15];
+    out[36] = 0;
 }
 
 static void on_write(uv_write_t *w, int status)

@@ -21,6 +21,7 @@
 #include "proxy/proxy.h"
 #include "core/ini.h"
 #include "core/log.h"
+#include "proxy/upclient.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -141,11 +142,32 @@ int kr_upstream_init(kr_server *s)
     }
     uv_timer_init(s->loop, &s->curl_timer);
     s->curl_timer.data = s;
+    /* the native client carries every transfer unless libcurl must: only
+     * libcurl speaks to an egress proxy */
+    s->upc = NULL;
+    if (!strcmp(s->cfg->upstream_client, "native")) {
+        if (s->env_proxy) {
+            KR_INFO("upstream client: libcurl (a proxy variable is set; keyrail's own client does "
+                    "not use egress proxies)");
+        } else {
+            kr_diag d = {{0}};
+            if (kr_upc_new(s, &s->upc, &d)) {
+                KR_ERROR("refusing to start: upstream client: %s", d.msg);
+                return -1;
+            }
+            KR_INFO("upstream client: native (HTTP/1.1, keep-alive pool of %lld per vendor)",
+                    (long long)s->cfg->upstream_pool_size);
+        }
+    } else {
+        KR_INFO("upstream client: libcurl (upstream.client = curl)");
+    }
     return 0;
 }
 
 void kr_upstream_free(kr_server *s)
 {
+    kr_upc_free(s->upc);
+    s->upc = NULL;
     if (!s->multi) return;
     for (int i = 0; i < s->neasy; i++)
         curl_easy_cleanup(s->easy_pool[i]);
@@ -185,6 +207,9 @@ int kr_upstream_url(kr_server *s, CURL *e, const char *url)
 
 int kr_upstream_check_config(const kr_config *cfg, kr_diag *d)
 {
+    if (strcmp(cfg->upstream_client, "native") && strcmp(cfg->upstream_client, "curl"))
+        return kr_fail(d, KR_ECONFIG, "upstream.client: '%s' is not native or curl",
+                       cfg->upstream_client);
     if (!cfg->upstream_ca_file[0]) return 0;
     char *text;
     size_t n;
@@ -295,4 +320,12 @@ void kr_upstream_describe(CURLcode rc, const char *errbuf, char *out, size_t cap
 void kr_upstream_cancel(kr_server *s, CURL *e)
 {
     if (s->multi && e) curl_multi_remove_handle(s->multi, e);
+}
+
+void kr_upstream_stop(kr_req *r)
+{
+    if (r->uc)
+        kr_upc_cancel(r);
+    else
+        kr_upstream_cancel(r->srv, r->easy);
 }

@@ -6,13 +6,16 @@
  * connection (keyrail opens a few: store workers, the usage writer).
  */
 #include "store/db.h"
+#include "store/store.h"
 #include "core/buf.h"
 
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STMT_CACHE 48
 
@@ -178,6 +181,38 @@ static void sq_rollback(kr_db *db)
 static const kr_db_ops sqlite_ops = {sq_close, sq_query,  sq_script,
                                      sq_begin, sq_commit, sq_rollback};
 
+/* A thread that asks for it gives its CPU back (sched_yield) every yield_ns
+ * of SQLite work: the usage writer (src/proxy/meter.c), so that a batch
+ * commit never keeps a woken thread of the request path off its CPU for the
+ * length of the batch (docs/PERFORMANCE.md). Checked every 500 VM steps
+ * with a vDSO clock read; other threads pay one call and a test. */
+static _Thread_local uint64_t yield_ns, yield_last;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int on_progress(void *arg)
+{
+    (void)arg;
+    if (!yield_ns) return 0;
+    uint64_t now = mono_ns();
+    if (now - yield_last >= yield_ns) {
+        sched_yield();
+        yield_last = mono_ns();
+    }
+    return 0; /* never interrupts the statement */
+}
+
+void kr_store_yield_every_us(unsigned us)
+{
+    yield_ns = (uint64_t)us * 1000;
+    yield_last = mono_ns();
+}
+
 int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
 {
     sqlite3 *h = NULL;
@@ -190,6 +225,7 @@ int kr_db_open_sqlite(const char *path, kr_db **out, kr_diag *d)
         return rc;
     }
     sqlite3_busy_timeout(h, 5000);
+    sqlite3_progress_handler(h, 500, on_progress, NULL);
     db_sqlite *s = kr_xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     s->base.engine = KR_DB_SQLITE;

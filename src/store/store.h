@@ -89,6 +89,10 @@ typedef struct kr_usage_rec {
 
 int kr_store_open(const char *url, kr_store **out, kr_diag *d);
 void kr_store_close(kr_store *s);
+/* The calling thread yields its CPU every us microseconds of SQLite work
+ * (0: never); for a background writer sharing few cores with the request
+ * path. No effect on PostgreSQL. */
+void kr_store_yield_every_us(unsigned us);
 int kr_store_ping(kr_store *s, kr_diag *d);
 int kr_store_schema_version(kr_store *s, int *version, kr_diag *d);
 

@@ -510,6 +510,10 @@ log_flush_ms = 0
             if k.startswith("KEYRAIL_"):
                 del e[k]
         e["KEYRAIL_CONFIG"] = self.config
+        # KR_TEST_UPSTREAM_CLIENT=curl runs the suites with libcurl instead
+        # of keyrail's own client (the default), unless a test's config says
+        if os.environ.get("KR_TEST_UPSTREAM_CLIENT") and "client =" not in self.extra_config:
+            e["KEYRAIL_UPSTREAM_CLIENT"] = os.environ["KR_TEST_UPSTREAM_CLIENT"]
         e["KEYRAIL_ANTHROPIC_KEY"] = PLATFORM_ANTHROPIC_KEY
         e["KEYRAIL_OPENAI_KEY"] = PLATFORM_OPENAI_KEY
         return e
