@@ -48,7 +48,7 @@ int kr_op_admin_token_mint(kr_op_call *c, cJSON *out, kr_diag *d)
     kr_memlcpy(prefix, sizeof prefix, tok, 12);
     kr_cred_fingerprint(tok, strlen(tok), fp);
     kr_admin_token t;
-    rc = kr_admin_token_insert(c->st, hash, prefix, sc, org_id, name, ttl ? kr_now_ms() + ttl : 0,
+    rc = kr_admin_token_insert(c->st, hash, prefix, sc, org_id, name, ttl,
                                &t, d);
     if (!rc) {
         cJSON *j = admin_json(&t);

@@ -472,7 +472,7 @@ int kr_op_token_mint(kr_op_call *c, cJSON *out, kr_diag *d)
     kr_memlcpy(prefix, sizeof prefix, tok, 12);
     kr_cred_fingerprint(tok, strlen(tok), fp);
     kr_token t;
-    rc = kr_token_insert(c->st, c->ws.id, hash, prefix, ttl ? kr_now_ms() + ttl : 0, &t, d);
+    rc = kr_token_insert(c->st, c->ws.id, hash, prefix, ttl, &t, d);
     if (!rc) {
         cJSON *j = token_json(&t);
         cJSON_AddStringToObject(j, "token", tok); /* shown once */

@@ -545,14 +545,15 @@ static void token_from(const kr_dbres *r, size_t i, kr_token *t)
 }
 
 int kr_token_insert(kr_store *s, int64_t ws, const char *hash_hex, const char *prefix,
-                    int64_t expires_at, kr_token *out, kr_diag *d)
+                    int64_t ttl_ms, kr_token *out, kr_diag *d)
 {
     kr_dbres r;
+    int64_t now = kr_now_ms();
     int rc = Q(s,
                "INSERT INTO tokens (workspace_id, hash, prefix, created_at, expires_at)"
                " VALUES ($1, $2, $3, $4, $5) RETURNING " TOKEN_COLS,
                &r, d, KR_DB_INT(ws), KR_DB_TEXT(hash_hex), KR_DB_TEXT(prefix),
-               KR_DB_INT(kr_now_ms()), expires_at ? KR_DB_INT(expires_at) : KR_DB_NULL);
+               KR_DB_INT(now), ttl_ms ? KR_DB_INT(now + ttl_ms) : KR_DB_NULL);
     if (rc) return rc;
     if (out) token_from(&r, 0, out);
     kr_dbres_free(&r);
@@ -1129,15 +1130,16 @@ static int admin_one(kr_store *s, const char *where, kr_dbval v, kr_admin_token 
 
 int kr_admin_token_insert(kr_store *s, const char *hash_hex, const char *prefix,
                           kr_admin_scope scope, int64_t org_id, const char *name,
-                          int64_t expires_at, kr_admin_token *out, kr_diag *d)
+                          int64_t ttl_ms, kr_admin_token *out, kr_diag *d)
 {
     kr_dbres r;
+    int64_t now = kr_now_ms();
     int rc = Q(s,
                "INSERT INTO admin_tokens (hash, prefix, scope, org_id, name, created_at, expires_at)"
                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                &r, d, KR_DB_TEXT(hash_hex), KR_DB_TEXT(prefix), KR_DB_TEXT(kr_admin_scope_name(scope)),
                scope == KR_ADMIN_ORG ? KR_DB_INT(org_id) : KR_DB_NULL, KR_DB_TEXT(name),
-               KR_DB_INT(kr_now_ms()), expires_at ? KR_DB_INT(expires_at) : KR_DB_NULL);
+               KR_DB_INT(now), ttl_ms ? KR_DB_INT(now + ttl_ms) : KR_DB_NULL);
     if (rc) return rc;
     int64_t id = kr_dbres_int(&r, 0, 0);
     kr_dbres_free(&r);

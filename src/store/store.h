@@ -138,8 +138,10 @@ int kr_store_secret_list(kr_store *s, kr_scope scope, int64_t owner, kr_secret_r
 void kr_secret_row_free(kr_secret_row *r);
 void kr_secret_rows_free(kr_secret_row *rows, size_t n);
 
+/* ttl_ms: the lifetime (0: never expires); expires_at = created_at + ttl_ms,
+ * both from one clock reading. */
 int kr_token_insert(kr_store *s, int64_t ws, const char *hash_hex, const char *prefix,
-                    int64_t expires_at, kr_token *out, kr_diag *d);
+                    int64_t ttl_ms, kr_token *out, kr_diag *d);
 int kr_token_by_hash(kr_store *s, const char *hash_hex, kr_token *out, kr_diag *d);
 /* ref: numeric id or prefix. */
 int kr_token_find(kr_store *s, const char *ref, kr_token *out, kr_diag *d);
@@ -242,9 +244,10 @@ typedef struct kr_admin_token {
     int64_t created_at, expires_at, revoked_at; /* 0 = none */
 } kr_admin_token;
 
+/* ttl_ms as kr_token_insert's. */
 int kr_admin_token_insert(kr_store *s, const char *hash_hex, const char *prefix,
                           kr_admin_scope scope, int64_t org_id, const char *name,
-                          int64_t expires_at, kr_admin_token *out, kr_diag *d);
+                          int64_t ttl_ms, kr_admin_token *out, kr_diag *d);
 int kr_admin_token_by_hash(kr_store *s, const char *hash_hex, kr_admin_token *out, kr_diag *d);
 int kr_admin_token_get(kr_store *s, int64_t id, kr_admin_token *out, kr_diag *d);
 /* KR_ENOTFOUND when there is none, or it is revoked already. */
