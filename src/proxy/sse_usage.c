@@ -163,9 +163,27 @@ static bool event_object(kr_sse_usage *s, const char *d, size_t n, const char *c
     return false;
 }
 
-static bool contains(const char *d, size_t n, const char *needle)
+/* Whether any of the needles (a NULL-terminated list, each at least two
+ * bytes) occurs in d[0..n): one pass over d, a byte's needles tried only
+ * where it starts one. The pre-filter below runs on every event of a
+ * stream, so this is the stream's hottest search (three memmem calls per
+ * event cost more than the pass). */
+static bool contains_any(const char *d, size_t n, const char *const *needles)
 {
-    return memmem(d, n, needle, strlen(needle)) != NULL;
+    unsigned char first[256] = {0};
+    size_t len[8];
+    size_t k = 0;
+    for (; k < 8 && needles[k]; k++) {
+        first[(unsigned char)needles[k][0]] = 1;
+        len[k] = strlen(needles[k]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!first[(unsigned char)d[i]]) continue;
+        for (size_t j = 0; j < k; j++)
+            if (d[i] == needles[j][0] && len[j] <= n - i && !memcmp(d + i, needles[j], len[j]))
+                return true;
+    }
+    return false;
 }
 
 /* ---- events ------------------------------------------------------------ */
@@ -198,9 +216,8 @@ static void anthropic_event(kr_sse_usage *s, const char *d, size_t n)
      * of ours contains "message_" or "error" literally, or spells them with
      * a \u escape (no other escape yields a letter or '_'); otherwise the
      * event is none of ours and is left unscanned. */
-    if (byname == EV_OTHER && !contains(d, n, "message_") && !contains(d, n, "error") &&
-        !contains(d, n, "\\u"))
-        return;
+    static const char *const ours[] = {"message_", "error", "\\u", NULL};
+    if (byname == EV_OTHER && !contains_any(d, n, ours)) return;
 
     kr_jval v[3];
     bool ok = event_object(s, d, n, keys, v, 3);
@@ -243,9 +260,8 @@ static void openai_event(kr_sse_usage *s, const char *d, size_t n)
     }
     /* Scan the chunks that can name "usage" or "error" (literally or via a
      * \u escape), and the first ones until a model is known. */
-    if (s->model[0] && !contains(d, n, "usage") && !contains(d, n, "error") &&
-        !contains(d, n, "\\u"))
-        return;
+    static const char *const ours[] = {"usage", "error", "\\u", NULL};
+    if (s->model[0] && !contains_any(d, n, ours)) return;
 
     kr_jval v[3];
     if (!event_object(s, d, n, keys, v, 3)) return;
@@ -274,9 +290,11 @@ static void responses_event(kr_sse_usage *s, const char *d, size_t n)
     if (named && !responses_final(s->event) && strcmp(s->event, "error") &&
         strcmp(s->event, "response.created"))
         return;
-    if (!named && !contains(d, n, "response.completed") && !contains(d, n, "response.incomplete") &&
-        !contains(d, n, "response.failed") && !contains(d, n, "error") &&
-        !contains(d, n, "response.created") && !contains(d, n, "\\u"))
+    static const char *const ours[] = {"response.completed", "response.incomplete",
+                                       "response.failed",    "error",
+                                       "response.created",   "\\u",
+                                       NULL};
+    if (!named && !contains_any(d, n, ours))
         return;
     kr_jval v[2];
     if (!event_object(s, d, n, keys, v, 2)) return;
