@@ -2,7 +2,8 @@
 from a CA made at test time (conftest.TestPKI); keyrail's registry names it
 as https://localhost:PORT and upstream.ca_file names the test CA.
 
-- calls over TLS work, streamed and not, on both protocols, and are metered
+- with each upstream client (native, the default, and libcurl):
+  calls over TLS work, streamed and not, on both protocols, and are metered
   exactly (usage rows == what the vendor records it served); the platform
   key reached the vendor over TLS only (every record says tls, with the SNI
   keyrail sent; the vendor saw no plaintext connection);
@@ -39,10 +40,10 @@ def pki(tmp_path_factory):
 class Setup:
     """A TLS fake vendor serving one certificate, and keyrail in front of it."""
 
-    def __init__(self, tmp, pki, cert="good", url_host="localhost", ca_file=True):
+    def __init__(self, tmp, pki, cert="good", url_host="localhost", ca_file=True, client="native"):
         os.makedirs(tmp, exist_ok=True)
         self.vendor = FakeVendor(tmp, tls=pki.pair(cert), url_host=url_host)
-        extra = f"[upstream]\nca_file = {pki.ca}\n" if ca_file else ""
+        extra = f"[upstream]\nclient = {client}\n" + (f"ca_file = {pki.ca}\n" if ca_file else "")
         self.kr = Keyrail(tmp, self.vendor, extra_config=extra)
         self.token = self.kr.setup_org()
         self.kr.start()
@@ -69,6 +70,12 @@ def setups(tmp_path):
         s.close()
 
 
+def assert_client(s, client):
+    """The keyrail under test runs the upstream client the test asked for."""
+    want = "upstream client: native" if client == "native" else "upstream client: libcurl"
+    assert want in s.kr.log_text(), s.kr.log_text()[-2000:]
+
+
 def assert_tls_only(vendor, n_requests, sni="localhost"):
     """Every request the vendor recorded came over TLS with keyrail's SNI and
     the platform key; the vendor never saw a plaintext connection."""
@@ -84,8 +91,16 @@ def assert_tls_only(vendor, n_requests, sni="localhost"):
 
 # ---- calls over TLS, metered exactly ----
 
-def test_calls_over_tls_are_served_and_metered_exactly(setups, pki):
-    s = setups(pki)
+# Both upstream clients: native is the default, libcurl is chosen by
+# upstream.client = curl and whenever an egress proxy variable is set, so
+# each must verify and refuse alike.
+CLIENTS = ("native", "curl")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_calls_over_tls_are_served_and_metered_exactly(setups, pki, client):
+    s = setups(pki, client=client)
+    assert_client(s, client)
     got = []
     for proto in ("anthropic", "openai"):
         for stream in (False, True):
@@ -129,10 +144,12 @@ TLS_FAILURES = {
 }
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("case", list(TLS_FAILURES))
-def test_unverifiable_certificate_is_502_naming_the_cause(setups, pki, case):
+def test_unverifiable_certificate_is_502_naming_the_cause(setups, pki, case, client):
     cert, host, ca_file, cause = TLS_FAILURES[case]
-    s = setups(pki, cert=cert, url_host=host, ca_file=ca_file)
+    s = setups(pki, cert=cert, url_host=host, ca_file=ca_file, client=client)
+    assert_client(s, client)
     for proto in ("anthropic", "openai"):
         for stream in (False, True):
             st, h, data = call(s.kr, s.token, proto, stream)
@@ -158,7 +175,7 @@ def test_unverifiable_certificate_is_502_naming_the_cause(setups, pki, case):
     assert s.vendor.stats()["tls"]["plaintext"] == 0
     assert s.kr.usage() == []
     if cert in ("expired", "self_signed", "unknown_ca") or not ca_file:
-        # curl refused the chain inside the handshake: the vendor saw it fail
+        # the chain was refused inside the handshake: the vendor saw it fail
         wait_until(lambda: s.vendor.stats()["tls"]["handshake_failures"] >= 1, what="failed handshakes")
     # the operator's log names the cause too
     assert re.search(cause, s.kr.log_text()), s.kr.log_text()[-2000:]
