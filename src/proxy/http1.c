@@ -12,6 +12,7 @@
  * that p->head is not touched until kr_http_parser_reset().
  */
 #include "proxy/http1.h"
+#include "proxy/http1_syntax.h"
 
 #include "core/err.h"
 
@@ -44,31 +45,6 @@ static int fail(kr_http_parser *p, int status, const char *why)
     return KR_HTTP_ERROR;
 }
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* field-vchar / obs-text / SP / HTAB: what a field value or chunk-ext may hold. */
-static bool is_value_byte(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned max_fields(const kr_http_parser *p)
 {
     return p->lim.max_headers < KR_HTTP_MAX_HEADERS ? p->lim.max_headers : KR_HTTP_MAX_HEADERS;
@@ -81,50 +57,32 @@ static size_t head_budget(const kr_http_parser *p)
     return used >= p->lim.max_head ? 0 : p->lim.max_head - used;
 }
 
-/*
- * A completed line s[0..n) that ends in LF. Checks the CRLF rules and returns
- * the content length (without CRLF) in *out, or an error string.
- */
+/* The request parser's words for the shared grammar's errors (kr_h1_err). */
+static const char *const syntax_error[] = {
+    [KR_H1_BARE_LF] = "bare LF in request",
+    [KR_H1_BARE_CR] = "bare CR in request",
+    [KR_H1_OBS_FOLD] = "obsolete line folding",
+    [KR_H1_NO_COLON] = "header field without colon",
+    [KR_H1_SPACE_IN_NAME] = "whitespace before colon in header field",
+    [KR_H1_BAD_NAME] = "invalid character in header name",
+    [KR_H1_EMPTY_NAME] = "empty header name",
+    [KR_H1_NUL_IN_VALUE] = "NUL in header value",
+    [KR_H1_CTL_IN_VALUE] = "control character in header value",
+};
+
+/* A completed line s[0..n) ending in LF: its length without CRLF, or an error. */
 static const char *check_line(const char *s, size_t n, size_t *out)
 {
-    if (n < 2 || s[n - 2] != '\r') return "bare LF in request";
-    n -= 2;
-    if (memchr(s, '\r', n)) return "bare CR in request";
-    *out = n;
-    return NULL;
+    kr_h1_err e = kr_h1_line(s, n, out);
+    return e ? syntax_error[e] : NULL;
 }
 
-/*
- * "name ":" OWS value OWS" in s[0..n). Sets the name length and the value
- * offset/length (OWS trimmed), or returns an error string.
- */
+/* "name ":" OWS value OWS" in s[0..n): name length, value offset/length. */
 static const char *parse_field(const char *s, size_t n, size_t *name_n, size_t *val_off,
                                size_t *val_n)
 {
-    if (n > 0 && is_ows(s[0])) return "obsolete line folding";
-    if (!memchr(s, ':', n)) return "header field without colon";
-    size_t i = 0;
-    while (is_tchar((unsigned char)s[i]))
-        i++; /* stops at the colon at the latest */
-    if (s[i] != ':') {
-        if (is_ows(s[i])) return "whitespace before colon in header field";
-        return "invalid character in header name";
-    }
-    if (i == 0) return "empty header name";
-    *name_n = i;
-    size_t v = i + 1, e = n;
-    for (size_t j = v; j < n; j++) {
-        unsigned char c = (unsigned char)s[j];
-        if (c == 0) return "NUL in header value";
-        if (!is_value_byte(c)) return "control character in header value";
-    }
-    while (v < e && is_ows(s[v]))
-        v++;
-    while (e > v && is_ows(s[e - 1]))
-        e--;
-    *val_off = v;
-    *val_n = e - v;
-    return NULL;
+    kr_h1_err e = kr_h1_field(s, n, name_n, val_off, val_n);
+    return e ? syntax_error[e] : NULL;
 }
 
 /* The request line: head.data[0..n). Records lengths; pointers come later. */
@@ -133,7 +91,7 @@ static int parse_request_line(kr_http_parser *p, size_t n)
     const char *h = p->head.data;
     kr_http_req *r = &p->req;
     size_t i = 0;
-    while (i < n && is_tchar((unsigned char)h[i]))
+    while (i < n && kr_h1_tchar((unsigned char)h[i]))
         i++;
     if (i == 0 || i == n || h[i] != ' ') return fail(p, 400, "malformed request method");
     r->method.n = i;
@@ -172,28 +130,6 @@ static int parse_request_line(kr_http_parser *p, size_t n)
     return KR_HTTP_AGAIN;
 }
 
-/* Sets the connection flags from one Connection header value. */
-static void parse_connection(kr_slice v, bool *close, bool *keep)
-{
-    size_t i = 0;
-    while (i < v.n) {
-        size_t s = i;
-        while (i < v.n && v.p[i] != ',')
-            i++;
-        size_t e = i;
-        while (s < e && is_ows(v.p[s]))
-            s++;
-        while (e > s && is_ows(v.p[e - 1]))
-            e--;
-        kr_slice tok = {v.p + s, e - s};
-        if (kr_slice_eq_ci(tok, "close"))
-            *close = true;
-        else if (kr_slice_eq_ci(tok, "keep-alive"))
-            *keep = true;
-        i++; /* past the comma */
-    }
-}
-
 /* The empty line ending the head has been seen: set slices, check framing. */
 static int end_of_head(kr_http_parser *p)
 {
@@ -224,7 +160,8 @@ static int end_of_head(kr_http_parser *p)
             if (++tes > 1) return fail(p, 400, "multiple Transfer-Encoding headers");
             te = f;
         } else if (kr_slice_eq_ci(f->name, "connection")) {
-            parse_connection(f->value, &close, &keep);
+            close = close || kr_h1_has_token(f->value, "close");
+            keep = keep || kr_h1_has_token(f->value, "keep-alive");
         } else if (kr_slice_eq_ci(f->name, "expect")) {
             /* RFC 9110 10.1.1: ignored in HTTP/1.0 requests */
             if (r->minor == 1 && kr_slice_eq_ci(f->value, "100-continue"))
@@ -334,14 +271,14 @@ static int chunk_size_line(kr_http_parser *p, const char *s, size_t n)
 {
     size_t k = 0;
     uint64_t v = 0;
-    while (k < n && hexval((unsigned char)s[k]) >= 0) {
+    while (k < n && kr_h1_hexval((unsigned char)s[k]) >= 0) {
         if (k == CHUNK_SIZE_DIGITS) return fail(p, 400, "chunk size too long");
-        v = v << 4 | (uint64_t)hexval((unsigned char)s[k]);
+        v = v << 4 | (uint64_t)kr_h1_hexval((unsigned char)s[k]);
         k++;
     }
     if (k == 0 || (k < n && s[k] != ';')) return fail(p, 400, "invalid chunk size");
     for (size_t j = k; j < n; j++)
-        if (!is_value_byte((unsigned char)s[j])) return fail(p, 400, "invalid chunk extension");
+        if (!kr_h1_value_byte((unsigned char)s[j])) return fail(p, 400, "invalid chunk extension");
     if (v > p->lim.max_body || v > p->lim.max_body - p->body.len)
         return fail(p, 413, "request body too large");
     kr_buf_reset(&p->line);

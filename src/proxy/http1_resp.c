@@ -11,6 +11,7 @@
  * demand.
  */
 #include "proxy/http1_resp.h"
+#include "proxy/http1_syntax.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -40,30 +41,6 @@ static int fail(kr_resp_parser *p, const char *why)
     p->state = ST_ERROR;
     p->error = why;
     return KR_RESP_ERROR;
-}
-
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool is_value_byte(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 void kr_resp_parser_init(kr_resp_parser *p, const kr_resp_limits *lim)
@@ -103,39 +80,32 @@ void kr_resp_parser_free(kr_resp_parser *p)
     kr_buf_free(&p->line);
 }
 
+/* The response parser's words for the shared grammar's errors (kr_h1_err). */
+static const char *const syntax_error[] = {
+    [KR_H1_BARE_LF] = "bare LF in the upstream response",
+    [KR_H1_BARE_CR] = "bare CR in the upstream response",
+    [KR_H1_OBS_FOLD] = "obsolete line folding in the upstream response",
+    [KR_H1_NO_COLON] = "header field without colon in the upstream response",
+    [KR_H1_SPACE_IN_NAME] = "invalid header name in the upstream response",
+    [KR_H1_BAD_NAME] = "invalid header name in the upstream response",
+    [KR_H1_EMPTY_NAME] = "empty header name in the upstream response",
+    [KR_H1_NUL_IN_VALUE] = "control character in an upstream header value",
+    [KR_H1_CTL_IN_VALUE] = "control character in an upstream header value",
+};
+
 /* A completed line s[0..n) ending in LF: its length without CRLF, or an error. */
 static const char *check_line(const char *s, size_t n, size_t *out)
 {
-    if (n < 2 || s[n - 2] != '\r') return "bare LF in the upstream response";
-    n -= 2;
-    if (memchr(s, '\r', n)) return "bare CR in the upstream response";
-    *out = n;
-    return NULL;
+    kr_h1_err e = kr_h1_line(s, n, out);
+    return e ? syntax_error[e] : NULL;
 }
 
 /* "name ":" OWS value OWS" in s[0..n). */
 static const char *parse_field(const char *s, size_t n, size_t *name_n, size_t *val_off,
                                size_t *val_n)
 {
-    if (n > 0 && is_ows(s[0])) return "obsolete line folding in the upstream response";
-    if (!memchr(s, ':', n)) return "header field without colon in the upstream response";
-    size_t i = 0;
-    while (is_tchar((unsigned char)s[i]))
-        i++; /* stops at the colon at the latest */
-    if (s[i] != ':') return "invalid header name in the upstream response";
-    if (i == 0) return "empty header name in the upstream response";
-    *name_n = i;
-    for (size_t j = i + 1; j < n; j++)
-        if (!is_value_byte((unsigned char)s[j]))
-            return "control character in an upstream header value";
-    size_t v = i + 1, e = n;
-    while (v < e && is_ows(s[v]))
-        v++;
-    while (e > v && is_ows(s[e - 1]))
-        e--;
-    *val_off = v;
-    *val_n = e - v;
-    return NULL;
+    kr_h1_err e = kr_h1_field(s, n, name_n, val_off, val_n);
+    return e ? syntax_error[e] : NULL;
 }
 
 /* "HTTP/1.x SP 3DIGIT [SP reason]" in s[0..n). */
@@ -148,7 +118,7 @@ static int parse_status_line(kr_resp_parser *p, const char *s, size_t n)
     if (n > 12) {
         if (s[12] != ' ') return fail(p, "the upstream's status code is invalid");
         for (size_t i = 13; i < n; i++)
-            if (!is_value_byte((unsigned char)s[i]))
+            if (!kr_h1_value_byte((unsigned char)s[i]))
                 return fail(p, "control character in the upstream's reason phrase");
     }
     p->minor = s[7] - '0';
@@ -165,25 +135,6 @@ static kr_slice field_name(const kr_resp_parser *p, unsigned k)
 static kr_slice field_value(const kr_resp_parser *p, unsigned k)
 {
     return (kr_slice){p->head.data + p->f[k][0] + p->f[k][3], p->f[k][4]};
-}
-
-/* Connection tokens: "close" ends the connection after this response. */
-static bool says_close(kr_slice v)
-{
-    size_t i = 0;
-    while (i < v.n) {
-        size_t s = i;
-        while (i < v.n && v.p[i] != ',')
-            i++;
-        size_t e = i;
-        while (s < e && is_ows(v.p[s]))
-            s++;
-        while (e > s && is_ows(v.p[e - 1]))
-            e--;
-        if (kr_slice_eq_ci((kr_slice){v.p + s, e - s}, "close")) return true;
-        i++;
-    }
-    return false;
 }
 
 /* Keep-Alive: timeout=N (a hint; anything unreadable is ignored). */
@@ -221,7 +172,7 @@ static int end_of_head(kr_resp_parser *p)
             if (++tes > 1) return fail(p, "the upstream sent Transfer-Encoding twice");
             te = (int)k;
         } else if (kr_slice_eq_ci(name, "connection")) {
-            if (says_close(v)) close = true;
+            if (kr_h1_has_token(v, "close")) close = true;
         } else if (kr_slice_eq_ci(name, "keep-alive")) {
             p->ka_timeout_s = keepalive_timeout(v);
         }
@@ -320,19 +271,19 @@ static int chunk_size_line(kr_resp_parser *p, const char *s, size_t n)
 {
     size_t i = 0;
     uint64_t size = 0;
-    while (i < n && hexval((unsigned char)s[i]) >= 0) {
+    while (i < n && kr_h1_hexval((unsigned char)s[i]) >= 0) {
         if (i >= CHUNK_SIZE_DIGITS) return fail(p, "an upstream chunk size is too large");
-        size = size << 4 | (uint64_t)hexval((unsigned char)s[i]);
+        size = size << 4 | (uint64_t)kr_h1_hexval((unsigned char)s[i]);
         i++;
     }
     if (i == 0) return fail(p, "an upstream chunk size is invalid");
     size_t j = i;
-    while (j < n && is_ows(s[j]))
+    while (j < n && kr_h1_ows(s[j]))
         j++;
     if (j < n) {
         if (s[j] != ';') return fail(p, "an upstream chunk size is invalid");
         for (size_t k = j; k < n; k++)
-            if (!is_value_byte((unsigned char)s[k]))
+            if (!kr_h1_value_byte((unsigned char)s[k]))
                 return fail(p, "control character in an upstream chunk extension");
     } else if (j != i) {
         return fail(p, "an upstream chunk size is invalid"); /* trailing whitespace, no extension */
