@@ -23,15 +23,15 @@
 
 typedef enum {
     KR_H1_OK = 0,
-    KR_H1_BARE_LF,         /* a line ends in LF without CR */
-    KR_H1_BARE_CR,         /* a CR inside a line */
-    KR_H1_OBS_FOLD,        /* a field line starts with SP/HTAB */
-    KR_H1_NO_COLON,        /* a field line without ':' */
-    KR_H1_SPACE_IN_NAME,   /* whitespace between the name and ':' */
-    KR_H1_BAD_NAME,        /* a byte in the name that is not a token character */
-    KR_H1_EMPTY_NAME,      /* ":" first */
-    KR_H1_NUL_IN_VALUE,    /* a NUL byte in the value */
-    KR_H1_CTL_IN_VALUE,    /* another control character in the value */
+    KR_H1_BARE_LF,       /* a line ends in LF without CR */
+    KR_H1_BARE_CR,       /* a CR inside a line */
+    KR_H1_OBS_FOLD,      /* a field line starts with SP/HTAB */
+    KR_H1_NO_COLON,      /* a field line without ':' */
+    KR_H1_SPACE_IN_NAME, /* whitespace between the name and ':' */
+    KR_H1_BAD_NAME,      /* a byte in the name that is not a token character */
+    KR_H1_EMPTY_NAME,    /* ":" first */
+    KR_H1_NUL_IN_VALUE,  /* a NUL byte in the value */
+    KR_H1_CTL_IN_VALUE,  /* another control character in the value */
 } kr_h1_err;
 
 /* tchar: "!#$%&'*+-.^_`|~", digits and letters (RFC 9110 5.6.2). */
@@ -71,7 +71,8 @@ kr_h1_err kr_h1_line(const char *s, size_t n, size_t *out);
  */
 kr_h1_err kr_h1_field(const char *s, size_t n, size_t *name_n, size_t *val_off, size_t *val_n);
 
-/* Whether the comma-separated list v holds token (case-insensitive, OWS around elements ignored). */
+/* Whether the comma-separated list v holds token (case-insensitive, OWS around elements ignored).
+ */
 bool kr_h1_has_token(kr_slice v, const char *token);
 
 #endif

@@ -648,6 +648,21 @@ static int refuse_to_start(const char *fmt, ...)
     return 1;
 }
 
+/* What start read and derived: the platform keys (wiped), the registry, the
+ * runtime profiles, the master key (wiped); then the server itself. */
+static void server_free(kr_server *s)
+{
+    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
+        if (s->platform_auth[i]) {
+            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
+            free(s->platform_auth[i]);
+        }
+    kr_registry_free(s->reg);
+    kr_runtimes_free(s->rts);
+    sodium_memzero(&s->mk, sizeof s->mk);
+    free(s);
+}
+
 int kr_server_run(const kr_config *cfg, bool dev)
 {
     char journal[600];
@@ -802,17 +817,9 @@ int kr_server_run(const kr_config *cfg, bool dev)
     uv_run(s->loop, UV_RUN_NOWAIT);
     kr_auth_free(&s->auth);
     kr_limits_free(&s->adm);
-    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
-        if (s->platform_auth[i]) {
-            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
-            free(s->platform_auth[i]);
-        }
-    kr_registry_free(s->reg);
-    kr_runtimes_free(s->rts);
-    sodium_memzero(&s->mk, sizeof s->mk);
     int loop_rc = uv_loop_close(s->loop);
     if (loop_rc) KR_WARN("event loop closed with open handles");
-    free(s);
+    server_free(s);
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
     return 0;
@@ -825,14 +832,6 @@ refused:
     if (s->admin_listening) uv_close((uv_handle_t *)&s->admin_listener, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);
     uv_loop_close(s->loop);
-    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
-        if (s->platform_auth[i]) {
-            sodium_memzero(s->platform_auth[i], strlen(s->platform_auth[i]));
-            free(s->platform_auth[i]);
-        }
-    kr_registry_free(s->reg);
-    kr_runtimes_free(s->rts);
-    sodium_memzero(&s->mk, sizeof s->mk);
-    free(s);
+    server_free(s);
     return 1;
 }

@@ -770,6 +770,20 @@ static void on_pwrite(uv_write_t *w, int status)
     c->sent_all = true;
 }
 
+/* Queues the rest of the request (b[0..nb)) behind a uv_write; on_pwrite
+ * goes on when the kernel has taken it. */
+static void write_queued(conn *c, uv_buf_t *b, unsigned nb)
+{
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)c->tcp, b, nb, on_pwrite);
+    if (rc) {
+        set_err(c, "Send failure: %s", uv_strerror(rc));
+        defer(c, CURLE_SEND_ERROR, true);
+        return;
+    }
+    c->writing = true;
+}
+
 /* A body over PIECE bytes (at most server.max_body_bytes, 4 GiB): queued in
  * pieces a uv_buf_t can describe. */
 static void send_big(conn *c)
@@ -782,14 +796,7 @@ static void send_big(conn *c)
         size_t k = q->body_len - off < PIECE ? q->body_len - off : PIECE;
         b[nb++] = uv_buf_init((char *)q->body + off, (unsigned)k);
     }
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)c->tcp, b, nb, on_pwrite);
-    if (rc) {
-        set_err(c, "Send failure: %s", uv_strerror(rc));
-        defer(c, CURLE_SEND_ERROR, true);
-        return;
-    }
-    c->writing = true;
+    write_queued(c, b, nb);
 }
 
 /* Builds the head (once per request) and writes head and body: one writev
@@ -840,14 +847,7 @@ static void send_request(conn *c)
     } else {
         b[0] = uv_buf_init(q->head.data + done, (unsigned)(q->head.len - done));
     }
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)c->tcp, b, nb, on_pwrite);
-    if (rc) {
-        set_err(c, "Send failure: %s", uv_strerror(rc));
-        defer(c, CURLE_SEND_ERROR, true);
-        return;
-    }
-    c->writing = true;
+    write_queued(c, b, nb);
 }
 
 /* ---- the response ---- */
