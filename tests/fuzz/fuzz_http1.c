@@ -26,27 +26,9 @@ typedef struct trace {
     unsigned events; /* HEAD/DONE/ERROR returns */
 } trace;
 
-static uint64_t mix(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t mix_u64(uint64_t h, uint64_t v)
-{
-    return mix(h, &v, sizeof v);
-}
-
 static uint64_t mix_slice(uint64_t h, kr_slice s)
 {
     return mix(mix_u64(h, s.n), s.p, s.n);
-}
-
-static bool inside(const kr_buf *b, const char *p, size_t n)
-{
-    return b->data && p >= b->data && n <= b->len && (size_t)(p - b->data) <= b->len - n;
 }
 
 static void check_head(const kr_http_parser *p, trace *t, size_t off)
@@ -124,18 +106,6 @@ static void check_error(kr_http_parser *p, trace *t)
     CHECK(c == 0);
     t->h = mix(mix_u64(mix_u64(t->h, 3), (uint64_t)p->status), p->error, strlen(p->error));
     t->events++;
-}
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static unsigned next(rng *g)
-{
-    g->s ^= g->s << 13;
-    g->s ^= g->s >> 7;
-    g->s ^= g->s << 17;
-    return (unsigned)(g->s >> 32);
 }
 
 /*

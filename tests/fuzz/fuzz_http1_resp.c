@@ -30,24 +30,6 @@ typedef struct trace {
     unsigned events; /* HEAD/DONE/ERROR/EOF */
 } trace;
 
-static uint64_t mix(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t mix_u64(uint64_t h, uint64_t v)
-{
-    return mix(h, &v, sizeof v);
-}
-
-static bool inside(const kr_buf *b, const char *p, size_t n)
-{
-    return b->data && p >= b->data && n <= b->len && (size_t)(p - b->data) <= b->len - n;
-}
-
 static bool tchar(unsigned char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -118,18 +100,6 @@ static void check_error(kr_resp_parser *p, trace *t)
     CHECK(u == 0);
     t->h = mix(mix_u64(mix_u64(t->h, 3), t->blen), p->error, strlen(p->error));
     t->events++;
-}
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static unsigned next(rng *g)
-{
-    g->s ^= g->s << 13;
-    g->s ^= g->s >> 7;
-    g->s ^= g->s << 17;
-    return (unsigned)(g->s >> 32);
 }
 
 static trace run(const uint8_t *d, size_t n, const kr_resp_limits *lim, rng *g)

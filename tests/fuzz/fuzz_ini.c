@@ -46,13 +46,6 @@ typedef struct run {
     unsigned recorded;
 } run;
 
-static uint64_t mix(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-
 static bool is_name(const char *s, size_t cap, bool may_be_empty)
 {
     size_t n = strnlen(s, cap);
