@@ -21,10 +21,14 @@
 
 #include <stdbool.h>
 
+#include "config/config.h"
 #include "core/buf.h"
+#include "http/http.h"
+#include "provision/provision.h"
+#include "registry/registry.h"
+#include "secrets/secrets.h"
 
-typedef struct kr_req kr_req;
-typedef struct kr_http_req kr_http_req;
+typedef struct kr_workq kr_workq;
 struct kr_op;
 struct cJSON;
 
@@ -52,10 +56,17 @@ typedef struct kr_admin_call {
 void kr_admin_parse(const kr_http_req *h, int secure_cookie, kr_admin_call *c);
 void kr_admin_call_free(kr_admin_call *c);
 
-/* True for a path the admin listener serves (/admin/…, /console…). */
-bool kr_admin_path(const kr_http_req *h);
-/* Serves r (the connection came in on the admin listener). */
-void kr_admin_start(kr_req *r);
+/* What the admin API reads: loaded by serve, outliving it. Operations run
+ * on the store workers. */
+typedef struct kr_admin {
+    kr_plane p;
+    kr_workq *workers;
+} kr_admin;
+
+/* Mount entry points (kr_http_start_fn; ctx: the kr_admin): /admin (the
+ * API) and /console (the console's pages). */
+void kr_admin_start(void *ctx, kr_conn *c, const kr_http_req *h);
+void kr_console_start(void *ctx, kr_conn *c, const kr_http_req *h);
 
 /* The OpenAPI 3.1 document of /admin/v1 (openapi.c). */
 void kr_admin_openapi(kr_buf *out);

@@ -8,7 +8,7 @@
 #include "core/cred.h"
 #include "core/log.h"
 #include "ops/ops.h"
-#include "proxy/proxy.h"
+#include "store/workq.h"
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -22,10 +22,17 @@
 #define SESSION_COOKIE "kr_session"
 
 
+/* An admin API request (the exchange) and its operation (the job). */
+typedef struct {
+    kr_exchange x; /* first */
+    kr_admin *a;
+    kr_job *job;
+} admin_req;
+
 typedef struct {
     kr_job job;
-    kr_req *req;
-    kr_server *srv;
+    admin_req *req;
+    kr_admin *srv;
     kr_admin_call c; /* what the request asks, parsed on the loop thread */
     char request_id[48];
     /* result */
@@ -34,12 +41,31 @@ typedef struct {
     char set_cookie[300];
 } admin_job;
 
-/* ---- small helpers ---- */
+/* ---- requests ---- */
 
-bool kr_admin_path(const kr_http_req *h)
+static void req_abort(kr_exchange *x)
 {
-    return kr_slice_starts(h->path, "/admin/") || kr_slice_eq(h->path, "/admin") ||
-           kr_slice_starts(h->path, "/console/") || kr_slice_eq(h->path, "/console");
+    admin_req *r = (admin_req *)x;
+    if (r->job) {
+        kr_job_cancel(r->job);
+        r->job = NULL;
+    }
+    kr_x_abandon(x);
+}
+
+static void req_release(kr_exchange *x)
+{
+    free(x);
+}
+
+static const kr_exchange_ops req_ops = {req_abort, req_release, NULL, NULL};
+
+static admin_req *req_new(kr_admin *a, kr_conn *c, const kr_http_req *h)
+{
+    admin_req *r = kr_xcalloc(1, sizeof *r);
+    r->a = a;
+    kr_x_init(&r->x, &req_ops, c, h, KR_ROUTE_ADMIN);
+    return r;
 }
 
 static const char sec_headers[] =
@@ -47,18 +73,18 @@ static const char sec_headers[] =
     "referrer-policy: no-referrer\r\nx-frame-options: DENY\r\n"
     "content-security-policy: default-src 'none'; frame-ancestors 'none'\r\n";
 
-static void respond_body(kr_req *r, int status, const char *body, size_t n, const char *cookie)
+static void respond_body(kr_exchange *x, int status, const char *body, size_t n, const char *cookie)
 {
     char extra[1024];
     kr_snprintf(extra, sizeof extra, "%s%s%s%s", sec_headers, cookie && *cookie ? "set-cookie: " : "",
                 cookie && *cookie ? cookie : "", cookie && *cookie ? "\r\n" : "");
-    kr_respond_json(r, status, body, n, extra);
+    kr_x_respond(x, status, "application/json", body, n, extra, "request-id");
 }
 
 /* {"error":{"code","message"},"request_id"}: the admin API's error shape. */
-static void respond_err(kr_req *r, int status, const char *code, const char *fmt, ...)
+static void respond_err(kr_exchange *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void respond_err(kr_req *r, int status, const char *code, const char *fmt, ...)
+static void respond_err(kr_exchange *r, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -233,7 +259,7 @@ static void session_create(admin_job *j, kr_store *st)
     kr_hex(raw, sizeof raw, csrf);
     sodium_memzero(raw, sizeof raw);
     kr_token_hash(sid, strlen(sid), sid_hash);
-    int64_t ttl = j->srv->cfg->admin_session_ms;
+    int64_t ttl = j->srv->p.cfg->admin_session_ms;
     int64_t until = kr_now_ms() + ttl;
     if (t.expires_at && t.expires_at < until) until = t.expires_at; /* never outlive the token */
     kr_diag d = {{0}};
@@ -325,8 +351,8 @@ static void admin_work(kr_store *st, kr_job *job)
     }
     kr_actor actor;
     actor_of(&t, &actor);
-    kr_server *s = j->srv;
-    kr_ops_env env = {s->cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
+    kr_admin *s = j->srv;
+    kr_ops_env env = s->p;
     kr_op_call call;
     memset(&call, 0, sizeof call);
     call.op = j->c.op;
@@ -353,8 +379,9 @@ static void admin_work(kr_store *st, kr_job *job)
 static void admin_done(kr_job *job)
 {
     admin_job *j = (admin_job *)job;
-    kr_req *r = j->req;
-    r->job = NULL;
+    admin_req *ar = j->req;
+    ar->job = NULL;
+    kr_exchange *r = &ar->x;
     if (j->status >= 400) {
         /* the error code for the log line, from the body we built */
         cJSON *b = cJSON_ParseWithLength(j->body.data ? j->body.data : "{}", j->body.len);
@@ -403,8 +430,9 @@ static bool cookie_value(const kr_http_req *h, char *out, size_t cap)
     return false;
 }
 
-static void serve_console(kr_req *r, const kr_http_req *h)
+void kr_console_start(void *ctx, kr_conn *conn, const kr_http_req *h)
 {
+    kr_exchange *r = &req_new(ctx, conn, h)->x;
     size_t n;
     const char *ctype;
     const char *a = kr_console_asset(h->path.p, h->path.n, &n, &ctype);
@@ -417,15 +445,16 @@ static void serve_console(kr_req *r, const kr_http_req *h)
         respond_err(r, 405, "METHOD", "the console's pages take GET");
         return;
     }
-    kr_respond(r, 200, ctype, a, n,
-               "cache-control: no-cache\r\nx-content-type-options: nosniff\r\n"
-               "referrer-policy: no-referrer\r\nx-frame-options: DENY\r\n"
-               "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; "
-               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
-               "frame-ancestors 'none'\r\n");
+    kr_x_respond(r, 200, ctype, a, n,
+                 "cache-control: no-cache\r\nx-content-type-options: nosniff\r\n"
+                 "referrer-policy: no-referrer\r\nx-frame-options: DENY\r\n"
+                 "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; "
+                 "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+                 "frame-ancestors 'none'\r\n",
+                 "request-id");
 }
 
-static void serve_openapi(kr_req *r)
+static void serve_openapi(kr_exchange *r)
 {
     kr_buf b = KR_BUF_INIT(1 << 22);
     kr_admin_openapi(&b);
@@ -581,17 +610,13 @@ void kr_admin_parse(const kr_http_req *h, int secure_cookie, kr_admin_call *c)
                        (secure_cookie == 2 && xfp && kr_slice_eq_ci(xfp->value, "https"));
 }
 
-void kr_admin_start(kr_req *r)
+void kr_admin_start(void *ctx, kr_conn *conn, const kr_http_req *h)
 {
-    const kr_http_req *h = r->http;
-    kr_server *s = r->srv;
-    r->route = KR_ROUTE_ADMIN;
-    if (kr_slice_starts(h->path, "/console")) {
-        serve_console(r, h);
-        return;
-    }
+    kr_admin *s = ctx;
+    admin_req *ar = req_new(s, conn, h);
+    kr_exchange *r = &ar->x;
     admin_job *j = kr_xcalloc(1, sizeof *j);
-    kr_admin_parse(h, (int)s->cfg->admin_secure_cookie, &j->c);
+    kr_admin_parse(h, (int)s->p.cfg->admin_secure_cookie, &j->c);
     kr_strlcpy(r->cred_class, j->c.cred_class, sizeof r->cred_class);
     if (j->c.status || j->c.special == SP_OPENAPI) {
         if (j->c.status) respond_err(r, j->c.status, j->c.code, "%s", j->c.msg);
@@ -603,9 +628,9 @@ void kr_admin_start(kr_req *r)
     j->job.work = admin_work;
     j->job.done = admin_done;
     j->job.cleanup = admin_cleanup;
-    j->req = r;
+    j->req = ar;
     j->srv = s;
     kr_strlcpy(j->request_id, r->id, sizeof j->request_id);
-    r->job = &j->job;
+    ar->job = &j->job;
     kr_workq_submit(s->workers, &j->job);
 }

@@ -1,7 +1,7 @@
-/* cmd_serve.c -- `keyrail serve`: load config, then run the proxy. */
+/* cmd_serve.c -- `keyrail serve`: load config, then run it (src/serve). */
 #include "cli/cli.h"
 #include "core/log.h"
-#include "proxy/proxy.h"
+#include "serve/serve.h"
 
 #include <string.h>
 
@@ -38,7 +38,7 @@ int kr_cmd_serve(int argc, char **argv)
     if (kr_log_open(c.cfg.log_file)) return kr_cli_errf("cannot open log file %s", c.cfg.log_file);
     if (kr_flag(&a, "--dev") && !c.cfg.master_key_file[0])
         kr_strlcpy(c.cfg.master_key_file, "keyrail-dev.key", sizeof c.cfg.master_key_file);
-    rc = kr_server_run(&c.cfg, kr_flag(&a, "--dev"));
+    rc = kr_serve_run(&c.cfg, kr_flag(&a, "--dev"));
     kr_log_close();
     kr_cli_free(&c);
     return rc;

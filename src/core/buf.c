@@ -82,6 +82,7 @@ int kr_buf_reserve(kr_buf *b, size_t extra)
     if (cap > b->max + 1) cap = b->max + 1;
     b->data = kr_xrealloc(b->data, cap);
     b->cap = cap;
+    KR_ASSERT(b->len + extra < b->cap); /* room for the bytes and the NUL */
     return 0;
 }
 
@@ -91,6 +92,7 @@ int kr_buf_append(kr_buf *b, const void *p, size_t n)
     if (rc) return rc;
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
+    KR_ASSERT(b->len < b->cap && b->len <= b->max);
     b->data[b->len] = 0;
     return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static const char *const err_names[] = {
     "OK",
@@ -46,4 +47,12 @@ const char *kr_diag_msg(const kr_diag *d, int err)
 {
     if (d && d->msg[0]) return d->msg;
     return kr_strerror(err);
+}
+
+_Noreturn void kr_assert_fail(const char *cond, const char *file, int line)
+{
+    /* stderr directly: the log may be buffered, and this must get out */
+    fprintf(stderr, "keyrail: invariant broken at %s:%d: %s\n", file, line, cond);
+    fflush(stderr);
+    abort();
 }

@@ -85,4 +85,21 @@ int kr_fail(kr_diag *d, int err, const char *fmt, ...) __attribute__((format(pri
 /* The diag message, or kr_strerror(err) when no detail was recorded. */
 const char *kr_diag_msg(const kr_diag *d, int err);
 
+/*
+ * Invariants whose breach would corrupt state (a buffer bound, a state
+ * transition, a reference count, a queue index). KR_ASSERT stays in release
+ * builds -- use it where the check is a compare or two; it names the file,
+ * line and condition on stderr and aborts (a crash report, never a silent
+ * corruption; no request data is printed). KR_DEBUG_ASSERT is for checks
+ * too costly for the hot path: it compiles away under NDEBUG.
+ */
+#define KR_ASSERT(cond)                                                                            \
+    ((cond) ? (void)0 : kr_assert_fail(#cond, __FILE__, __LINE__))
+#ifdef NDEBUG
+#define KR_DEBUG_ASSERT(cond) ((void)0)
+#else
+#define KR_DEBUG_ASSERT(cond) KR_ASSERT(cond)
+#endif
+_Noreturn void kr_assert_fail(const char *cond, const char *file, int line);
+
 #endif

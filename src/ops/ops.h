@@ -60,14 +60,7 @@ typedef struct kr_actor {
 } kr_actor;
 
 /* What operations need besides the store. */
-typedef struct kr_ops_env {
-    const kr_config *cfg;
-    const kr_registry *reg;
-    const kr_runtimes *rts;
-    const kr_policy *pol;
-    const kr_master_key *mk;
-    const char *proxy_url;
-} kr_ops_env;
+typedef kr_plane kr_ops_env;
 
 typedef struct kr_op kr_op;
 

@@ -75,12 +75,7 @@ int kr_ops_org_filter(const kr_op_call *c, int64_t *org_id, kr_diag *d)
 
 void kr_ops_provision_ctx(const kr_op_call *c, kr_provision_ctx *ctx)
 {
-    memset(ctx, 0, sizeof *ctx);
-    ctx->reg = c->env->reg;
-    ctx->rts = c->env->rts;
-    ctx->policy = c->env->pol;
-    ctx->proxy_url = c->env->proxy_url;
-    ctx->concierge_default_model = c->env->cfg->concierge_default_model;
+    *ctx = kr_plane_ctx(c->env);
 }
 
 static cJSON *org_json(const kr_org *o)

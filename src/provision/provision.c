@@ -3,6 +3,7 @@
  * the one code path for a fresh create and a rebuild. See provision.h.
  */
 #include "provision/provision.h"
+#include "config/config.h"
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -354,6 +355,13 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
         out->v[i].cls = kr_env_var_class(ctx->rts, ctx->reg, out->v[i].key, out->v[i].value);
     kr_env_sort(out);
     return 0;
+}
+
+kr_provision_ctx kr_plane_ctx(const kr_plane *p)
+{
+    kr_provision_ctx c = {p->reg, p->rts, p->pol, p->proxy_url,
+                          p->cfg ? p->cfg->concierge_default_model : "", false};
+    return c;
 }
 
 /* ---- kr_provision ---- */

@@ -98,6 +98,22 @@ typedef struct kr_provision_ctx {
     bool dry_run;                        /* resolve and build, persist nothing (explain) */
 } kr_provision_ctx;
 
+/* What serving workspaces needs besides the store, loaded once (by serve
+ * or the command line) and shared read-only: the proxy, the admin API and
+ * the operations all read the same. */
+struct kr_config;
+typedef struct kr_plane {
+    const struct kr_config *cfg;
+    const kr_registry *reg;
+    const kr_runtimes *rts;
+    const kr_policy *pol;
+    const kr_master_key *mk;
+    const char *proxy_url; /* where workspaces reach the proxy ("" = none) */
+} kr_plane;
+
+/* The provisioning context of a plane (persisting). */
+kr_provision_ctx kr_plane_ctx(const kr_plane *p);
+
 /* ---- resolution ---- */
 
 typedef enum { KR_ROUTE_NONE = 0, KR_ROUTE_PLATFORM, KR_ROUTE_BYOK } kr_route;

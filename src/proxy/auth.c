@@ -34,17 +34,12 @@ void kr_auth_free(kr_auth_cache *c)
 typedef struct {
     kr_job job; /* first: the queue frees the whole struct */
     uint64_t read_ns; /* when the token row was read: the cache lifetime starts here */
-    kr_server *srv;
+    kr_proxy *srv;
     kr_req *req;      /* NULL for a refresh ahead of expiry */
     kr_auth_cb cb;
     uint8_t hash[32];
     char hex[65];
-    const kr_registry *reg;
-    const kr_runtimes *rts;
-    const kr_policy *pol;
-    const kr_master_key *mk;
-    const char *proxy_url;
-    const char *concierge_default_model;
+    const kr_plane *p;
     kr_auth_info info;
 } auth_job;
 
@@ -85,12 +80,12 @@ static void lookup_work(kr_store *st, kr_job *j)
     in->ws_id = ws.id;
     in->org_id = ws.org_id;
     kr_secrets secrets;
-    if ((rc = kr_secrets_load(st, a->mk, &ws, &secrets, &d))) {
+    if ((rc = kr_secrets_load(st, a->p->mk, &ws, &secrets, &d))) {
         in->rc = KR_ESTORE;
         kr_strlcpy(in->reason, "the store is unavailable", sizeof in->reason);
         return;
     }
-    kr_provision_ctx ctx = {a->reg, a->rts, a->pol, a->proxy_url, a->concierge_default_model, false};
+    kr_provision_ctx ctx = kr_plane_ctx(a->p);
     kr_resolution res;
     kr_resolve(&ctx, ws.kind, ws.runtime, &secrets, &res);
     kr_secrets_free(&secrets);
@@ -145,7 +140,7 @@ static kr_auth_slot *slot_for(kr_auth_cache *c, const uint8_t *hash)
 static void lookup_done(kr_job *j)
 {
     auth_job *a = (auth_job *)j;
-    kr_server *s = a->srv;
+    kr_proxy *s = a->srv;
     /* store failures are not cached: the next request retries */
     bool cached = a->info.rc != KR_ESTORE && s->auth.ttl_ns;
     kr_auth_slot *sl = slot_for(&s->auth, a->hash);
@@ -172,7 +167,7 @@ static void lookup_cleanup(kr_job *j)
     free(((auth_job *)j)->info.allow);
 }
 
-static auth_job *new_job(kr_server *s, const uint8_t *hash)
+static auth_job *new_job(kr_proxy *s, const uint8_t *hash)
 {
     auth_job *a = kr_xcalloc(1, sizeof *a);
     a->job.work = lookup_work;
@@ -181,16 +176,11 @@ static auth_job *new_job(kr_server *s, const uint8_t *hash)
     a->srv = s;
     memcpy(a->hash, hash, 32);
     kr_hex(hash, 32, a->hex);
-    a->reg = s->reg;
-    a->rts = s->rts;
-    a->pol = &s->pol;
-    a->mk = &s->mk;
-    a->proxy_url = s->proxy_url;
-    a->concierge_default_model = s->cfg->concierge_default_model;
+    a->p = &s->p;
     return a;
 }
 
-bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
+bool kr_auth_lookup(kr_proxy *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb)
 {
     uint8_t hash[32];
     crypto_generichash(hash, sizeof hash, (const uint8_t *)tok, n, NULL, 0);

@@ -1,7 +1,8 @@
 /*
- * errors.c -- keyrail's own responses: JSON errors in the protocol's shape
- * (Anthropic or OpenAI, chosen by the route) and small JSON bodies. Every
- * one carries the request id, in the header each protocol's SDK reads.
+ * errors.c -- keyrail's own responses on the LLM routes: JSON errors in the
+ * protocol's shape (Anthropic or OpenAI, chosen by the route) and small JSON
+ * bodies. Every one carries the request id, in the header each protocol's
+ * SDK reads.
  */
 #include "proxy/proxy.h"
 
@@ -9,33 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *kr_status_text(int status)
+const char *kr_proto_id_header(kr_proto p)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 529: return "Overloaded";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
-    }
+    return p == KR_PROTO_OPENAI ? "x-request-id" : "request-id";
 }
 
 static const char *openai_code(int status)
@@ -50,31 +27,81 @@ static const char *openai_code(int status)
     }
 }
 
-void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, ...)
+/* The error body alone. */
+static void error_body(kr_buf *b, kr_proto proto, int status, const char *type, const char *msg,
+                       const char *id)
+{
+    if (proto == KR_PROTO_OPENAI) { /* every /openai/… path, matched or not */
+        kr_buf_puts(b, "{\"error\":{\"message\":\"");
+        kr_buf_json_str(b, msg, strlen(msg));
+        kr_buf_printf(b, "\",\"type\":\"%s\",\"param\":null,\"code\":%s},\"request_id\":\"%s\"}",
+                      type, openai_code(status), id);
+    } else {
+        kr_buf_printf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"", type);
+        kr_buf_json_str(b, msg, strlen(msg));
+        kr_buf_printf(b, "\"},\"request_id\":\"%s\"}", id);
+    }
+}
+
+static void verror(kr_exchange *x, kr_proto proto, int status, const char *type,
+                   const char *extra, const char *fmt, va_list ap)
 {
     char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    kr_strlcpy(x->error_type, type, sizeof x->error_type);
+    kr_buf b = KR_BUF_INIT(4096);
+    error_body(&b, proto, status, type, msg, x->id);
+    kr_x_respond(x, status, "application/json", b.data, b.len, extra, kr_proto_id_header(proto));
+    kr_buf_free(&b);
+}
+
+void kr_proxy_error(kr_exchange *x, kr_proto proto, int status, const char *type,
+                    const char *extra_headers, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    verror(x, proto, status, type, extra_headers, fmt, ap);
     va_end(ap);
-    kr_strlcpy(r->error_type, type, sizeof r->error_type);
-    kr_buf b = KR_BUF_INIT(4096);
-    if (r->proto == KR_PROTO_OPENAI) { /* every /openai/… path, matched or not */
-        kr_buf_puts(&b, "{\"error\":{\"message\":\"");
-        kr_buf_json_str(&b, msg, strlen(msg));
-        kr_buf_printf(&b, "\",\"type\":\"%s\",\"param\":null,\"code\":%s},\"request_id\":\"%s\"}",
-                      type, openai_code(status), r->id);
-    } else {
-        kr_buf_printf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"", type);
-        kr_buf_json_str(&b, msg, strlen(msg));
-        kr_buf_printf(&b, "\"},\"request_id\":\"%s\"}", r->id);
-    }
+}
+
+void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, ...)
+{
     char extra[96] = "";
     if (status == 429 && r->retry_after > 0)
         snprintf(extra, sizeof extra, "retry-after: %d\r\n", r->retry_after);
     if (status == 405 && r->rd)
         kr_strlcpy(extra, !strcmp(r->rd->method, "GET") ? "allow: GET, HEAD\r\n" : "allow: POST\r\n",
                    sizeof extra);
-    kr_respond_json(r, status, b.data, b.len, extra);
-    kr_buf_free(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    verror(&r->x, r->proto, status, type, extra, fmt, ap);
+    va_end(ap);
+}
+
+void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers)
+{
+    kr_x_respond(&r->x, status, "application/json", body, n, extra_headers,
+                 kr_proto_id_header(r->proto));
+}
+
+void kr_proxy_refusal(void *ctx, const kr_http_req *h, int status, const char *msg,
+                      const char *request_id, kr_buf *body, const char **id_header)
+{
+    (void)ctx;
+    /* the path is known once the parser reached the end of the head */
+    kr_proto proto = h->path.p && kr_slice_starts(h->path, "/openai/") ? KR_PROTO_OPENAI
+                                                                        : KR_PROTO_ANTHROPIC;
+    /* the Anthropic API's own type for a 413 (docs/PROXY.md) */
+    const char *type = proto == KR_PROTO_ANTHROPIC && status == 413 ? "request_too_large"
+                                                                    : "invalid_request_error";
+    if (proto == KR_PROTO_OPENAI) {
+        /* a refusal before routing: no OpenAI error code */
+        kr_buf_puts(body, "{\"error\":{\"message\":\"");
+        kr_buf_json_str(body, msg, strlen(msg));
+        kr_buf_printf(body, "\",\"type\":\"%s\",\"param\":null,\"code\":null},\"request_id\":\"%s\"}",
+                      type, request_id);
+    } else {
+        error_body(body, proto, status, type, msg, request_id);
+    }
+    *id_header = kr_proto_id_header(proto);
 }

@@ -95,7 +95,7 @@ static bool allowed(const char *allow, const char *model)
     return false;
 }
 
-int kr_limits_admit(kr_server *s, kr_req *r, uint64_t est, bool metered)
+int kr_limits_admit(kr_proxy *s, kr_req *r, uint64_t est, bool metered)
 {
     kr_limits *l = &s->adm;
     const kr_auth_info *a = &r->auth;
@@ -140,7 +140,7 @@ int kr_limits_admit(kr_server *s, kr_req *r, uint64_t est, bool metered)
     return 0;
 }
 
-void kr_limits_settle(kr_server *s, kr_req *r, const kr_usage *u, int64_t cost)
+void kr_limits_settle(kr_proxy *s, kr_req *r, const kr_usage *u, int64_t cost)
 {
     kr_limits *l = &s->adm;
     if (r->admitted) {
@@ -164,7 +164,7 @@ void kr_limits_settle(kr_server *s, kr_req *r, const kr_usage *u, int64_t cost)
     }
 }
 
-void kr_limits_committed(kr_server *s, int64_t org, int64_t cost)
+void kr_limits_committed(kr_proxy *s, int64_t org, int64_t cost)
 {
     kr_credit *c = credit_for(&s->adm, org, false);
     if (!c || cost <= 0) return;
@@ -178,7 +178,7 @@ void kr_limits_committed(kr_server *s, int64_t org, int64_t cost)
 
 typedef struct {
     kr_job job;
-    kr_server *srv;
+    kr_proxy *srv;
     kr_rate_key *keys;
     size_t nkeys;
     int64_t *orgs, *bal, *cap;
@@ -198,7 +198,7 @@ static void sync_work(kr_store *st, kr_job *j)
 static void sync_done(kr_job *j)
 {
     sync_job *sj = (sync_job *)j;
-    kr_server *s = sj->srv;
+    kr_proxy *s = sj->srv;
     kr_limits *l = &s->adm;
     l->syncing = false;
     int64_t now = minute_now();
@@ -240,7 +240,7 @@ static void sync_cleanup(kr_job *j)
 
 static void on_sync_timer(uv_timer_t *t)
 {
-    kr_server *s = t->data;
+    kr_proxy *s = t->data;
     kr_limits *l = &s->adm;
     if (l->syncing || !s->workers) return;
     int64_t now = minute_now();
@@ -280,14 +280,14 @@ static void on_sync_timer(uv_timer_t *t)
     kr_workq_submit(s->workers, &sj->job);
 }
 
-void kr_limits_start(kr_server *s)
+void kr_limits_start(kr_proxy *s)
 {
     uv_timer_init(s->loop, &s->limits_timer);
     s->limits_timer.data = s;
     uv_timer_start(&s->limits_timer, on_sync_timer, KR_LIMITS_SYNC_MS, KR_LIMITS_SYNC_MS);
 }
 
-void kr_limits_stop(kr_server *s)
+void kr_limits_stop(kr_proxy *s)
 {
     uv_timer_stop(&s->limits_timer);
     uv_close((uv_handle_t *)&s->limits_timer, NULL);

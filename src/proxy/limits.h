@@ -33,7 +33,7 @@
 #define KR_LIMITS_SYNC_MS 200
 #define KR_LIMITS_SLOTS 4096
 
-typedef struct kr_server kr_server;
+typedef struct kr_proxy kr_proxy;
 typedef struct kr_req kr_req;
 
 typedef struct kr_window {
@@ -64,15 +64,15 @@ typedef struct kr_limits {
 void kr_limits_init(kr_limits *l);
 void kr_limits_free(kr_limits *l);
 /* Starts the periodic sync (on the server's loop). */
-void kr_limits_start(kr_server *s);
-void kr_limits_stop(kr_server *s);
+void kr_limits_start(kr_proxy *s);
+void kr_limits_stop(kr_proxy *s);
 
 /* Admission for a request whose auth and model are known. Returns 0, or an
  * HTTP status (403, 402, 429) after answering the client itself. */
-int kr_limits_admit(kr_server *s, kr_req *r, uint64_t est_tokens, bool metered);
+int kr_limits_admit(kr_proxy *s, kr_req *r, uint64_t est_tokens, bool metered);
 /* Settles the estimate against the real usage and notes the cost. */
-void kr_limits_settle(kr_server *s, kr_req *r, const kr_usage *u, int64_t cost);
+void kr_limits_settle(kr_proxy *s, kr_req *r, const kr_usage *u, int64_t cost);
 /* The usage writer committed a cost. */
-void kr_limits_committed(kr_server *s, int64_t org, int64_t cost);
+void kr_limits_committed(kr_proxy *s, int64_t org, int64_t cost);
 
 #endif

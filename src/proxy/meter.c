@@ -170,6 +170,7 @@ static void *writer(void *p)
         m->head = last->next;
         if (!m->head) m->tail = NULL;
         last->next = NULL;
+        KR_ASSERT(n <= BATCH_MAX && m->queued >= n);
         m->queued -= n;
         pthread_mutex_unlock(&m->mu);
         size_t i = 0;
@@ -382,6 +383,7 @@ void kr_meter_submit(kr_meter *m, const kr_usage_rec *rec, kr_meter_cb cb, void 
             m->head = b;
         m->tail = b;
     }
+    KR_ASSERT(b->n < BLK && b == m->tail);
     b->rec[b->n] = *rec;
     b->cb[b->n] = cb;
     b->arg[b->n] = arg;

@@ -1,26 +1,25 @@
 /*
- * proxy.h -- the LLM proxy (`keyrail serve`): what its parts own and the
- * structs they share. A request flows through the files in this order:
+ * proxy.h -- the LLM gateway: what a workspace's request to an LLM route
+ * meets between the transport (src/http) and the vendor. `keyrail serve`
+ * (src/serve) mounts it on its listeners; it owns these routes:
  *
- *   server.c    listener, connections, reads, writes with back-pressure,
- *               timeouts (slow clients, idle keep-alive, stuck writes),
- *               graceful shutdown on SIGTERM
- *   http1.c     the strict request parser (one request at a time; pipelined
- *               bytes wait in conn->pending)
- *   routes.c    routing, local endpoints (/healthz, /readyz, /metrics,
- *               models, the workspace environment), request checks, the
- *               upstream request, response relay, metering, the log line
+ *   POST /anthropic/v1/messages, /anthropic/v1/messages/count_tokens,
+ *        /openai/v1/chat/completions, /openai/v1/responses
+ *   GET  /anthropic/v1/models, /openai/v1/models, /v1/workspace/env
+ *
+ * and words every error in the protocol's own shape. Its files:
+ *
+ *   routes.c    the route table, credentials, the models and environment
+ *               endpoints, the request object and its log line
+ *   forward.c   request checks, the upstream request, the response relay
+ *               with back-pressure, metering at the end
  *   auth.c      workspace-token authentication with a short-lived cache;
  *               lookups and provider resolution run on the store workers
- *   upstream.c  the upstream client in use (upstream.client): libcurl multi
- *               on the libuv loop (sockets, timers, handles), or
- *   upclient.c  keyrail's own HTTP/1.1 client (keep-alive pool, OpenSSL),
- *               reading responses with http1_resp.c
- *   jscan.c     the non-DOM scan of request bodies
- *   sse_usage.c usage read from the response as it streams by
+ *   limits.c    admission: allow-lists, credits, rpm/tpm (limits.h)
+ *   jscan.c     the non-DOM scan of request bodies (jscan.h)
+ *   sse_usage.c usage read from the response as it streams by (sse_usage.h)
  *   meter.c     usage rows, rollup and credit debit, batched on a thread
- *   workq.c     store work off the loop
- *   metrics.c   Prometheus counters
+ *               (meter.h)
  *   errors.c    error bodies in each protocol's own shape
  *
  * Everything here runs on the one loop thread except the work done inside
@@ -29,7 +28,6 @@
 #ifndef KR_PROXY_H
 #define KR_PROXY_H
 
-#include <curl/curl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -37,18 +35,17 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/usage.h"
+#include "http/http.h"
+#include "http/upstream.h"
 #include "provision/provision.h"
-#include "proxy/http1.h"
 #include "proxy/limits.h"
 #include "proxy/meter.h"
-#include "proxy/metrics.h"
 #include "proxy/sse_usage.h"
-#include "proxy/workq.h"
 #include "registry/registry.h"
 #include "secrets/secrets.h"
+#include "store/workq.h"
 
-typedef struct kr_server kr_server;
-typedef struct kr_conn kr_conn;
+typedef struct kr_proxy kr_proxy;
 typedef struct kr_req kr_req;
 
 /* ---- auth (auth.c) ---- */
@@ -90,125 +87,56 @@ void kr_auth_init(kr_auth_cache *c, int64_t ttl_ms);
 void kr_auth_free(kr_auth_cache *c);
 /* Looks the token up (cache, else a store job). Calls cb now or later;
  * returns true when the answer came from the cache (cb already called). */
-bool kr_auth_lookup(kr_server *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb);
+bool kr_auth_lookup(kr_proxy *s, kr_req *r, const char *tok, size_t n, kr_auth_cb cb);
 
-/* ---- upstream (upstream.c) ---- */
+/* ---- the gateway (routes.c) ---- */
 
-int kr_upstream_init(kr_server *s);
-void kr_upstream_free(kr_server *s);
-/* Ends r's transfer, whichever client carries it; no completion is reported. */
-void kr_upstream_stop(kr_req *r);
-/* Starts the transfer of an easy handle set up by routes.c. */
-int kr_upstream_start(kr_server *s, CURL *easy);
-/* Removes a transfer (client gone, timeout); no completion is reported. */
-void kr_upstream_cancel(kr_server *s, CURL *easy);
-/* Sets the transfer's URL from a parsed copy kept for the server's life. */
-int kr_upstream_url(kr_server *s, CURL *e, const char *url);
-CURL *kr_upstream_easy(kr_server *s);
-void kr_upstream_release(kr_server *s, CURL *easy);
-/* Called by upstream.c when a transfer ends (routes.c implements it). */
-void kr_req_upstream_done(kr_req *r, CURLcode rc);
-/* Refuses (at start) an upstream.ca_file that cannot be read or holds no
- * PEM certificate. */
-int kr_upstream_check_config(const kr_config *cfg, kr_diag *d);
-/* The message of a 502 for a transfer that failed before the response head:
- * the cause in libcurl's words (errbuf: the request's up_err), redacted;
- * TLS failures say so and that the request was not sent. */
-void kr_upstream_describe(CURLcode rc, const char *errbuf, char *out, size_t cap);
-/* A TLS handshake or verification failure (always before any request byte). */
-bool kr_upstream_is_tls_error(CURLcode rc);
+/* What the gateway reads and shares: the registry, the runtime profiles,
+ * the forbidden-key policy and the master key are loaded by serve and
+ * outlive it; the platform keys are its own. */
+typedef struct kr_proxy_env {
+    kr_plane p;
+    kr_workq *workers;
+    kr_meter *meter;
+} kr_proxy_env;
 
-/* ---- server and connections (server.c) ---- */
-
-struct kr_server {
+struct kr_proxy {
     uv_loop_t *loop;
-    uv_tcp_t listener;
-    uv_tcp_t admin_listener; /* server.admin_listen, when separate */
-    bool admin_listening;
-    int admin_port;
-    uv_signal_t sigterm, sigint;
-    uv_timer_t drain_timer;
-    const kr_config *cfg;
-    kr_registry *reg;
-    kr_runtimes *rts; /* agent runtime profiles (the provisioner reads them) */
-    kr_policy pol;
-    kr_master_key mk;
-    char proxy_url[300];
-    kr_http_limits limits;
+    kr_http_server *http; /* its transport: counters, draining */
+    kr_metrics *metrics;
+    kr_plane p;
+    const kr_config *cfg; /* p.cfg */
+    kr_workq *workers;
+    kr_meter *meter;
     /* platform credentials, one per registry provider (NULL: none) */
     char *platform_auth[KR_REGISTRY_MAX_PROVIDERS]; /* full header line */
-    /* upstream */
-    CURLM *multi;
-    uv_timer_t curl_timer;
-    CURL *easy_pool[256];
-    int neasy;
-    /* parsed upstream URLs (registry base URL + route path), made on first use */
-    struct {
-        char *url;
-        CURLU *u;
-    } urls[64];
-    int nurls;
-    bool env_proxy; /* a proxy variable is set: libcurl reads them per transfer */
-    struct kr_upc *upc; /* the native client (upclient.h); NULL: libcurl carries every transfer */
-    /* state */
+    kr_upstream up;
     kr_auth_cache auth;
     kr_limits adm; /* admission control state (limits.c) */
     uv_timer_t limits_timer;
-    uv_timer_t log_timer; /* flushes buffered log lines (server.log_flush_ms) */
-    kr_workq *workers;
-    kr_meter *meter;
-    kr_metrics metrics;
-    kr_conn *conns; /* all open connections */
-    kr_req *dirty;  /* requests with staged output, flushed after each curl event */
-    bool draining;
-    bool stopped;
-    uint64_t reqseq;
-    char instance[17]; /* random per process: request ids are unique across instances */
-    int port;          /* bound port */
+    kr_req *dirty; /* requests with staged output, flushed after each upstream event */
 };
 
-struct kr_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;   /* client-side timeouts */
-    uv_timer_t uptimer; /* upstream inactivity of the in-flight request */
-    kr_server *srv;
-    kr_conn *prev, *next;
-    kr_http_parser parser;
-    kr_buf pending;       /* bytes after the current request (pipelining), capped */
-    kr_req *req;          /* the request being served */
-    size_t write_pending; /* bytes handed to uv_write and not yet written */
-    int handles_open;
-    bool reading;
-    bool closing;
-    bool close_after; /* close once the response is written */
-    bool read_eof;
-    bool in_body;     /* head parsed, body arriving */
-    bool got_bytes;   /* some bytes of the current request arrived */
-    uint64_t deadline; /* loop time (ms) by which the whole request must have arrived */
-    bool linger;      /* after an error reply: half-close, drain input, then close */
-    bool admin;       /* accepted on the admin listener: serves /admin and /console */
-    size_t discarded; /* bytes drained while lingering */
-    uv_shutdown_t shutdown_req;
-};
+/* Reads the platform keys (from the environment variables the registry
+ * names), starts the upstream client and the admission sync. */
+int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, kr_diag *d);
+/* Stops the timers and the upstream client (no request may be running). */
+void kr_proxy_stop(kr_proxy *px);
+/* Frees what stop left (the caches) and wipes the platform keys. */
+void kr_proxy_free(kr_proxy *px);
 
-void kr_conn_write(kr_conn *c, const uv_buf_t *bufs, unsigned n);
-void kr_conn_close(kr_conn *c);
-/* The request is finished: free it and continue with pipelined bytes. */
-void kr_conn_request_done(kr_conn *c);
-
-int kr_server_run(const kr_config *cfg, bool dev);
-/* A new request id, unique across instances (random instance id + sequence):
- * every response carries one, those refused before routing too. */
-void kr_server_request_id(kr_server *s, char *out, size_t cap);
-
-/* ---- requests (routes.c) ---- */
+/* Mount entry points (kr_http_start_fn): the gateway's routes, and a 404
+ * for the admin API's paths on a listener that does not serve it. */
+void kr_proxy_start(void *px, kr_conn *c, const kr_http_req *h);
+void kr_proxy_not_here(void *px, kr_conn *c, const kr_http_req *h);
+/* The transport's refusal hook (kr_http_refusal_fn): the OpenAI shape for
+ * an /openai/ path, else the Anthropic shape. */
+void kr_proxy_refusal(void *ctx, const kr_http_req *h, int status, const char *msg,
+                      const char *request_id, kr_buf *body, const char **id_header);
 
 /* What the proxy does with a route. routes.c holds the table: one row per
  * route carries all of its facts. */
 typedef enum {
-    KR_RK_HEALTHZ = 0,
-    KR_RK_READYZ,
-    KR_RK_METRICS,
     KR_RK_MODELS,   /* the platform models of the route's protocol */
     KR_RK_ENV,      /* the workspace environment (the launcher's) */
     KR_RK_UPSTREAM, /* forwarded to the platform's vendor */
@@ -217,8 +145,7 @@ typedef enum {
 typedef struct kr_route_def {
     const char *path;
     const char *method; /* "GET" (also answers HEAD) or "POST" */
-    kr_route_id id;     /* metrics slot */
-    const char *label;  /* metrics and log label */
+    kr_route_id id;     /* metrics and log label */
     kr_proto proto;     /* error shape; the protocol a workspace speaks here */
     kr_route_kind kind;
     kr_wire wire;         /* upstream: body and usage dialect */
@@ -227,31 +154,22 @@ typedef struct kr_route_def {
 } kr_route_def;
 
 struct kr_req {
-    kr_server *srv;
-    kr_conn *conn; /* NULL once the client is gone */
+    kr_exchange x; /* first: the transport's view (id, status, connection) */
+    kr_proxy *px;
     const kr_route_def *rd; /* the matched route; NULL: none */
-    kr_route_id route;
     kr_proto proto;
-    char id[40];
-    uint64_t t0_ns, t_up_ns;
-    const kr_http_req *http;
-    int status;
-    bool keep_alive;
+    uint64_t t_up_ns;
     /* auth */
     kr_job *job;
     kr_auth_info auth;
-    char cred_class[24];
     /* request body facts */
     const kr_model *model;
     const kr_provider *prov;
     char model_id[128];
     bool stream;
     kr_buf upbody; /* rewritten body, when the body had to change */
-    /* upstream: one of easy (libcurl) and uc (the native client) while it runs */
-    CURL *easy;
-    struct kr_upc_conn *uc;
-    struct curl_slist *hdrs;
-    bool upstream_active;
+    /* upstream */
+    kr_upx up;
     bool head_sent;
     bool chunked;
     bool paused;
@@ -260,44 +178,55 @@ struct kr_req {
     bool meter; /* record usage for this request */
     int up_status;
     bool usage_unreadable; /* the usage of a metered response could not be read */
-    char up_err[CURL_ERROR_SIZE]; /* libcurl's error text for the transfer (ERRORBUFFER) */
     kr_buf resp_head; /* response head being assembled from the upstream's */
     kr_buf out;       /* response bytes staged for one write: head with the
                          first chunk; whole small bodies; for streams, every
-                         chunk curl delivered in one event */
+                         chunk the upstream delivered in one event */
     kr_req *dirty_next;
     bool dirty;
     kr_sse_usage sse;
     kr_buf json; /* non-streaming body copy for usage (capped) */
-    char error_type[32];
     uint64_t est_tokens; /* admission estimate, settled at the end */
     bool admitted;       /* counted in the rate windows */
     int64_t cost;        /* priced usage, handed to the usage writer */
     int retry_after;     /* seconds, for a 429 */
-    bool finished;       /* response complete on the wire (or abandoned) */
-    bool client_gone;
     int refs; /* the connection + a running upstream transfer */
 };
 
-void kr_req_start(kr_conn *c, const kr_http_req *http);
-/* The client went away: cancel upstream work, record what was used. */
-void kr_req_abort(kr_req *r);
+/* A request on c (the proxy's, or another handler's that answers in the
+ * proxy's shapes and may wait on a store job: r->job is cancelled when the
+ * client goes away). */
+kr_req *kr_req_new(kr_proxy *px, kr_conn *c, const kr_http_req *h, kr_route_id route);
 void kr_req_unref(kr_req *r);
+/* The request's log line (with usage when u is not NULL). */
+void kr_req_log(kr_req *r, const kr_usage *u, int64_t cost);
+/* The checked request goes to the vendor (forward.c). */
+void kr_req_forward(kr_req *r);
+/* The client went away: cancel upstream work, record what was used. */
+void kr_req_abort_upstream(kr_req *r);
 void kr_req_resume_upstream(kr_req *r);
-/* Writes the staged output of every request curl touched (upstream.c calls
- * it after each curl event). */
-void kr_req_flush_dirty(kr_server *s);
+/* Writes the staged output of every request the upstream client touched
+ * (the client calls it after each batch of events). */
+void kr_proxy_flush_dirty(void *px);
+/* Takes r off the list of requests with staged output. */
+void kr_req_undirty(kr_req *r);
+/* The workspace token a request presents, or a refusal (401); routes.c. */
+bool kr_req_take_credential(kr_req *r, const char **tok, size_t *n);
 
 /* ---- errors (errors.c) ---- */
 
-/* Writes a complete response with a JSON error body in the protocol's
- * shape. type: the vendor-style error type (authentication_error, …). */
+/* A complete response with a JSON error body in the protocol's shape
+ * (proto), on any exchange. type: the vendor-style error type
+ * (authentication_error, …). */
+void kr_proxy_error(kr_exchange *x, kr_proto proto, int status, const char *type,
+                    const char *extra_headers, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* The same for a gateway request: its protocol, a 429's retry-after, a
+ * 405's allow. */
 void kr_respond_error(kr_req *r, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void kr_respond_json(kr_req *r, int status, const char *body, size_t n, const char *extra_headers);
-/* A complete response of any content type (extra_headers: "name: v\r\n"…). */
-void kr_respond(kr_req *r, int status, const char *ctype, const char *body, size_t n,
-                const char *extra_headers);
-const char *kr_status_text(int status);
+/* The request-id header the protocol's SDKs read. */
+const char *kr_proto_id_header(kr_proto p);
 
 #endif

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "admin/admin.h"
-#include "proxy/http1.h"
+#include "http/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/http1_resp.h"
+#include "http/http1_resp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/http1.h"
+#include "http/http1.h"
 
 static const kr_http_limits LIM = {8192, 64, 65536};
 static const kr_http_limits SMALL = {128, 4, 16};

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/http1_resp.h"
-#include "proxy/upclient.h"
+#include "http/http1_resp.h"
+#include "http/upclient.h"
 
 static const kr_resp_limits LIM = {8192, 64, 1024, 4};
 static const kr_resp_limits SMALL = {64, 3, 32, 1};

@@ -2,7 +2,7 @@
  * http1_syntax.c -- the HTTP/1.1 grammar shared by the request and the
  * upstream response parsers (see http1_syntax.h).
  */
-#include "proxy/http1_syntax.h"
+#include "http/http1_syntax.h"
 
 kr_h1_err kr_h1_line(const char *s, size_t n, size_t *out)
 {

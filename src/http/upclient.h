@@ -11,12 +11,11 @@
  * or upstream.ca_file (TLS 1.2 at least, SNI, ALPN http/1.1, no way to turn
  * any of it off, never a plaintext fallback); writing the request; reading
  * the response through the strict parser (http1_resp.h) and handing the
- * status line, the header lines and the body to the same callbacks libcurl
- * calls (routes.c's on_up_header / on_up_body), with the same pause
- * convention (CURL_WRITEFUNC_PAUSE: stop reading the socket until
- * kr_upc_resume). The end of every transfer is reported through
- * kr_req_upstream_done() with the CURLcode libcurl would have used and
- * libcurl's wording in r->up_err, so routes.c maps it to 502/504 or the
+ * status line, the header lines and the body to the transfer's callbacks
+ * (upstream.h: libcurl's shapes and pause convention, CURL_WRITEFUNC_PAUSE
+ * stops reading the socket until kr_upc_resume). The end of every transfer
+ * is reported through x->done with the CURLcode libcurl would have used and
+ * libcurl's wording in x->err, so the caller maps it to 502/504 or the
  * in-stream error exactly as it does for libcurl.
  *
  * The retry rule (a request is never sent twice when the vendor may have
@@ -39,24 +38,12 @@
 #ifndef KR_UPCLIENT_H
 #define KR_UPCLIENT_H
 
-#include "proxy/proxy.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "http/upstream.h"
 
 typedef struct kr_upc kr_upc;
-
-/* libcurl's callback shape: returns n to go on, CURL_WRITEFUNC_PAUSE to stop
- * reading (the bytes are handed again after kr_upc_resume), anything else
- * aborts the transfer. */
-typedef size_t (*kr_upc_cb)(char *p, size_t size, size_t n, void *req);
-
-typedef struct kr_upc_call {
-    const char *url;     /* http(s)://host[:port]/path[?query]; copied */
-    const char *headers; /* "Name: value\r\n" lines, without Host and Content-Length; copied */
-    size_t headers_len;
-    const char *body; /* not copied: must stay valid until the transfer ends */
-    size_t body_len;
-    bool retry_safe; /* the route may be repeated (see the retry rule above) */
-    kr_upc_cb on_header, on_body;
-} kr_upc_call;
 
 typedef struct kr_upc_url {
     bool tls;
@@ -67,18 +54,19 @@ typedef struct kr_upc_url {
     size_t path_len;
 } kr_upc_url;
 
-/* Creates the client (the TLS context with its trust anchors). */
-int kr_upc_new(kr_server *s, kr_upc **out, kr_diag *d);
+/* Creates the client (the TLS context with its trust anchors) for up's loop
+ * and settings. */
+int kr_upc_new(kr_upstream *up, kr_upc **out, kr_diag *d);
 /* Closes every connection; no transfer may be running. */
 void kr_upc_free(kr_upc *u);
-/* Starts a transfer for r (r->uc is set). Never reports synchronously:
- * 0, or KR_EINVAL (the URL is not one the client takes) / KR_ELIMIT. */
-int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call);
-/* The client drained: hand the held bytes on and read again. */
-void kr_upc_resume(kr_req *r);
-/* Ends r's transfer without a report (client gone, timeout); its
- * connection is closed (a response cut midway cannot be reused). */
-void kr_upc_cancel(kr_req *r);
+/* Starts x (x->uc is set). Never reports synchronously: 0, or KR_EINVAL
+ * (the URL is not one the client takes) / KR_ETOOBIG. */
+int kr_upc_start(kr_upc *u, kr_upx *x, const kr_upx_req *q);
+/* The caller drained: hand the held bytes on and read again. */
+void kr_upc_resume(kr_upx *x);
+/* Ends x without a report (client gone, timeout); its connection is closed
+ * (a response cut midway cannot be reused). */
+void kr_upc_cancel(kr_upx *x);
 /* Strict: http or https, a host name, IPv4 or [IPv6], an optional port
  * 1..65535, a path of visible characters; no user info, no fragment. */
 int kr_upc_parse_url(const char *url, kr_upc_url *out);

@@ -5,13 +5,13 @@
  *
  *   new ── resolve ── connect ── [TLS handshake] ── active ⇄ idle (pool) ── closed
  *
- * A connection is owned by exactly one of: its request (c->q.r, the
- * request's r->uc points back), its origin's idle list, or nobody (closing).
+ * A connection is owned by exactly one of: its transfer (c->q.x, the
+ * transfer's x->uc points back), its origin's idle list, or nobody (closing).
  * Reading stays on for the connection's whole life except while the client
  * side is backed up (paused), so an idle connection the vendor closes is
  * noticed at once and no epoll_ctl is spent per request.
  *
- * Re-entrancy: the callbacks into routes.c can end the request on the spot
+ * Re-entrancy: the callbacks into the caller can end the request on the spot
  * (the client went away: kr_upc_cancel closes the connection; or the
  * response completed and the next pipelined request already took this
  * connection from the pool). Every loop that calls out compares the
@@ -21,9 +21,10 @@
  * Reads land in one buffer shared by all connections (the loop handles one
  * read at a time); only bytes held back by a pause are copied.
  */
-#include "proxy/upclient.h"
+#include "http/upclient.h"
 #include "core/log.h"
-#include "proxy/http1_resp.h"
+#include "http/http1_resp.h"
+#include "http/upstream.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -64,12 +65,11 @@ struct origin {
 
 /* What a request needs from its connection; moves whole on a retry. */
 typedef struct upreq {
-    kr_req *r;
+    kr_upx *x;
     kr_buf head; /* the request head, built once */
     const char *body;
     size_t body_len;
     bool retry_safe, retried;
-    kr_upc_cb on_header, on_body;
 } upreq;
 
 struct kr_upc_conn {
@@ -107,7 +107,7 @@ struct kr_upc_conn {
 };
 
 struct kr_upc {
-    kr_server *s;
+    kr_upstream *up;
     SSL_CTX *ctx;
     origin origins[MAX_ORIGINS];
     int norigins;
@@ -230,11 +230,11 @@ static origin *find_origin(kr_upc *u, const kr_upc_url *url)
 static void set_err(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_err(conn *c, const char *fmt, ...)
 {
-    kr_req *r = c->q.r;
-    if (!r) return;
+    kr_upx *x = c->q.x;
+    if (!x) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->up_err, sizeof r->up_err, fmt, ap);
+    vsnprintf(x->err, sizeof x->err, fmt, ap);
     va_end(ap);
 }
 
@@ -280,7 +280,7 @@ static void pool_put(conn *c)
 {
     origin *o = c->o;
     kr_upc *u = c->u;
-    if (o->nidle >= u->pool_size || u->s->stopped) {
+    if (o->nidle >= u->pool_size || u->up->stopped) {
         conn_close(c);
         return;
     }
@@ -288,7 +288,7 @@ static void pool_put(conn *c)
     kr_buf_reset(&c->hold);
     c->hold_body = 0;
     c->state = C_IDLE;
-    c->idle_since = uv_now(u->s->loop);
+    c->idle_since = uv_now(u->up->loop);
     c->idle_next = o->idle;
     c->idle_prev = NULL;
     if (o->idle) o->idle->idle_prev = c;
@@ -299,17 +299,19 @@ static void pool_put(conn *c)
 }
 
 /* Ends the transfer: the connection goes back to the pool (or is closed),
- * then routes.c hears of it. The request is the caller's no more. */
+ * then the caller hears of it. The transfer is the caller's no more. */
 static void complete(conn *c, CURLcode rc)
 {
-    kr_req *r = c->q.r;
+    kr_upx *x = c->q.x;
     kr_upc *u = c->u;
-    c->q.r = NULL;
+    KR_ASSERT(x && x->uc == c);
+    c->q.x = NULL;
     c->gen++;
-    r->uc = NULL;
+    x->uc = NULL;
+    x->active = false;
     if (rc != CURLE_OK && kr_upstream_is_tls_error(rc))
-        KR_WARN("upstream TLS failure (%s, request %s): %s", r->prov ? r->prov->name : "?", r->id,
-                r->up_err);
+        KR_WARN("upstream TLS failure (%s, request %s): %s", x->who ? x->who : "?",
+                x->id ? x->id : "?", x->err);
     bool keep = rc == CURLE_OK && c->reusable && !c->writing && !c->paused &&
                 c->rp.keep_alive && c->state == C_ACTIVE && (!c->ssl || tls_quiet(c));
     if (keep) {
@@ -317,14 +319,14 @@ static void complete(conn *c, CURLcode rc)
         if (c->rp.ka_timeout_s >= 0) {
             /* the vendor says how long it keeps the connection: leave a second early */
             uint64_t t = (uint64_t)c->rp.ka_timeout_s * 1000;
-            c->expires = uv_now(u->s->loop) + (t > 1000 ? t - 1000 : 0);
+            c->expires = uv_now(u->up->loop) + (t > 1000 ? t - 1000 : 0);
         }
         pool_put(c);
     } else {
         conn_close(c);
     }
-    kr_req_flush_dirty(u->s);
-    kr_req_upstream_done(r, rc);
+    u->up->flush(u->up->flush_ctx);
+    x->done(x, rc);
 }
 
 static void fail(conn *c, CURLcode rc)
@@ -338,7 +340,7 @@ static void fail(conn *c, CURLcode rc)
 static void on_deferred(uv_timer_t *t)
 {
     conn *c = t->data;
-    if (c->closing || !c->q.r) return;
+    if (c->closing || !c->q.x) return;
     if (c->deferred_lost)
         lost(c, c->deferred_rc);
     else
@@ -369,15 +371,15 @@ static void lost(conn *c, CURLcode rc)
         n->o = c->o;
         n->q = *q;
         n->q.retried = true;
-        n->q.r->uc = n;
+        n->q.x->uc = n;
         n->gen = 1;
         kr_buf_init(&q->head, HEAD_CAP); /* the old connection keeps an empty one */
-        q->r = NULL;
+        q->x = NULL;
         c->gen++;
         conn_close(c);
         KR_INFO("request %s: a reused upstream connection was lost before the vendor answered "
                 "(%s); sent again on a fresh connection",
-                n->q.r->id, n->q.retry_safe ? "the route is safe to repeat" : "the request had not been sent whole");
+                n->q.x->id ? n->q.x->id : "?", n->q.retry_safe ? "the route is safe to repeat" : "the request had not been sent whole");
         conn_connect(n);
         return;
     }
@@ -442,14 +444,14 @@ static void conn_close(conn *c)
 static void on_connect_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
-    if (c->closing || !c->q.r || c->state >= C_ACTIVE) return;
+    if (c->closing || !c->q.x || c->state >= C_ACTIVE) return;
     kr_upc *u = c->u;
     if (c->state == C_HANDSHAKE)
         set_err(c, "SSL connection timeout after %lld milliseconds",
-                (long long)u->s->cfg->upstream_connect_timeout_ms);
+                (long long)u->up->cfg->upstream_connect_timeout_ms);
     else
         set_err(c, "Connection timed out after %lld milliseconds",
-                (long long)u->s->cfg->upstream_connect_timeout_ms);
+                (long long)u->up->cfg->upstream_connect_timeout_ms);
     fail(c, CURLE_OPERATION_TIMEDOUT);
 }
 
@@ -475,7 +477,7 @@ static void on_twrite(uv_write_t *w, int status)
     if (c->closing) return;
     if (status < 0) {
         c->reusable = false;
-        if (request && c->q.r && !c->rp.any) {
+        if (request && c->q.x && !c->rp.any) {
             set_err(c, "Send failure: %s", uv_strerror(status));
             lost(c, CURLE_SEND_ERROR);
         }
@@ -669,7 +671,7 @@ static void try_connect(conn *c)
     struct addrinfo *a = c->ai_next;
     c->ai_next = a->ai_next;
     c->tcp = kr_xcalloc(1, sizeof *c->tcp);
-    uv_tcp_init(u->s->loop, c->tcp);
+    uv_tcp_init(u->up->loop, c->tcp);
     c->tcp->data = c;
     c->refs++;
     c->reading = false;
@@ -703,7 +705,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
     try_connect(c);
 }
 
-/* A fresh connection for c->q.r: resolve (unless an IP literal), connect,
+/* A fresh connection for c->q.x: resolve (unless an IP literal), connect,
  * handshake, then send; all of it within the connect timeout. */
 static void conn_connect(conn *c)
 {
@@ -714,10 +716,10 @@ static void conn_connect(conn *c)
     c->all_next = u->all;
     if (u->all) u->all->all_prev = c;
     u->all = c;
-    uv_timer_init(u->s->loop, &c->timer);
+    uv_timer_init(u->up->loop, &c->timer);
     c->timer.data = c;
     c->refs = 1; /* the timer */
-    uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)u->s->cfg->upstream_connect_timeout_ms, 0);
+    uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)u->up->cfg->upstream_connect_timeout_ms, 0);
     if (c->o->ip) {
         /* no resolver round trip for an IP literal */
         struct addrinfo hints = {0}, *res = NULL;
@@ -743,7 +745,7 @@ static void conn_connect(conn *c)
     c->gai.data = c;
     c->refs++; /* the pending resolve */
     c->resolving = true;
-    int rc = uv_getaddrinfo(u->s->loop, &c->gai, on_resolved, c->o->host, port, &hints);
+    int rc = uv_getaddrinfo(u->up->loop, &c->gai, on_resolved, c->o->host, port, &hints);
     if (rc) {
         c->resolving = false;
         c->refs--;
@@ -761,7 +763,7 @@ static void on_pwrite(uv_write_t *w, int status)
     if (c->closing) return;
     if (status < 0) {
         c->reusable = false;
-        if (c->q.r && !c->rp.any) {
+        if (c->q.x && !c->rp.any) {
             set_err(c, "Send failure: %s", uv_strerror(status));
             lost(c, CURLE_SEND_ERROR);
         }
@@ -854,13 +856,14 @@ static void send_request(conn *c)
 
 static char crlf[] = "\r\n";
 
-/* Hands the final head to routes.c as libcurl does: the status line, each
+/* Hands the final head to the caller as libcurl does: the status line, each
  * field line, the empty line. False when the transfer ended meanwhile. */
 static bool deliver_head(conn *c)
 {
-    kr_req *r = c->q.r;
+    kr_upx *x = c->q.x;
+    void *r = x->ud;
     unsigned gen = c->gen;
-    kr_upc_cb cb = c->q.on_header;
+    kr_upx_data_fn cb = x->on_header;
     kr_slice sl = kr_resp_status_line(&c->rp);
     bool ok = cb((char *)sl.p, 1, sl.n, r) == sl.n;
     for (unsigned i = 0; ok && c->gen == gen && i < c->rp.nheaders; i++) {
@@ -897,7 +900,7 @@ static void hold(conn *c, const char *body, size_t bn, const char *rest, size_t 
  * failure); the caller only checks the generation afterwards. */
 static void process(conn *c, const char *d, size_t n)
 {
-    kr_req *r = c->q.r;
+    kr_upx *x = c->q.x;
     unsigned gen = c->gen;
     size_t off = 0;
     for (;;) {
@@ -912,7 +915,7 @@ static void process(conn *c, const char *d, size_t n)
             if (!deliver_head(c)) return;
             continue;
         case KR_RESP_BODY: {
-            size_t w = c->q.on_body((char *)body.p, 1, body.n, r);
+            size_t w = x->on_body((char *)body.p, 1, body.n, x->ud);
             if (c->gen != gen) return; /* the request ended inside the callback */
             if (w == CURL_WRITEFUNC_PAUSE) {
                 hold(c, body.p, body.n, d + off, n - off);
@@ -937,10 +940,10 @@ static void process(conn *c, const char *d, size_t n)
     }
 }
 
-/* The connection ended (clean: 0, or a libuv error) while c->q.r waits. */
+/* The connection ended (clean: 0, or a libuv error) while c->q.x waits. */
 static void ended(conn *c, int err, bool tls_clean)
 {
-    if (!c->q.r) {
+    if (!c->q.x) {
         conn_close(c);
         return;
     }
@@ -983,7 +986,7 @@ static void tls_pump(conn *c)
         ERR_clear_error();
         int n = SSL_read(c->ssl, u->pbuf, sizeof u->pbuf);
         if (n > 0) {
-            if (!c->q.r) { /* application data on an idle connection */
+            if (!c->q.x) { /* application data on an idle connection */
                 conn_close(c);
                 return;
             }
@@ -1023,8 +1026,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         if (c->ssl && c->state >= C_ACTIVE) {
             /* plaintext still inside TLS first, then the end */
             tls_pump(c);
-            if (c->closing || c->paused || !c->q.r) {
-                if (!c->closing && !c->q.r) conn_close(c);
+            if (c->closing || c->paused || !c->q.x) {
+                if (!c->closing && !c->q.x) conn_close(c);
                 return;
             }
         }
@@ -1041,13 +1044,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
             if (c->closing || c->state != C_ACTIVE) return;
         }
         tls_pump(c);
-    } else if (!c->q.r) {
+    } else if (!c->q.x) {
         conn_close(c); /* bytes nobody asked for, on an idle connection */
         return;
     } else {
         process(c, b->base, (size_t)n);
     }
-    kr_req_flush_dirty(u->s);
+    u->up->flush(u->up->flush_ctx);
 }
 
 /* ---- the pool ---- */
@@ -1057,7 +1060,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 static void on_sweep(uv_timer_t *t)
 {
     kr_upc *u = t->data;
-    uint64_t now = uv_now(u->s->loop);
+    uint64_t now = uv_now(u->up->loop);
     for (int i = 0; i < u->norigins; i++) {
         origin *o = &u->origins[i];
         for (conn *c = o->idle, *next; c; c = next) {
@@ -1085,7 +1088,7 @@ static bool still_open(conn *c, uint64_t now)
 
 static conn *pool_get(kr_upc *u, origin *o)
 {
-    uint64_t now = uv_now(u->s->loop);
+    uint64_t now = uv_now(u->up->loop);
     while (o->idle) {
         conn *c = o->idle;
         idle_unlink(c);
@@ -1097,24 +1100,22 @@ static conn *pool_get(kr_upc *u, origin *o)
 
 /* ---- the interface ---- */
 
-int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call)
+int kr_upc_start(kr_upc *u, kr_upx *x, const kr_upx_req *call)
 {
     kr_upc_url url;
     if (kr_upc_parse_url(call->url, &url)) return KR_EINVAL;
     origin *o = find_origin(u, &url);
     if (!o) return KR_ETOOBIG;
-    r->up_err[0] = 0;
+    x->err[0] = 0;
     conn *c = pool_get(u, o);
     bool fresh = c == NULL;
     if (fresh) c = conn_new(u, o);
     upreq *q = &c->q;
-    q->r = r;
+    q->x = x;
     q->body = call->body;
     q->body_len = call->body_len;
     q->retry_safe = call->retry_safe;
     q->retried = false;
-    q->on_header = call->on_header;
-    q->on_body = call->on_body;
     kr_buf_reset(&q->head);
     if (kr_buf_append(&q->head, "POST ", 5) || kr_buf_append(&q->head, url.path, url.path_len) ||
         kr_buf_puts(&q->head, " HTTP/1.1\r\nHost: ") || kr_buf_puts(&q->head, o->hosthdr) ||
@@ -1122,7 +1123,7 @@ int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call)
         kr_buf_append(&q->head, call->headers, call->headers_len) ||
         kr_buf_puts(&q->head, "Content-Length: ") || kr_buf_put_u64(&q->head, call->body_len) ||
         kr_buf_append(&q->head, "\r\n\r\n", 4)) {
-        q->r = NULL;
+        q->x = NULL;
         if (fresh) {
             kr_buf_free(&q->head);
             free(c);
@@ -1131,7 +1132,7 @@ int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call)
         }
         return KR_ETOOBIG;
     }
-    r->uc = c;
+    x->uc = c;
     c->gen++;
     if (fresh) {
         c->reused = false;
@@ -1145,9 +1146,9 @@ int kr_upc_start(kr_upc *u, kr_req *r, const kr_upc_call *call)
     return 0;
 }
 
-void kr_upc_resume(kr_req *r)
+void kr_upc_resume(kr_upx *x)
 {
-    conn *c = r->uc;
+    conn *c = x->uc;
     if (!c || !c->paused || c->closing) return;
     kr_upc *u = c->u;
     unsigned gen = c->gen;
@@ -1158,7 +1159,7 @@ void kr_upc_resume(kr_req *r)
     c->hold_body = 0;
     size_t off = 0;
     if (hb) {
-        size_t w = c->q.on_body(h.data, 1, hb, r);
+        size_t w = x->on_body(h.data, 1, hb, x->ud);
         if (c->gen != gen) {
             kr_buf_free(&h);
             return;
@@ -1181,20 +1182,21 @@ void kr_upc_resume(kr_req *r)
     if (off < h.len) process(c, h.data + off, h.len - off);
     kr_buf_free(&h);
     if (c->gen != gen || c->closing || c->paused) {
-        kr_req_flush_dirty(u->s);
+        u->up->flush(u->up->flush_ctx);
         return;
     }
     if (c->ssl) tls_pump(c);
     if (c->gen == gen && !c->closing && !c->paused) reading(c, true);
-    kr_req_flush_dirty(u->s);
+    u->up->flush(u->up->flush_ctx);
 }
 
-void kr_upc_cancel(kr_req *r)
+void kr_upc_cancel(kr_upx *x)
 {
-    conn *c = r->uc;
+    conn *c = x->uc;
     if (!c) return;
-    r->uc = NULL;
-    c->q.r = NULL;
+    KR_ASSERT(c->q.x == x);
+    x->uc = NULL;
+    c->q.x = NULL;
     c->gen++;
     conn_close(c);
 }
@@ -1225,7 +1227,7 @@ static int load_trust(SSL_CTX *ctx, const char *ca_file, kr_diag *d)
     return 0;
 }
 
-int kr_upc_new(kr_server *s, kr_upc **out, kr_diag *d)
+int kr_upc_new(kr_upstream *s, kr_upc **out, kr_diag *d)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) return kr_fail(d, KR_ECONFIG, "OpenSSL: no TLS context");
@@ -1242,7 +1244,7 @@ int kr_upc_new(kr_server *s, kr_upc **out, kr_diag *d)
         return rc;
     }
     kr_upc *u = kr_xcalloc(1, sizeof *u);
-    u->s = s;
+    u->up = s;
     u->ctx = ctx;
     u->idle_ms = (uint64_t)s->cfg->upstream_idle_timeout_ms;
     u->pool_size = (unsigned)s->cfg->upstream_pool_size;
@@ -1264,7 +1266,7 @@ void kr_upc_free(kr_upc *u)
     if (!u) return;
     while (u->all) {
         conn *c = u->all;
-        if (c->q.r) kr_upc_cancel(c->q.r);
+        if (c->q.x) kr_upc_cancel(c->q.x);
         else conn_close(c); /* unlinks it */
     }
     SSL_CTX_free(u->ctx); /* each SSL holds its own reference */

@@ -1,5 +1,7 @@
 /*
- * upstream.c -- libcurl's multi interface driven by the libuv loop.
+ * upcurl.c -- the upstream interface (upstream.h): kr_upstream_send picks
+ * the client, and the libcurl path itself, libcurl's multi interface driven
+ * by the libuv loop.
  *
  * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when
  * to wake it (CURLMOPT_TIMERFUNCTION); we watch them with uv_poll and a
@@ -18,10 +20,11 @@
  * from libcurl's error text (the certificate problem, the host name) for the
  * 502 body.
  */
-#include "proxy/proxy.h"
+#include "http/upstream.h"
+#include "core/buf.h"
 #include "core/ini.h"
 #include "core/log.h"
-#include "proxy/upclient.h"
+#include "http/upclient.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +32,14 @@
 typedef struct {
     uv_poll_t poll;
     curl_socket_t fd;
-    kr_server *srv;
+    kr_upstream *srv;
 } sock_ctx;
 
-static void check_done(kr_server *s)
+static void release_easy(kr_upstream *s, CURL *e);
+
+/* A finished transfer: its handle and header list go back before the
+ * caller hears of it (the caller may start the next transfer at once). */
+static void check_done(kr_upstream *s)
 {
     CURLMsg *msg;
     int left;
@@ -40,43 +47,50 @@ static void check_done(kr_server *s)
         if (msg->msg != CURLMSG_DONE) continue;
         CURL *e = msg->easy_handle;
         CURLcode rc = msg->data.result;
-        kr_req *r = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+        kr_upx *x = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
         curl_multi_remove_handle(s->multi, e);
-        if (r && rc != CURLE_OK && kr_upstream_is_tls_error(rc))
-            KR_WARN("upstream TLS failure (%s, request %s): %s", r->prov ? r->prov->name : "?",
-                    r->id, r->up_err[0] ? r->up_err : curl_easy_strerror(rc));
-        if (r) kr_req_upstream_done(r, rc);
+        if (!x) continue;
+        KR_ASSERT(x->easy == e && x->active);
+        if (rc != CURLE_OK && kr_upstream_is_tls_error(rc))
+            KR_WARN("upstream TLS failure (%s, request %s): %s", x->who ? x->who : "?",
+                    x->id ? x->id : "?", x->err[0] ? x->err : curl_easy_strerror(rc));
+        x->active = false;
+        x->easy = NULL;
+        release_easy(s, e);
+        curl_slist_free_all(x->hdrs);
+        x->hdrs = NULL;
+        x->done(x, rc);
     }
 }
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     sock_ctx *sc = p->data;
-    kr_server *s = sc->srv;
+    kr_upstream *s = sc->srv;
     int flags = 0;
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     int running;
     curl_multi_socket_action(s->multi, sc->fd, flags, &running);
-    kr_req_flush_dirty(s);
+    s->flush(s->flush_ctx);
     check_done(s);
 }
 
 static void on_curl_timer(uv_timer_t *t)
 {
-    kr_server *s = t->data;
+    kr_upstream *s = t->data;
     int running;
     curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    kr_req_flush_dirty(s);
+    s->flush(s->flush_ctx);
     check_done(s);
 }
 
 static int timer_cb(CURLM *m, long timeout_ms, void *ud)
 {
     (void)m;
-    kr_server *s = ud;
+    kr_upstream *s = ud;
     if (timeout_ms < 0)
         uv_timer_stop(&s->curl_timer);
     else
@@ -92,7 +106,7 @@ static void on_poll_closed(uv_handle_t *h)
 static int socket_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
 {
     (void)e;
-    kr_server *s = ud;
+    kr_upstream *s = ud;
     sock_ctx *sc = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
@@ -120,8 +134,14 @@ static int socket_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
     return 0;
 }
 
-int kr_upstream_init(kr_server *s)
+int kr_upstream_init(kr_upstream *s, uv_loop_t *loop, const kr_config *cfg, void (*flush)(void *),
+                     void *flush_ctx)
 {
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->cfg = cfg;
+    s->flush = flush;
+    s->flush_ctx = flush_ctx;
     if (curl_global_init(CURL_GLOBAL_DEFAULT)) return -1;
     s->multi = curl_multi_init();
     if (!s->multi) return -1;
@@ -164,8 +184,9 @@ int kr_upstream_init(kr_server *s)
     return 0;
 }
 
-void kr_upstream_free(kr_server *s)
+void kr_upstream_free(kr_upstream *s)
 {
+    s->stopped = true;
     kr_upc_free(s->upc);
     s->upc = NULL;
     if (!s->multi) return;
@@ -185,7 +206,7 @@ void kr_upstream_free(kr_server *s)
 
 /* The registry's few upstream URLs are parsed once: libcurl copies a
  * CURLOPT_CURLU handle per transfer instead of parsing the string. */
-int kr_upstream_url(kr_server *s, CURL *e, const char *url)
+static int set_url(kr_upstream *s, CURL *e, const char *url)
 {
     for (int i = 0; i < s->nurls; i++)
         if (!strcmp(s->urls[i].url, url))
@@ -225,7 +246,7 @@ int kr_upstream_check_config(const kr_config *cfg, kr_diag *d)
     return 0;
 }
 
-CURL *kr_upstream_easy(kr_server *s)
+static CURL *get_easy(kr_upstream *s)
 {
     if (s->neasy > 0) return s->easy_pool[--s->neasy];
     CURL *e = curl_easy_init();
@@ -241,27 +262,16 @@ CURL *kr_upstream_easy(kr_server *s)
     return e;
 }
 
-void kr_upstream_release(kr_server *s, CURL *e)
+static void release_easy(kr_upstream *s, CURL *e)
 {
     if (!e) return;
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL); /* it belongs to the finished request */
-    /* no curl_easy_reset: forward() sets every option it relies on for each
-     * request, and a reset per request is measurable work */
+    /* no curl_easy_reset: send_curl() sets every option it relies on for
+     * each request, and a reset per request is measurable work */
     if (s->multi && s->neasy < (int)(sizeof s->easy_pool / sizeof s->easy_pool[0]))
         s->easy_pool[s->neasy++] = e;
     else
         curl_easy_cleanup(e);
-}
-
-int kr_upstream_start(kr_server *s, CURL *e)
-{
-    kr_req *r = NULL;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
-    if (r) {
-        r->up_err[0] = 0;
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->up_err);
-    }
-    return curl_multi_add_handle(s->multi, e) == CURLM_OK ? 0 : -1;
 }
 
 bool kr_upstream_is_tls_error(CURLcode rc)
@@ -317,15 +327,93 @@ void kr_upstream_describe(CURLcode rc, const char *errbuf, char *out, size_t cap
     kr_buf_free(&red);
 }
 
-void kr_upstream_cancel(kr_server *s, CURL *e)
+/* The request through libcurl: the header lines split into a list, the
+ * same options for every transfer (a pooled handle keeps the others). */
+static int send_curl(kr_upstream *s, kr_upx *x, const kr_upx_req *q)
 {
-    if (s->multi && e) curl_multi_remove_handle(s->multi, e);
+    struct curl_slist *hl = NULL;
+    char line[8300];
+    const char *p = q->headers, *end = q->headers + q->headers_len;
+    while (p < end) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        size_t l = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (l && l < sizeof line) {
+            memcpy(line, p, l);
+            line[l] = 0;
+            hl = curl_slist_append(hl, line);
+        }
+        p += l + (eol ? 2 : 0);
+    }
+    hl = curl_slist_append(hl, "Expect:");
+    x->hdrs = hl;
+    CURL *e = get_easy(s);
+    if (!e) return KR_ENOMEM;
+    x->easy = e;
+    if (set_url(s, e, q->url)) return KR_EINVAL;
+    x->err[0] = 0;
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->err);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, x->on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x->ud);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, x->on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x->ud);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)s->cfg->upstream_connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L); /* one per open transfer */
+    /* the body leaves in one send when it fits libcurl's upload buffer (at
+     * most 2 MiB); the buffer is freed when the option is set for the next
+     * transfer of this handle */
+    size_t n = q->body_len;
+    long ulbuf = n > 16384 ? (long)(n < (2u << 20) ? n : (2u << 20)) : 16384L;
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, ulbuf);
+    if (!s->env_proxy) curl_easy_setopt(e, CURLOPT_PROXY, "");
+    if (curl_multi_add_handle(s->multi, e) != CURLM_OK) return KR_EIO;
+    return 0;
 }
 
-void kr_upstream_stop(kr_req *r)
+/* What a transfer that could not start holds goes back. */
+static void undo(kr_upstream *s, kr_upx *x)
 {
-    if (r->uc)
-        kr_upc_cancel(r);
-    else
-        kr_upstream_cancel(r->srv, r->easy);
+    if (x->easy) release_easy(s, x->easy);
+    x->easy = NULL;
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+}
+
+int kr_upstream_send(kr_upstream *s, kr_upx *x, const kr_upx_req *q)
+{
+    KR_ASSERT(!x->active && !x->easy && !x->uc);
+    int rc = s->upc ? kr_upc_start(s->upc, x, q) : send_curl(s, x, q);
+    if (rc) {
+        undo(s, x);
+        return rc;
+    }
+    x->active = true;
+    return 0;
+}
+
+void kr_upstream_resume(kr_upstream *s, kr_upx *x)
+{
+    (void)s;
+    if (x->uc) kr_upc_resume(x);
+    else if (x->easy) curl_easy_pause(x->easy, CURLPAUSE_CONT);
+}
+
+void kr_upstream_cancel(kr_upstream *s, kr_upx *x)
+{
+    if (x->uc) {
+        kr_upc_cancel(x);
+    } else if (x->easy) {
+        if (s->multi) curl_multi_remove_handle(s->multi, x->easy);
+    }
+    undo(s, x);
+    x->active = false;
 }

@@ -10,8 +10,9 @@
  * offsets (the head is capped below 64 KiB) and turned into slices on
  * demand.
  */
-#include "proxy/http1_resp.h"
-#include "proxy/http1_syntax.h"
+#include "http/http1_resp.h"
+#include "http/http1_syntax.h"
+#include "core/err.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -347,6 +348,7 @@ int kr_resp_feed(kr_resp_parser *p, const char *data, size_t len, size_t *used, 
             if ((uint64_t)take > p->remaining) take = (size_t)p->remaining;
             body->p = data + i;
             body->n = take;
+            KR_ASSERT(take <= p->remaining && i + take <= len);
             p->remaining -= take;
             i += take;
             *used = i;
@@ -402,6 +404,7 @@ int kr_resp_feed(kr_resp_parser *p, const char *data, size_t len, size_t *used, 
                 *used = i;
                 return KR_RESP_AGAIN;
             }
+            KR_ASSERT(p->trailer_bytes <= p->lim.max_trailer);
             size_t u, budget = p->lim.max_trailer - p->trailer_bytes;
             int rc = collect_line(p, data + i, len - i, &u, budget,
                                   "the upstream's trailer section is too large");

@@ -11,8 +11,8 @@
  * as offsets (p->hoff) and turned into slices once the head is complete; after
  * that p->head is not touched until kr_http_parser_reset().
  */
-#include "proxy/http1.h"
-#include "proxy/http1_syntax.h"
+#include "http/http1.h"
+#include "http/http1_syntax.h"
 
 #include "core/err.h"
 
@@ -340,6 +340,7 @@ static int feed_line(kr_http_parser *p, const char *data, size_t len, size_t *i)
 
 static int body_append(kr_http_parser *p, const char *data, size_t n)
 {
+    KR_ASSERT(n <= p->remaining); /* never past the length or the chunk */
     if (kr_buf_append(&p->body, data, n) != 0) return fail(p, 413, "request body too large");
     p->remaining -= n;
     return KR_HTTP_AGAIN;
@@ -388,6 +389,7 @@ static int feed_body(kr_http_parser *p, const char *data, size_t len, size_t *us
         }
     }
 out:
+    KR_ASSERT(i <= len);
     if (rc == KR_HTTP_DONE) {
         p->req.body = p->body.data;
         p->req.body_len = p->body.len;

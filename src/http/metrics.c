@@ -1,4 +1,24 @@
-#include "proxy/metrics.h"
+#include "http/metrics.h"
+
+static const char *const labels[KR_ROUTE__COUNT] = {
+    [KR_ROUTE_HEALTHZ] = "healthz",
+    [KR_ROUTE_READYZ] = "readyz",
+    [KR_ROUTE_METRICS] = "metrics",
+    [KR_ROUTE_ANTHROPIC_MESSAGES] = "anthropic_messages",
+    [KR_ROUTE_ANTHROPIC_COUNT_TOKENS] = "anthropic_count_tokens",
+    [KR_ROUTE_ANTHROPIC_MODELS] = "anthropic_models",
+    [KR_ROUTE_OPENAI_CHAT] = "openai_chat_completions",
+    [KR_ROUTE_OPENAI_RESPONSES] = "openai_responses",
+    [KR_ROUTE_OPENAI_MODELS] = "openai_models",
+    [KR_ROUTE_WORKSPACE_ENV] = "workspace_env",
+    [KR_ROUTE_ADMIN] = "admin",
+    [KR_ROUTE_OTHER] = "other",
+};
+
+const char *kr_route_label(kr_route_id id)
+{
+    return (unsigned)id < KR_ROUTE__COUNT && labels[id] ? labels[id] : "other";
+}
 
 static const double bounds[KR_LATENCY_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                   0.1,    0.25,  0.5,    1,     2.5,  5,    10};

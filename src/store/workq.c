@@ -1,4 +1,4 @@
-#include "proxy/workq.h"
+#include "store/workq.h"
 #include "core/buf.h"
 #include "core/log.h"
 

@@ -1,6 +1,10 @@
 /*
- * metrics.h -- the proxy's counters, rendered in Prometheus text format at
- * /metrics. Updated on the loop thread only, so plain integers suffice.
+ * metrics.h -- the server's counters, rendered in Prometheus text format at
+ * /metrics: requests by route and status and the connection gauges (counted
+ * by the transport as each request ends), upstream latency, tokens and
+ * streams (counted by the proxy). Updated on the loop thread only, so plain
+ * integers suffice. The route ids are the metrics and log labels of every
+ * handler's routes.
  */
 #ifndef KR_METRICS_H
 #define KR_METRICS_H
@@ -46,7 +50,7 @@ typedef struct kr_metrics {
     uint64_t usage_unreadable; /* metered responses whose usage could not be read */
 } kr_metrics;
 
-/* The metrics/log label of a route (routes.c's table). */
+/* The metrics and log label of a route. */
 const char *kr_route_label(kr_route_id r);
 void kr_metrics_request(kr_metrics *m, kr_route_id route, int status);
 void kr_metrics_upstream_latency(kr_metrics *m, double seconds);
