@@ -2,7 +2,7 @@
 directly, with no keyrail in between: the usage it plans and puts on the
 wire, the stream's event order, clamping to max_output_tokens, pad=, fault
 modes and the record. The wire format is documented at the top of
-src/fakevendor/fakevendor.c (RESPONSES API)."""
+src/fakevendor/fv_responses.c (RESPONSES API)."""
 import json
 import os
 import shutil
