@@ -178,11 +178,13 @@ int kr_cmd_usage(int argc, char **argv)
                                   {"--model", true, "only this model"},
                                   {"--from", true, "first day, YYYY-MM-DD (UTC)"},
                                   {"--to", true, "last day, YYYY-MM-DD (UTC)"},
-                                  {"--by", true, "group by: org,workspace,model,day (default org,workspace,model,day)"},
+                                  {"--by", true, "group by: org,workspace,model,route,day (default: all five)"},
                                   {"--format", true, "table (default) or csv"}};
     const char *usage = "usage: keyrail usage [--org ORG] [--ws ORG/NAME] [--model M] [--from DAY] "
-                        "[--to DAY] [--by org,workspace,model,day] [--format table|csv]\n\n"
-                        "Tokens and cost from the daily rollup of the usage ledger.";
+                        "[--to DAY] [--by org,workspace,model,route,day] [--format table|csv]\n\n"
+                        "Tokens and cost from the daily rollup of the usage ledger. route is platform\n"
+                        "(debited from the org's credits) or byok (the org's own key through keyrail's\n"
+                        "proxy: metered and priced at list price for information, never debited).";
     kr_args a;
     int prc = kr_args_parse(&a, opts, N(opts), argc, argv, usage);
     if (prc) return prc < 0 ? 2 : 0;

@@ -73,7 +73,11 @@ static void text(const cJSON *j, const char *ref, kr_buf *out)
         kr_buf_putc(out, '\n');
     }
     const cJSON *up = cJSON_GetObjectItemCaseSensitive(j, "upstream"), *u;
-    if (cJSON_GetArraySize(up)) kr_buf_puts(out, "\nupstream (the proxy forwards with the platform's key):\n");
+    bool org = cJSON_GetArraySize(up) && !strcmp(kr_cli_jstr(up->child, "key_owner"), "org");
+    if (cJSON_GetArraySize(up))
+        kr_buf_puts(out, org ? "\nupstream (BYOK: the proxy forwards with the org's key, read from the "
+                               "store per request; the workspace never holds it):\n"
+                             : "\nupstream (the proxy forwards with the platform's key):\n");
     cJSON_ArrayForEach(u, up)
     {
         bool here = strcmp(kr_cli_jstr(u, "class"), "not-set-here") != 0;

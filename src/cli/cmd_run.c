@@ -168,6 +168,8 @@ int kr_cmd_run(int argc, char **argv)
         {"--explain", false, "print every decision and do not start the agent"},
         {"--format", true, "with --explain: text (default) or json"},
         {"--quiet", false, "do not print dropped credentials on stderr"},
+        {"--confine", false, "run the agent confined (the default where the kernel allows it)"},
+        {"--no-confine", false, "run the agent unconfined: it can reach any host"},
         {"--runtimes", true, "runtime profiles file (default: the built-in profiles)"},
         {"--help", false, "show this help"},
     };

@@ -339,8 +339,18 @@ static void one_protocol(kr_launch *l, const kr_launch_in *in, kr_proto p)
     kr_strlcpy(pv->base_url, bvp ? bvp->value : "", sizeof pv->base_url);
     const kr_env_var *pbv = kr_env_get(in->payload, base_var); /* the payload does not change */
     pv->configured = pbv != NULL;
-    for (size_t i = 0; !pv->configured && i < ncred; i++)
-        if (kr_env_get(in->payload, creds[i])) pv->configured = true;
+    /* the payload pairs this protocol's base URL with a workspace token:
+     * keyrail issues those for its proxy alone (the platform route, and
+     * BYOK through the proxy) */
+    bool ws_paired = false;
+    for (size_t i = 0; i < ncred; i++) {
+        const kr_env_var *pc = kr_env_get(in->payload, creds[i]);
+        if (!pc) continue;
+        pv->configured = true;
+        if (!strcmp(pc->value, KR_TOKEN_PLACEHOLDER) ||
+            kr_cred_classify(pc->value, strlen(pc->value)) == KR_CRED_WORKSPACE_TOKEN)
+            ws_paired = true;
+    }
     /* L6: a second base URL variable could be read instead of this one */
     for (size_t i = 0; i < nbase; i++) {
         const kr_env_var *o = kr_env_get(&l->env, bases[i]);
@@ -364,7 +374,7 @@ static void one_protocol(kr_launch *l, const kr_launch_in *in, kr_proto p)
     }
     bool base_from_payload = pbv && has_base && !strcmp(pv->base_url, pbv->value);
     pv->to_proxy = (in->proxy_origin && !strcmp(pv->host, in->proxy_origin)) ||
-                   (platform && base_from_payload);
+                   ((platform || ws_paired) && base_from_payload);
     const char *keep = NULL;
     if (pv->to_proxy) {
         /* L3: only the workspace token goes to the proxy */

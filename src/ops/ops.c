@@ -98,7 +98,7 @@ static const kr_op_param p_usage[] = {
     {"model", KR_P_STR, KR_IN_QUERY, false, "only this model"},
     {"from", KR_P_STR, KR_IN_QUERY, false, "first day, YYYY-MM-DD (UTC)"},
     {"to", KR_P_STR, KR_IN_QUERY, false, "last day, YYYY-MM-DD (UTC)"},
-    {"by", KR_P_STR, KR_IN_QUERY, false, "grouping: org,workspace,model,day (the default)"},
+    {"by", KR_P_STR, KR_IN_QUERY, false, "grouping: org,workspace,model,route,day (the default)"},
 };
 static const kr_op_param p_audit[] = {
     {"org", KR_P_STR, KR_IN_QUERY, false, "only this org (an org admin: always its own)"},

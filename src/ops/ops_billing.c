@@ -173,14 +173,14 @@ int kr_op_usage(kr_op_call *c, cJSON *out, kr_diag *d)
             return kr_fail(d, KR_EDENIED, "usage: this admin token administers another org");
         f.workspace_id = w.id;
     }
-    const char *by = kr_op_str(c, "by") ? kr_op_str(c, "by") : "org,workspace,model,day";
+    const char *by = kr_op_str(c, "by") ? kr_op_str(c, "by") : "org,workspace,model,route,day";
     kr_dbres r;
     if ((rc = kr_usage_report(c->st, &f, by, &r, d))) return rc;
     /* the grouping columns in report order, then the sums */
-    const char *cols[10];
+    const char *cols[12];
     size_t nc = 0;
-    static const char *const order[] = {"org", "workspace", "model", "day"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const order[] = {"org", "workspace", "model", "route", "day"};
+    for (size_t i = 0; i < 5; i++) {
         const char *p = strstr(by, order[i]);
         size_t l = strlen(order[i]);
         if (p && (p == by || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) cols[nc++] = order[i];

@@ -269,10 +269,38 @@ static cJSON *upstream_view(const kr_registry *reg)
             cJSON_AddStringToObject(u, "provider", pr->name);
             cJSON_AddStringToObject(u, "host", host);
             cJSON_AddStringToObject(u, "key_env", pr->platform_key_env);
+            cJSON_AddStringToObject(u, "key_owner", "platform");
             cJSON_AddStringToObject(u, "class", k && *k ? kr_cred_class_name(cls) : "not-set-here");
             cJSON_AddStringToObject(u, "fingerprint", fp);
             break;
         }
+    return j;
+}
+
+/* BYOK through the proxy: where the proxy forwards, with which of the org's
+ * secrets (its class and fingerprint, never a byte of it). */
+static cJSON *byok_upstream_view(const kr_registry *reg, const kr_provision_result *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    const kr_provider *p = kr_registry_provider(reg, r->res.provider);
+    const kr_secret_entry *e = kr_secrets_get(&r->secrets, r->res.credential_key);
+    if (!p) return j;
+    char host[300], fp[KR_FP_LEN] = "";
+    if (kr_url_origin(p->base_url, host, sizeof host)) kr_strlcpy(host, "(invalid)", sizeof host);
+    kr_cred_class cls = KR_CRED_NONE;
+    if (e && e->read.state == KR_SECRET_VALUE) {
+        cls = kr_cred_classify(e->read.value, e->read.len);
+        if (cls == KR_CRED_NONE) cls = KR_CRED_VENDOR_KEY;
+        kr_cred_fingerprint(e->read.value, e->read.len, fp);
+    }
+    cJSON *u = cJSON_AddObjectToObject(j, kr_proto_name(p->proto));
+    cJSON_AddStringToObject(u, "provider", p->name);
+    cJSON_AddStringToObject(u, "host", host);
+    cJSON_AddStringToObject(u, "key_env", r->res.credential_key);
+    cJSON_AddStringToObject(u, "key_owner", "org");
+    cJSON_AddStringToObject(u, "header", p->header == KR_AUTH_BEARER ? "authorization" : "x-api-key");
+    cJSON_AddStringToObject(u, "class", kr_cred_class_name(cls));
+    cJSON_AddStringToObject(u, "fingerprint", fp);
     return j;
 }
 
@@ -299,6 +327,8 @@ int kr_op_ws_explain(kr_op_call *c, cJSON *out, kr_diag *d)
         cJSON_AddItemToArray(rts, runtime_view(&r, &c->env->rts->rt[i], c->env->proxy_url));
     if (!prov && r.res.route == KR_ROUTE_PLATFORM)
         cJSON_AddItemToObject(out, "upstream", upstream_view(c->env->reg));
+    else if (!prov && r.res.route == KR_ROUTE_BYOK && !r.res.byok_direct)
+        cJSON_AddItemToObject(out, "upstream", byok_upstream_view(c->env->reg, &r));
     else
         cJSON_AddItemToObject(out, "upstream", cJSON_CreateObject());
     kr_provision_result_free(&r);

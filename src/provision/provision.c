@@ -241,7 +241,8 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
     }
     /* 2. nothing that steers an agent's credential survives from the store:
      *    the provisioner sets exactly the ones the route needs */
-    const char *keep_cred = res->route == KR_ROUTE_BYOK ? res->credential_key : "";
+    bool byok = res->route == KR_ROUTE_BYOK;
+    const char *keep_cred = byok ? res->credential_key : "";
     char *cred_value = NULL;
     for (size_t i = 0; i < out->n;) {
         kr_env_var *v = &out->v[i];
@@ -250,13 +251,15 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
         bool is_cred = kr_cred_is_vendor(v->cls) || v->cls == KR_CRED_WORKSPACE_TOKEN ||
                        (agent_var && v->cls == KR_CRED_UNKNOWN);
         if (is_cred || agent_var) {
-            if (!strcmp(v->key, keep_cred)) cred_value = kr_strdup(v->value);
-            else if (is_cred)
+            bool own = !strcmp(v->key, keep_cred);
+            if (own) cred_value = kr_strdup(v->value);
+            if (is_cred && (!own || !res->byok_direct))
                 trace_rule(res, "ENV", "removed %s (%s, %s scope): %s", v->key,
                            kr_cred_class_name(v->cls), kr_origin_name(v->origin),
                            res->route == KR_ROUTE_PLATFORM
                                ? "the platform route takes no direct-vendor credential"
-                               : "not the BYOK provider's credential");
+                           : own ? "BYOK through the proxy: the key stays on the server"
+                                 : "not the BYOK provider's credential");
             kr_env_unset(out, v->key);
             continue;
         }
@@ -306,7 +309,14 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
         kr_cred_class cls = cred_value ? kr_cred_classify(cred_value, strlen(cred_value))
                                        : KR_CRED_NONE;
         const kr_runtime *own = kr_runtimes_find(ctx->rts, res->runtime);
-        if (!rc && own && !byok_var(own, p, cls)[0]) {
+        if (!rc && !res->byok_direct && cls == KR_CRED_ANTHROPIC_OAUTH) {
+            rc = KR_EMISSING_BYOK_CREDENTIAL;
+            kr_snprintf(res->msg, sizeof res->msg,
+                        "%s holds an OAuth token, which keyrail's proxy does not forward (it is "
+                        "bound to its own client); set BYOK_ROUTE=direct, or store an API key",
+                        res->credential_key);
+        }
+        if (!rc && res->byok_direct && own && !byok_var(own, p, cls)[0]) {
             rc = KR_EMISSING_BYOK_CREDENTIAL;
             kr_snprintf(res->msg, sizeof res->msg,
                         "runtime '%s' cannot take a %s credential (its profile names no variable "
@@ -321,19 +331,40 @@ int kr_env_build(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_reso
             trace_rule(res, "ENV", "%s: %s", kr_err_name(rc), res->msg);
             return kr_fail(d, rc, "%s", res->msg);
         }
-        base_url_for(p->base_url, p->proto, url, sizeof url);
-        const kr_secret_entry *ce = kr_secrets_get(secrets, res->credential_key);
-        const char *first = NULL;
-        for (size_t i = 0; i < ctx->rts->n; i++) {
-            const kr_runtime *rt = &ctx->rts->rt[i];
-            const char *var = byok_var(rt, p, cls);
-            if (rt->proto != p->proto || !var[0]) continue; /* e.g. an SDK takes no OAuth token */
-            if (!first) first = var;
-            kr_env_set(out, rt->set_base_url, url, KR_ORIGIN_PROVISIONER);
-            kr_env_set(out, var, cred_value, ce ? ce->origin : KR_ORIGIN_PROVISIONER);
+        if (!res->byok_direct) {
+            /* through the proxy: the workspace token for the provider's
+             * protocol, exactly as on the platform route; the proxy adds
+             * the key (read from the store per request) */
+            const char *tok = token ? token : KR_TOKEN_PLACEHOLDER;
+            char root[400];
+            kr_snprintf(root, sizeof root, "%s/%s", ctx->proxy_url, kr_proto_name(p->proto));
+            base_url_for(root, p->proto, url, sizeof url);
+            for (size_t i = 0; i < ctx->rts->n; i++) {
+                const kr_runtime *rt = &ctx->rts->rt[i];
+                if (rt->proto != p->proto) continue;
+                kr_env_set(out, rt->set_base_url, url, KR_ORIGIN_PROVISIONER);
+                kr_env_set(out, rt->set_bearer, tok, KR_ORIGIN_PROVISIONER);
+            }
+            trace_rule(res, "ENV",
+                       "set the %s runtimes' base URL to the keyrail proxy and the workspace token "
+                       "as their only credential; the proxy forwards to provider '%s' with %s (%s)",
+                       kr_proto_name(p->proto), p->name, res->credential_key,
+                       kr_cred_class_name(cls));
+        } else {
+            base_url_for(p->base_url, p->proto, url, sizeof url);
+            const kr_secret_entry *ce = kr_secrets_get(secrets, res->credential_key);
+            const char *first = NULL;
+            for (size_t i = 0; i < ctx->rts->n; i++) {
+                const kr_runtime *rt = &ctx->rts->rt[i];
+                const char *var = byok_var(rt, p, cls);
+                if (rt->proto != p->proto || !var[0]) continue; /* e.g. an SDK takes no OAuth token */
+                if (!first) first = var;
+                kr_env_set(out, rt->set_base_url, url, KR_ORIGIN_PROVISIONER);
+                kr_env_set(out, var, cred_value, ce ? ce->origin : KR_ORIGIN_PROVISIONER);
+            }
+            trace_rule(res, "ENV", "set the %s runtimes' base URL to provider '%s' and its key (%s) in %s",
+                       kr_proto_name(p->proto), p->name, kr_cred_class_name(cls), first ? first : "-");
         }
-        trace_rule(res, "ENV", "set the %s runtimes' base URL to provider '%s' and its key (%s) in %s",
-                   kr_proto_name(p->proto), p->name, kr_cred_class_name(cls), first ? first : "-");
         sodium_memzero(cred_value, strlen(cred_value));
         free(cred_value);
     }

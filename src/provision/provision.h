@@ -20,14 +20,20 @@
  *   R4  a model of a non-platform provider -> BYOK with that provider, whose
  *       credential must be present (MISSING_BYOK_CREDENTIAL)
  *   R5  UNKNOWN_MODEL, MISSING_MODEL, MISSING_PLATFORM_PROXY
+ *   R6  BYOK goes through keyrail's proxy (the default: the workspace holds
+ *       a workspace token, the proxy forwards with the org's key), or, with
+ *       BYOK_ROUTE=direct (org or workspace scope), straight to the vendor
+ *       with the key in the environment
  * Environment rules: every variable a runtime profile names as steering a
  * credential (base URL, credential, headers, provider, config) and every
  * vendor credential is removed from the stored values; the platform route
  * then sets, for every runtime profile, its base URL variable to the proxy
- * and its bearer variable to the workspace token; the BYOK route sets, for
- * every profile of the provider's protocol, its base URL variable to the
- * provider and the key in the variable its class needs (OAuth, bearer,
- * x-api-key); a forbidden key aborts.
+ * and its bearer variable to the workspace token; BYOK through the proxy
+ * does the same for every profile of the provider's protocol (the key is
+ * never in the environment); direct BYOK sets, for every profile of the
+ * provider's protocol, its base URL variable to the provider and the key in
+ * the variable its class needs (OAuth, bearer, x-api-key); a forbidden key
+ * aborts.
  */
 #ifndef KR_PROVISION_H
 #define KR_PROVISION_H
@@ -126,7 +132,7 @@ static inline const char *kr_route_name(kr_route r)
 #define KR_TRACE_MAX 16
 
 typedef struct kr_trace_step {
-    char rule[8];    /* "R1".."R5", "ENV", "PIN" */
+    char rule[8];    /* "R1".."R6", "ENV", "PIN" */
     char text[320];  /* one line an operator can read */
 } kr_trace_step;
 
@@ -142,6 +148,8 @@ typedef struct kr_resolution {
     bool model_present;
     bool pin_platform; /* persist LLM_PROVIDER=platform (concierge) */
     char credential_key[64]; /* BYOK: secret key that holds the provider's credential */
+    bool byok_direct;        /* BYOK: the agent holds the key and calls the vendor (R6) */
+    kr_origin byok_route_origin; /* where BYOK_ROUTE came from (default: unset) */
     kr_trace_step trace[KR_TRACE_MAX];
     size_t ntrace;
 } kr_resolution;

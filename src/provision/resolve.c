@@ -71,6 +71,42 @@ static void byok(const kr_provider *p, const kr_runtime *rt, const kr_secrets *s
          "BYOK provider '%s' needs one of %s in the org or workspace secrets", p->name, names);
 }
 
+/* R6: how a BYOK workspace reaches its vendor. Through keyrail's proxy by
+ * default -- the workspace holds a workspace token, the org's key stays on
+ * the server -- or, with BYOK_ROUTE=direct (org or workspace), the agent
+ * holds the key and calls the vendor itself. */
+static void byok_route(const kr_provision_ctx *ctx, const kr_secrets *secrets, kr_resolution *r)
+{
+    const kr_secret_entry *e = kr_secrets_get(secrets, "BYOK_ROUTE");
+    const char *v = e && e->read.state == KR_SECRET_VALUE ? e->read.value : "";
+    r->byok_route_origin = *v ? e->origin : KR_ORIGIN_DEFAULT;
+    if (!strcmp(v, "direct")) {
+        r->byok_direct = true;
+        step(r, "R6", "BYOK direct: BYOK_ROUTE=direct (%s scope): the agent holds the org's key "
+                      "and calls the vendor itself",
+             kr_origin_name(e->origin));
+        return;
+    }
+    if (*v && strcmp(v, "proxy")) {
+        fail(r, KR_EINVAL, "R6", "BYOK_ROUTE='%.40s' (%s scope) is neither proxy nor direct", v,
+             kr_origin_name(e->origin));
+        return;
+    }
+    if (!ctx->proxy_url || !ctx->proxy_url[0]) {
+        fail(r, KR_EMISSING_PLATFORM_PROXY, "R6",
+             "BYOK through keyrail's proxy but no proxy URL is configured (server.public_url); "
+             "or set BYOK_ROUTE=direct");
+        return;
+    }
+    if (*v)
+        step(r, "R6", "BYOK through keyrail's proxy: BYOK_ROUTE=proxy (%s scope); the org's key "
+                      "stays on the server",
+             kr_origin_name(e->origin));
+    else
+        step(r, "R6", "BYOK through keyrail's proxy (the default: BYOK_ROUTE unset); the org's "
+                      "key stays on the server");
+}
+
 void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtime,
                 const kr_secrets *secrets, kr_resolution *r)
 {
@@ -168,6 +204,7 @@ void kr_resolve(const kr_provision_ctx *ctx, kr_ws_kind kind, const char *runtim
         }
     }
 
+    if (r->route == KR_ROUTE_BYOK) byok_route(ctx, secrets, r);
     if (r->route == KR_ROUTE_PLATFORM) {
         r->proto = runtime_proto;
         if (!ctx->proxy_url || !ctx->proxy_url[0]) {

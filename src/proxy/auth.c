@@ -23,10 +23,22 @@ void kr_auth_init(kr_auth_cache *c, int64_t ttl_ms)
     c->hits = c->misses = 0;
 }
 
+/* What an auth info owns: the allow-list and the BYOK key (wiped). */
+static void info_release(kr_auth_info *in)
+{
+    free(in->allow);
+    in->allow = NULL;
+    if (in->upstream_auth) {
+        sodium_memzero(in->upstream_auth, strlen(in->upstream_auth));
+        free(in->upstream_auth);
+        in->upstream_auth = NULL;
+    }
+}
+
 void kr_auth_free(kr_auth_cache *c)
 {
     for (size_t i = 0; c->slots && i < KR_AUTH_SLOTS; i++)
-        if (c->slots[i].used) free(c->slots[i].info.allow);
+        if (c->slots[i].used) info_release(&c->slots[i].info);
     free(c->slots);
     c->slots = NULL;
 }
@@ -42,6 +54,47 @@ typedef struct {
     const kr_plane *p;
     kr_auth_info info;
 } auth_job;
+
+/* BYOK through the proxy: the org's key, as the header line its provider
+ * takes. Refused (never forwarded) when it is missing, names another
+ * issuer, or cannot be one header line. */
+static void byok_key(const kr_registry *reg, const kr_resolution *res, const kr_secrets *secrets,
+                     kr_auth_info *in)
+{
+    const kr_provider *p = kr_registry_provider(reg, res->provider);
+    const kr_secret_entry *e = kr_secrets_get(secrets, res->credential_key);
+    const char *why = NULL;
+    if (!p || !e || e->read.state != KR_SECRET_VALUE || !e->read.len)
+        why = "its key is missing";
+    else if (memchr(e->read.value, '\r', e->read.len) || memchr(e->read.value, '\n', e->read.len))
+        why = "its key is not one line";
+    else {
+        const kr_provider *issuer = kr_registry_key_issuer(reg, e->read.value);
+        char o1[300], o2[300];
+        if (issuer && issuer != p &&
+            (kr_url_origin(issuer->base_url, o1, sizeof o1) || kr_url_origin(p->base_url, o2, sizeof o2) ||
+             strcmp(o1, o2)))
+            why = "its key was issued by another provider";
+    }
+    if (why) {
+        in->rc = KR_EMISSING_BYOK_CREDENTIAL;
+        kr_snprintf(in->reason, sizeof in->reason,
+                    "this workspace's BYOK provider '%s' cannot be used: %s; ask the operator to run "
+                    "`keyrail explain`",
+                    res->provider, why);
+        return;
+    }
+    kr_buf b = KR_BUF_INIT(8192 + 32);
+    if (kr_buf_puts(&b, p->header == KR_AUTH_BEARER ? "Authorization: Bearer " : "x-api-key: ") ||
+        kr_buf_append(&b, e->read.value, e->read.len)) {
+        if (b.data) sodium_memzero(b.data, b.len);
+        kr_buf_free(&b);
+        in->rc = KR_EMISSING_BYOK_CREDENTIAL;
+        kr_snprintf(in->reason, sizeof in->reason, "this workspace's BYOK key is too long");
+        return;
+    }
+    in->upstream_auth = kr_buf_steal(&b);
+}
 
 static void lookup_work(kr_store *st, kr_job *j)
 {
@@ -88,7 +141,10 @@ static void lookup_work(kr_store *st, kr_job *j)
     kr_provision_ctx ctx = kr_plane_ctx(a->p);
     kr_resolution res;
     kr_resolve(&ctx, ws.kind, ws.runtime, &secrets, &res);
+    if (!res.err && res.route == KR_ROUTE_BYOK && !res.byok_direct)
+        byok_key(a->p->reg, &res, &secrets, in);
     kr_secrets_free(&secrets);
+    if (in->rc) return;
     if (res.err) {
         in->rc = res.err;
         kr_snprintf(in->reason, sizeof in->reason,
@@ -98,6 +154,7 @@ static void lookup_work(kr_store *st, kr_job *j)
         return;
     }
     in->route = res.route;
+    in->byok_direct = res.byok_direct;
     in->proto = res.proto;
     kr_strlcpy(in->provider, res.provider, sizeof in->provider);
     /* the admission policy travels with the token (and is as fresh) */
@@ -146,25 +203,25 @@ static void lookup_done(kr_job *j)
     kr_auth_slot *sl = slot_for(&s->auth, a->hash);
     if (sl->used && !memcmp(sl->hash, a->hash, 32)) sl->refreshing = false;
     if (cached) {
-        if (sl->used) free(sl->info.allow);
+        if (sl->used) info_release(&sl->info);
         memcpy(sl->hash, a->hash, 32);
         /* from when the row was read, so a slow lookup cannot stretch the
          * revocation bound */
         sl->until_ns = a->read_ns + s->auth.ttl_ns;
         sl->used = true;
         sl->refreshing = false;
-        sl->info = a->info; /* the slot owns info.allow now */
+        sl->info = a->info; /* the slot owns info.allow and info.upstream_auth now */
     }
     if (a->req) {
         a->req->job = NULL;
         a->cb(a->req, &a->info); /* allow is valid during the callback */
     }
-    if (cached) a->info.allow = NULL;
+    if (cached) a->info.allow = NULL, a->info.upstream_auth = NULL;
 }
 
 static void lookup_cleanup(kr_job *j)
 {
-    free(((auth_job *)j)->info.allow);
+    info_release(&((auth_job *)j)->info);
 }
 
 static auth_job *new_job(kr_proxy *s, const uint8_t *hash)

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "proxy/jscan.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,78 @@ static int output_cap(kr_req *r, const kr_jval *v, const char *const *names, siz
     return 0;
 }
 
+static const char *use_route(kr_proto p)
+{
+    return p == KR_PROTO_OPENAI ? "/openai/v1/chat/completions or /openai/v1/responses"
+                                : "/anthropic/v1/messages";
+}
+
+/* The platform route: the model must be a priced platform model of the
+ * route's protocol; the platform's key for its provider. Sets r->model,
+ * r->prov and r->model_id; NULL once answered. */
+static const char *platform_target(kr_req *r, const char *model)
+{
+    kr_proxy *s = r->px;
+    const kr_registry *reg = s->p.reg;
+    const kr_model *m = kr_registry_model(reg, model);
+    const kr_provider *claim =
+        m ? &reg->providers[m->provider] : kr_registry_claim_proto(reg, model, (int)r->proto);
+    kr_strlcpy(r->model_id, m ? m->id : model, sizeof r->model_id);
+    if (!claim || !claim->platform) {
+        kr_respond_error(r, 403, "permission_error", "model '%s' is not available on the platform",
+                         r->model_id);
+        return NULL;
+    }
+    if (claim->proto != r->proto) {
+        kr_respond_error(r, 403, "permission_error",
+                         "model '%s' is served over the %s protocol; use %s", r->model_id,
+                         kr_proto_name(claim->proto), use_route(claim->proto));
+        return NULL;
+    }
+    if (!m || !m->priced) {
+        kr_respond_error(r, 422, "invalid_request_error",
+                         "model '%s' is platform-managed but has no price in the registry; it "
+                         "cannot be served",
+                         r->model_id);
+        return NULL;
+    }
+    if (!s->platform_auth[m->provider]) {
+        kr_respond_error(r, 503, "api_error",
+                         "the platform key for provider '%s' is not configured", claim->name);
+        return NULL;
+    }
+    r->model = m;
+    r->prov = claim;
+    return s->platform_auth[m->provider];
+}
+
+/* BYOK through the proxy: the workspace's own provider, whatever model name
+ * the agent asks for (the org pays its vendor; allow-lists and rate limits
+ * apply), with the org's key the lookup unsealed. A model of the registry
+ * keeps its canonical id and price only when it is that provider's own. */
+static const char *byok_target(kr_req *r, const char *model)
+{
+    const kr_registry *reg = r->px->p.reg;
+    const kr_provider *p = kr_registry_provider(reg, r->auth.provider);
+    const kr_model *m = kr_registry_model(reg, model);
+    if (m && (!p || &reg->providers[m->provider] != p)) m = NULL;
+    kr_strlcpy(r->model_id, m ? m->id : model, sizeof r->model_id);
+    if (!p || !r->auth.upstream_auth) {
+        kr_respond_error(r, 503, "api_error", "this workspace's BYOK provider '%s' is not usable",
+                         r->auth.provider);
+        return NULL;
+    }
+    if (p->proto != r->proto) {
+        kr_respond_error(r, 403, "permission_error",
+                         "this workspace's provider '%s' speaks the %s protocol; use %s", p->name,
+                         kr_proto_name(p->proto), use_route(p->proto));
+        return NULL;
+    }
+    r->model = m && m->priced ? m : NULL;
+    r->prov = p;
+    return r->auth.upstream_auth;
+}
+
 static void upstream_done(kr_upx *x, CURLcode rc);
 
 void kr_req_forward(kr_req *r)
@@ -226,39 +299,10 @@ void kr_req_forward(kr_req *r)
         return;
     }
     r->stream = v[1].type == KR_JSON_TRUE;
-    const kr_model *m = kr_registry_model(s->p.reg, model);
-    const kr_provider *claim =
-        m ? &s->p.reg->providers[m->provider] : kr_registry_claim_proto(s->p.reg, model, (int)r->proto);
-    kr_strlcpy(r->model_id, m ? m->id : model, sizeof r->model_id);
-    if (!claim || !claim->platform) {
-        kr_respond_error(r, 403, "permission_error", "model '%s' is not available on the platform",
-                         r->model_id);
-        return;
-    }
-    if (claim->proto != r->proto) {
-        kr_respond_error(r, 403, "permission_error",
-                         "model '%s' is served over the %s protocol; use %s", r->model_id,
-                         kr_proto_name(claim->proto),
-                         claim->proto == KR_PROTO_OPENAI
-                             ? "/openai/v1/chat/completions or /openai/v1/responses"
-                             : "/anthropic/v1/messages");
-        return;
-    }
-    if (!m || !m->priced) {
-        kr_respond_error(r, 422, "invalid_request_error",
-                         "model '%s' is platform-managed but has no price in the registry; it "
-                         "cannot be served",
-                         r->model_id);
-        return;
-    }
-    size_t pi = m->provider;
-    if (!s->platform_auth[pi]) {
-        kr_respond_error(r, 503, "api_error",
-                         "the platform key for provider '%s' is not configured", claim->name);
-        return;
-    }
-    r->model = m;
-    r->prov = claim;
+    const char *auth = r->auth.route == KR_ROUTE_BYOK ? byok_target(r, model)
+                                                      : platform_target(r, model);
+    if (!auth) return;
+    const kr_provider *claim = r->prov;
     /* admission: allow-list, credits, rate limits (limits.h). The token
      * estimate is the prompt's size / 4 plus the output cap the request names
      * (any of the three spellings; 4096 without one). */
@@ -295,13 +339,15 @@ void kr_req_forward(kr_req *r)
         kr_buf_append(&hb, "\r\n", 2);
     }
     kr_buf_puts(&hb, "Content-Type: application/json\r\nAccept-Encoding: identity\r\n");
-    /* the platform key line comes from the environment: one line, or nothing is sent */
-    const char *auth = s->platform_auth[pi];
+    /* the key line (the platform's from the environment, or the org's for
+     * BYOK): one line, or nothing is sent */
     if (strpbrk(auth, "\r\n") || kr_buf_puts(&hb, auth) || kr_buf_append(&hb, "\r\n", 2)) {
-        kr_respond_error(r, 503, "api_error",
-                         "the platform key for provider '%s' is not usable", r->prov->name);
+        sodium_memzero(hb.data, hb.len);
+        kr_respond_error(r, 503, "api_error", "the %s key for provider '%s' is not usable",
+                         r->auth.route == KR_ROUTE_BYOK ? "org's" : "platform", r->prov->name);
         return;
     }
+    r->auth.upstream_auth = NULL; /* the cache slot's: not the request's to keep */
     kr_upx_req q = {url, hb.data, hb.len, body, n,
                     /* count_tokens is free and changes nothing: safe to repeat */
                     rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS};
@@ -314,6 +360,7 @@ void kr_req_forward(kr_req *r)
     r->meter = rd->metered;
     r->t_up_ns = kr_mono_ns();
     int rc = kr_upstream_send(&s->up, &r->up, &q);
+    sodium_memzero(hb.data, hb.len); /* the key line: the client made its own copy */
     if (rc) {
         kr_respond_error(r, 502, "api_error",
                          rc == KR_EINVAL ? "the upstream URL of provider '%s' is not valid"
@@ -554,8 +601,11 @@ static void record_usage(kr_req *r, const char *status)
         kr_limits_settle(r->px, r, &u, 0);
         return;
     }
+    /* BYOK: metered, and priced at list price for the org's information,
+     * never debited (the org pays its vendor) */
+    bool byok = r->auth.route == KR_ROUTE_BYOK;
     r->cost = cost;
-    kr_limits_settle(r->px, r, &u, cost);
+    kr_limits_settle(r->px, r, &u, byok ? 0 : cost);
     kr_usage_rec rec;
     memset(&rec, 0, sizeof rec);
     kr_strlcpy(rec.request_id, r->x.id, sizeof rec.request_id);
@@ -566,10 +616,11 @@ static void record_usage(kr_req *r, const char *status)
     rec.u = u;
     rec.cost_micros = cost;
     kr_strlcpy(rec.status, status, sizeof rec.status);
+    kr_strlcpy(rec.route, byok ? "byok" : "platform", sizeof rec.route);
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->x.t0_ns) / 1000000);
-    kr_meter_submit(r->px->meter, &rec, on_metered, r->px);
+    kr_meter_submit(r->px->meter, &rec, byok ? NULL : on_metered, r->px);
 }
 
 /* The transfer ended (the client reports it once, with its handle back). */

@@ -95,17 +95,11 @@ static bool allowed(const char *allow, const char *model)
     return false;
 }
 
-int kr_limits_admit(kr_proxy *s, kr_req *r, uint64_t est, bool metered)
+/* The org's balance plus overage cap is above what is pending; else the 402
+ * is sent. */
+static bool credits_ok(kr_limits *l, kr_req *r)
 {
-    kr_limits *l = &s->adm;
     const kr_auth_info *a = &r->auth;
-    if (!allowed(a->allow, r->model_id)) {
-        kr_respond_error(r, 403, "permission_error",
-                         "model '%s' is not in the allow-list of this workspace or its org",
-                         r->model_id);
-        return 403;
-    }
-    if (!metered) return 0;
     kr_credit *c = credit_for(l, a->org_id, false);
     if (!c) {
         c = credit_for(l, a->org_id, true);
@@ -117,8 +111,24 @@ int kr_limits_admit(kr_proxy *s, kr_req *r, uint64_t est, bool metered)
         kr_respond_error(r, 402, "billing_error",
                          "the org's credits are exhausted (balance and overage cap used up); ask "
                          "the operator to top up");
-        return 402;
+        return false;
     }
+    return true;
+}
+
+int kr_limits_admit(kr_proxy *s, kr_req *r, uint64_t est, bool metered)
+{
+    kr_limits *l = &s->adm;
+    const kr_auth_info *a = &r->auth;
+    if (!allowed(a->allow, r->model_id)) {
+        kr_respond_error(r, 403, "permission_error",
+                         "model '%s' is not in the allow-list of this workspace or its org",
+                         r->model_id);
+        return 403;
+    }
+    if (!metered) return 0;
+    /* credits bound the platform route; BYOK is the org's own bill */
+    if (a->route != KR_ROUTE_BYOK && !credits_ok(l, r)) return 402;
     int64_t now = minute_now();
     kr_window *ww = (a->ws_rpm || a->ws_tpm) ? window_for(l, 1, a->ws_id) : NULL;
     kr_window *ow = (a->org_rpm || a->org_tpm) ? window_for(l, 0, a->org_id) : NULL;

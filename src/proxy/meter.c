@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -16,7 +17,9 @@
 #define HIGH_WATER      100000
 #define BATCH_WINDOW_MS 10          /* gather rows this long before a commit */
 #define STOP_GRACE_MS   5000        /* at stop, retry a failing store this long */
-#define JOURNAL_MAGIC   0x314a524bu /* "KRJ1" */
+#define JOURNAL_MAGIC   0x324a524bu /* "KRJ2": a record with its route */
+#define JOURNAL_MAGIC1  0x314a524bu /* "KRJ1": before the route (replayed as platform) */
+#define JOURNAL_SIZE1   offsetof(kr_usage_rec, route)
 #define JOURNAL_TRUNC   (4u << 20)  /* truncate the journal past this size once all of it committed */
 #define GROUPS_MAX      64          /* callback groups summed per batch before spilling */
 
@@ -28,6 +31,10 @@ typedef struct {
     kr_usage_rec rec;
     uint64_t sum;
 } frame;
+/* on disk a frame is its fields back to back: the replay reads them so */
+_Static_assert(offsetof(frame, rec) == 8 && offsetof(frame, sum) == 8 + sizeof(kr_usage_rec) &&
+                   JOURNAL_SIZE1 % 8 == 0,
+               "journal frames have no padding");
 
 static uint64_t fnv(const void *p, size_t n)
 {
@@ -272,21 +279,32 @@ static int replay(kr_meter *m, kr_diag *d)
     frame f;
     int rc = 0;
     for (;;) {
-        ssize_t r = read(m->jfd, &f, sizeof f);
+        /* a frame: magic and size, the record (a KRJ1 record is a prefix of
+         * today's), its checksum */
+        ssize_t r = read(m->jfd, &f, 8);
         if (r == 0) break;
-        if (r != (ssize_t)sizeof f) {
+        size_t size = f.magic == JOURNAL_MAGIC1 ? JOURNAL_SIZE1 : sizeof f.rec;
+        memset(&f.rec, 0, sizeof f.rec);
+        uint64_t sum;
+        if (r != 8 || read(m->jfd, &f.rec, size) != (ssize_t)size ||
+            read(m->jfd, &sum, sizeof sum) != (ssize_t)sizeof sum) {
             bad++; /* a torn tail */
             break;
         }
-        if (f.magic != JOURNAL_MAGIC || f.size != sizeof f.rec ||
-            f.sum != fnv(&f.rec, sizeof f.rec)) {
+        if ((f.magic != JOURNAL_MAGIC && f.magic != JOURNAL_MAGIC1) || f.size != size) {
             bad++;
-            continue;
+            break; /* a damaged head: where the next frame starts is unknown */
         }
+        if (sum != fnv(&f.rec, size)) {
+            bad++;
+            continue; /* a damaged record: skipped, the next frame follows */
+        }
+        if (f.magic == JOURNAL_MAGIC1) kr_strlcpy(f.rec.route, "platform", sizeof f.rec.route);
         f.rec.request_id[sizeof f.rec.request_id - 1] = 0;
         f.rec.model[sizeof f.rec.model - 1] = 0;
         f.rec.provider[sizeof f.rec.provider - 1] = 0;
         f.rec.status[sizeof f.rec.status - 1] = 0;
+        f.rec.route[sizeof f.rec.route - 1] = 0;
         batch[n++] = f.rec;
         total++;
         if (n == BATCH_MAX && (rc = kr_usage_record(m->st, batch, n, d))) break;

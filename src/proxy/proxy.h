@@ -56,8 +56,13 @@ typedef struct kr_auth_info {
     int64_t token_id, ws_id, org_id;
     int64_t expires_at; /* 0 = never; checked at every use */
     kr_route route;     /* the workspace's resolved route */
+    bool byok_direct;   /* BYOK with the key in the agent's hands: not served here */
     kr_proto proto;
     char provider[32];
+    /* BYOK through the proxy: the org's key as the provider's header line,
+     * unsealed by the lookup, owned by the cache slot (or the job) like
+     * allow, wiped when it goes; never logged. NULL otherwise. */
+    char *upstream_auth;
     /* admission policy, read with the token */
     int64_t ws_rpm, ws_tpm, org_rpm, org_tpm; /* 0 = unlimited */
     char *allow;          /* "\nm1\nm2\n": effective allow-list; NULL = all priced

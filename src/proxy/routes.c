@@ -246,10 +246,11 @@ static bool auth_ok(kr_req *r, const kr_auth_info *a, bool need_platform)
         kr_respond_error(r, 401, "authentication_error", "this workspace token has expired");
         return false;
     }
-    if (need_platform && a->route != KR_ROUTE_PLATFORM) {
+    bool served = a->route == KR_ROUTE_PLATFORM || (a->route == KR_ROUTE_BYOK && !a->byok_direct);
+    if (need_platform && !served) {
         kr_respond_error(r, 403, "permission_error",
-                         "this workspace uses its own key with provider '%s' (BYOK) and calls the "
-                         "vendor directly; the platform proxy does not serve it",
+                         "this workspace uses its own key with provider '%s' and calls the vendor "
+                         "directly (BYOK_ROUTE=direct); the proxy does not serve it",
                          a->provider);
         return false;
     }
@@ -271,7 +272,9 @@ static void respond_models(kr_req *r)
     for (size_t i = 0; i < reg->nmodels; i++) {
         const kr_model *m = &reg->models[i];
         const kr_provider *p = &reg->providers[m->provider];
-        if (!p->platform || p->proto != r->proto || !m->priced) continue;
+        bool byok = r->auth.route == KR_ROUTE_BYOK;
+        if (byok ? strcmp(p->name, r->auth.provider) : (!p->platform || !m->priced)) continue;
+        if (p->proto != r->proto) continue;
         if (!first) kr_buf_putc(&b, ',');
         first = false;
         if (!first_id) first_id = m->id;

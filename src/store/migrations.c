@@ -174,6 +174,27 @@ static const kr_migration migrations[] = {
      " actor TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, request_hash TEXT NOT NULL,"
      " status INTEGER NOT NULL, response TEXT NOT NULL, created_at BIGINT NOT NULL,"
      " PRIMARY KEY (actor, key));"},
+    /* BYOK through the proxy: its usage is metered and priced, never debited;
+     * rows and the daily rollup say which route served them */
+    {6, "usage by route (platform, byok)",
+     "ALTER TABLE usage ADD COLUMN route TEXT NOT NULL DEFAULT 'platform';"
+     "CREATE TABLE usage_daily_r ("
+     " day TEXT NOT NULL, org_id INTEGER NOT NULL, workspace_id INTEGER NOT NULL,"
+     " model TEXT NOT NULL, route TEXT NOT NULL DEFAULT 'platform', requests INTEGER NOT NULL,"
+     " input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
+     " cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,"
+     " cost_micros INTEGER NOT NULL, PRIMARY KEY (day, workspace_id, model, route));"
+     "INSERT INTO usage_daily_r (day, org_id, workspace_id, model, route, requests, input_tokens,"
+     " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
+     " SELECT day, org_id, workspace_id, model, 'platform', requests, input_tokens, output_tokens,"
+     " cache_read_tokens, cache_write_tokens, cost_micros FROM usage_daily;"
+     "DROP TABLE usage_daily;"
+     "ALTER TABLE usage_daily_r RENAME TO usage_daily;",
+     /* postgres */
+     "ALTER TABLE usage ADD COLUMN route TEXT NOT NULL DEFAULT 'platform';"
+     "ALTER TABLE usage_daily ADD COLUMN route TEXT NOT NULL DEFAULT 'platform';"
+     "ALTER TABLE usage_daily DROP CONSTRAINT usage_daily_pkey;"
+     "ALTER TABLE usage_daily ADD PRIMARY KEY (day, workspace_id, model, route);"},
 };
 
 const kr_migration *kr_migrations(size_t *n)

@@ -614,19 +614,27 @@ int kr_token_list(kr_store *s, int64_t ws, kr_token **out, size_t *n, kr_diag *d
 
 /* ---- usage and credits ---- */
 
+/* A row's route: "byok" (metered, priced for information, never debited)
+ * or "platform". */
+static bool is_byok(const kr_usage_rec *u)
+{
+    return !strcmp(u->route, "byok");
+}
+
 static int insert_usage_row(kr_store *s, const kr_usage_rec *u, bool *inserted, kr_diag *d)
 {
     kr_dbres r;
     int rc = Q(s,
                "INSERT INTO usage (request_id, org_id, workspace_id, provider, model, input_tokens,"
                " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, status,"
-               " started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+               " started_at, finished_at, route) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
                " ON CONFLICT (request_id) DO NOTHING RETURNING id",
                &r, d, KR_DB_TEXT(u->request_id), KR_DB_INT(u->org_id), KR_DB_INT(u->workspace_id),
                KR_DB_TEXT(u->provider), KR_DB_TEXT(u->model), KR_DB_INT(u->u.input_tokens),
                KR_DB_INT(u->u.output_tokens), KR_DB_INT(u->u.cache_read_tokens),
                KR_DB_INT(u->u.cache_write_tokens), KR_DB_INT(u->cost_micros),
-               KR_DB_TEXT(u->status), KR_DB_INT(u->started_at), KR_DB_INT(u->finished_at));
+               KR_DB_TEXT(u->status), KR_DB_INT(u->started_at), KR_DB_INT(u->finished_at),
+               KR_DB_TEXT(is_byok(u) ? "byok" : "platform"));
     if (rc) return rc;
     *inserted = r.nrows > 0; /* a replay of a recorded request inserts nothing */
     kr_dbres_free(&r);
@@ -640,20 +648,21 @@ static int by_org(const void *a, const void *b)
     if (x->workspace_id != y->workspace_id) return x->workspace_id < y->workspace_id ? -1 : 1;
     int m = strcmp(x->model, y->model);
     if (m) return m;
+    if (is_byok(x) != is_byok(y)) return is_byok(x) ? 1 : -1;
     return x < y ? -1 : x > y;
 }
 
 /* One org's rows of a batch (order[0..n), inserted[] says which are new):
  * its credits row first -- the debit doubles as the lock that orders two
  * instances' batches, so they cannot deadlock on the rollup rows after it --
- * then one rollup upsert per (day, workspace, model), then a ledger entry
- * per priced row. */
+ * then one rollup upsert per (day, workspace, model, route), then a ledger
+ * entry per priced platform row. BYOK rows are never debited. */
 static int settle_org(kr_store *s, const kr_usage_rec *const *order, const bool *inserted,
                       size_t n, kr_diag *d)
 {
     int64_t org = order[0]->org_id, total = 0, now = kr_now_ms();
     for (size_t i = 0; i < n; i++)
-        if (inserted[i]) total += order[i]->cost_micros;
+        if (inserted[i] && !is_byok(order[i])) total += order[i]->cost_micros;
     int rc = Q(s,
                "INSERT INTO credits (org_id, balance_micros, overage_cap_micros, updated_at)"
                " VALUES ($1, -CAST($2 AS BIGINT), 0, $3) ON CONFLICT (org_id) DO UPDATE"
@@ -661,14 +670,14 @@ static int settle_org(kr_store *s, const kr_usage_rec *const *order, const bool 
                " updated_at = CASE WHEN $2 = 0 THEN credits.updated_at ELSE $3 END",
                NULL, d, KR_DB_INT(org), KR_DB_INT(total), KR_DB_INT(now));
     for (size_t i = 0; !rc && i < n;) {
-        /* a group: same workspace, model and day (rows are sorted by the first two) */
+        /* a group: same workspace, model, route and day (rows are sorted by the first three) */
         char day[11];
         kr_utc_day(order[i]->started_at, day);
         kr_usage sum = {0};
         int64_t reqs = 0, cost = 0;
         size_t j = i;
         for (; j < n && order[j]->workspace_id == order[i]->workspace_id &&
-               !strcmp(order[j]->model, order[i]->model);
+               !strcmp(order[j]->model, order[i]->model) && is_byok(order[j]) == is_byok(order[i]);
              j++) {
             char dj[11];
             kr_utc_day(order[j]->started_at, dj);
@@ -684,8 +693,9 @@ static int settle_org(kr_store *s, const kr_usage_rec *const *order, const bool 
         if (reqs)
             rc = Q(s,
                    "INSERT INTO usage_daily (day, org_id, workspace_id, model, requests, input_tokens,"
-                   " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
-                   " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (day, workspace_id, model)"
+                   " output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, route)"
+                   " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                   " ON CONFLICT (day, workspace_id, model, route)"
                    " DO UPDATE SET requests = usage_daily.requests + excluded.requests,"
                    " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
                    " output_tokens = usage_daily.output_tokens + excluded.output_tokens,"
@@ -695,11 +705,12 @@ static int settle_org(kr_store *s, const kr_usage_rec *const *order, const bool 
                    NULL, d, KR_DB_TEXT(day), KR_DB_INT(org), KR_DB_INT(order[i]->workspace_id),
                    KR_DB_TEXT(order[i]->model), KR_DB_INT(reqs), KR_DB_INT(sum.input_tokens),
                    KR_DB_INT(sum.output_tokens), KR_DB_INT(sum.cache_read_tokens),
-                   KR_DB_INT(sum.cache_write_tokens), KR_DB_INT(cost));
+                   KR_DB_INT(sum.cache_write_tokens), KR_DB_INT(cost),
+                   KR_DB_TEXT(is_byok(order[i]) ? "byok" : "platform"));
         i = j;
     }
     for (size_t i = 0; !rc && i < n; i++) {
-        if (!inserted[i] || order[i]->cost_micros == 0) continue;
+        if (!inserted[i] || order[i]->cost_micros == 0 || is_byok(order[i])) continue;
         rc = Q(s,
                "INSERT INTO credit_ledger (org_id, delta_micros, reason, request_id, created_at)"
                " VALUES ($1, $2, 'usage', $3, $4)",
@@ -895,20 +906,24 @@ int kr_usage_report(kr_store *s, const kr_usage_filter *f, const char *group, kr
                  "COALESCE(wo.slug || '/' || w.name, '#' || CAST(u.workspace_id AS TEXT))",
                  "u.workspace_id"},
                 {"model", "u.model", "u.model"},
+                {"route", "u.route", "u.route"},
                 {"day", "u.day", "u.day"}};
+    enum { NCOLS = sizeof cols / sizeof cols[0] };
     char sel[512] = "", grp[512] = "", ord[512] = "";
-    bool want[4] = {false, false, false, false};
+    bool want[NCOLS] = {false};
     const char *g = group ? group : "";
     while (*g) {
         const char *e = strchr(g, ',');
         size_t l = e ? (size_t)(e - g) : strlen(g);
         bool ok = false;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < NCOLS; i++)
             if (strlen(cols[i].name) == l && !strncmp(g, cols[i].name, l)) want[i] = ok = true;
-        if (!ok) return kr_fail(d, KR_EINVAL, "unknown grouping '%.*s' (org, workspace, model, day)", (int)l, g);
+        if (!ok)
+            return kr_fail(d, KR_EINVAL, "unknown grouping '%.*s' (org, workspace, model, route, day)",
+                           (int)l, g);
         g += l + (e ? 1 : 0);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < NCOLS; i++)
         if (want[i]) {
             size_t sl = strlen(sel), gl = strlen(grp), ol = strlen(ord);
             snprintf(sel + sl, sizeof sel - sl, "%s, ", cols[i].col);

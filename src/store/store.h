@@ -85,6 +85,8 @@ typedef struct kr_usage_rec {
     int64_t cost_micros;
     char status[16]; /* complete | partial | error */
     int64_t started_at, finished_at;
+    /* last: the usage journal's version-1 frames end before it */
+    char route[12]; /* platform | byok (metered, priced, never debited) */
 } kr_usage_rec;
 
 int kr_store_open(const char *url, kr_store **out, kr_diag *d);
@@ -194,7 +196,8 @@ typedef struct kr_rate_key {
 int kr_rate_sync(kr_store *s, kr_rate_key *keys, size_t n, kr_diag *d);
 
 /* Usage report from the daily rollup. group: any of "org", "workspace",
- * "model", "day" (comma-separated, in that order of columns). An org is
+ * "model", "route" (platform, byok), "day" (comma-separated, in that order
+ * of columns). An org is
  * shown by its slug and a workspace as "org-slug/name" (one deleted since:
  * "#id"), rows ordered by those. Filters are 0 / NULL when unused; days are
  * "YYYY-MM-DD", inclusive. */

@@ -6,8 +6,9 @@ environment is then rebuilt from the store), and `keyrail run … -- claude -p`
 starts Claude Code inside a hostile environment: an OAuth token in
 CLAUDE_CODE_OAUTH_TOKEN and in ANTHROPIC_AUTH_TOKEN, a vendor key in
 ANTHROPIC_API_KEY. The fake vendor must answer, having received the platform
-key; the usage must be recorded. A BYOK workspace must reach the vendor
-directly with the org's key. Without the launcher the same environment gets
+key; the usage must be recorded. A BYOK workspace goes through keyrail's
+proxy, which forwards with the org's key (the agent never holds it), or, with
+BYOK_ROUTE=direct, reaches the vendor directly with the org's key. Without the launcher the same environment gets
 keyrail's 401 with the class diagnosis.
 """
 import os
@@ -112,8 +113,33 @@ def test_claude_code_over_an_https_upstream(tmp_path):
             assert rc == 0, kr.log_text()[-3000:]
 
 
-def test_byok_workspace_goes_to_its_vendor_directly(tmp_path, kr, vendor):
+def test_byok_workspace_goes_through_the_proxy_with_the_orgs_key(tmp_path, kr, vendor):
+    kr.cli("org", "create", "acme")  # no credits: BYOK is never debited
+    kr.secret("--org", "acme", "MINIMAX_API_KEY", fx.TENANT_MINIMAX_KEY)
+    kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)
+    kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
+    token = kr.mint("acme/mm")
+    kr.start()
+    p = launch(kr, token, str(tmp_path), "say hello")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Hello from fakevendor." in p.stdout
+    for c in fx.CANARIES:
+        assert c not in p.stderr and c not in p.stdout
+    reqs = [r for r in vendor.requests() if r["path"].endswith("/v1/messages")]
+    assert reqs
+    for r in reqs:
+        assert r["path"] == "/minimax/anthropic/v1/messages", r
+        assert r["auth_sha256"] == fx.sha256(fx.TENANT_MINIMAX_KEY), r
+    rows = fx.wait_until(lambda: len(kr.usage()) == len(reqs) and kr.usage(), what="usage rows")
+    assert sum(r["input"] for r in rows) == sum(r["served"]["input"] for r in reqs)
+    assert sum(r["output"] for r in rows) == sum(r["served"]["output"] for r in reqs)
+    assert kr.db_rows("select distinct route from usage") == [("byok",)]
+    assert kr.db_rows("select count(*) from credit_ledger") == [(0,)]
+
+
+def test_direct_byok_workspace_goes_to_its_vendor_directly(tmp_path, kr, vendor):
     kr.cli("org", "create", "acme")
+    kr.secret("--org", "acme", "BYOK_ROUTE", "direct")
     kr.secret("--org", "acme", "MINIMAX_API_KEY", fx.TENANT_MINIMAX_KEY)
     kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)
     kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")

@@ -84,8 +84,29 @@ def test_codex_platform_route_in_a_hostile_environment(tmp_path, kr, vendor):
     assert sum(r["cache_read"] for r in rows) == sum(r["served"]["cache_read"] for r in reqs) > 0
 
 
-def test_codex_byok_goes_to_the_openai_host_with_the_orgs_key(tmp_path, kr, vendor):
+def test_codex_byok_through_the_proxy_with_the_orgs_key(tmp_path, kr, vendor):
+    kr.cli("org", "create", "acme")  # no credits: BYOK is never debited
+    kr.secret("--org", "acme", "OPENAI_API_KEY", fx.TENANT_OPENAI_LEGACY_KEY)
+    kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)
+    kr.cli("ws", "create", "acme", "cx", "--runtime", "codex", "--model", "gpt-4o", "--set",
+           "LLM_PROVIDER=openai")
+    token = kr.mint("acme/cx")
+    kr.start()
+    p = codex(kr, token, hostile_env(str(tmp_path), vendor), "say hello")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Hello from fakevendor." in p.stdout
+    no_canary(p.stdout, p.stderr)
+    reqs = vendor.requests()
+    assert reqs and all(r["path"] == "/v1/responses" for r in reqs)
+    assert all(r["auth_sha256"] == fx.sha256(fx.TENANT_OPENAI_LEGACY_KEY) for r in reqs)
+    rows = fx.wait_until(lambda: len(kr.usage()) == len(reqs) and kr.usage(), what="usage rows")
+    assert sum(r["input"] for r in rows) == sum(r["served"]["input"] for r in reqs)
+    assert kr.db_rows("select distinct route from usage") == [("byok",)]
+
+
+def test_codex_direct_byok_goes_to_the_openai_host_with_the_orgs_key(tmp_path, kr, vendor):
     kr.cli("org", "create", "acme")
+    kr.secret("--org", "acme", "BYOK_ROUTE", "direct")
     kr.secret("--org", "acme", "OPENAI_API_KEY", fx.TENANT_OPENAI_LEGACY_KEY)
     kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", fx.TENANT_OAUTH)
     kr.cli("ws", "create", "acme", "cx", "--runtime", "codex", "--model", "gpt-4o", "--set",

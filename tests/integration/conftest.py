@@ -31,11 +31,15 @@ TENANT_OAUTH = "sk-ant-oat01-CANARYTENANTOAUTH000000000000000000000000"
 TENANT_ANTHROPIC_KEY = "sk-ant-api03-CANARYTENANTANTHROPIC000000000000000000"
 TENANT_OPENAI_KEY = "sk-proj-CANARYTENANTOPENAI0000000000000000000000"
 TENANT_MINIMAX_KEY = "mmk-CANARYTENANTMINIMAX000000000000000000"
+TENANT_DEEPSEEK_KEY = "sk-CANARYTENANTDEEPSEEK00000000000000000"
+TENANT_MOONSHOT_KEY = "sk-CANARYTENANTMOONSHOT00000000000000000"
+TENANT_OPENROUTER_KEY = "sk-or-v1-CANARYTENANTOPENROUTER0000000000000"
 # an OpenAI key in the legacy shape (sk-…): its shape names no issuer, so the
 # launcher lets the payload pair it with the fake vendor standing in for OpenAI
 TENANT_OPENAI_LEGACY_KEY = "sk-CANARYTENANTOPENAILEGACY000000000000000000"
 CANARIES = [PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, TENANT_ANTHROPIC_KEY,
-            TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY, TENANT_OPENAI_LEGACY_KEY]
+            TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY, TENANT_OPENAI_LEGACY_KEY, TENANT_DEEPSEEK_KEY,
+            TENANT_MOONSHOT_KEY, TENANT_OPENROUTER_KEY]
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "UndefinedBehaviorSanitizer", "AddressSanitizer:")
@@ -404,6 +408,45 @@ credential_env = MINIMAX_API_KEY
 header = bearer
 platform = false
 model_prefixes = MiniMax-
+
+# the other BYOK vendors of etc/providers.conf, each with its own header shape
+[provider deepseek]
+protocol = openai
+base_url = {fv}/deepseek
+credential_env = DEEPSEEK_API_KEY
+header = bearer
+platform = false
+model_prefixes = deepseek-
+
+[provider deepseek-anthropic]
+protocol = anthropic
+base_url = {fv}/deepseek/anthropic
+credential_env = DEEPSEEK_API_KEY
+header = x-api-key
+platform = false
+model_prefixes = deepseek-
+
+[provider moonshot]
+protocol = anthropic
+base_url = {fv}/moonshot/anthropic
+credential_env = MOONSHOT_API_KEY, KIMI_API_KEY
+header = bearer
+platform = false
+model_prefixes = kimi-, moonshot-
+
+[provider openrouter]
+protocol = anthropic
+base_url = {fv}/openrouter/api
+credential_env = OPENROUTER_API_KEY
+header = bearer
+platform = false
+model_prefixes = anthropic/, openai/
+key_prefixes = sk-or-
+
+[model MiniMax-M2]
+provider = minimax
+price_input = 0.30
+price_output = 1.20
 
 [model claude-sonnet-4-5]
 provider = anthropic

@@ -54,6 +54,7 @@ def test_provider_base_url_override_reaches_the_proxy(kr, vendor, staging):
 def test_provider_base_url_override_reaches_provisioning_and_explain(kr, vendor, staging):
     kr.setup_org()
     kr.secret("--org", "acme", "MINIMAX_API_KEY", TENANT_MINIMAX_KEY)
+    kr.secret("--org", "acme", "BYOK_ROUTE", "direct")  # the vendor's URL is in the environment
     kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
     base = env_of(kr.cli("provision", "acme/mm", "--rebuild", "--format", "json").stdout)
     assert base["ANTHROPIC_BASE_URL"] == vendor.url + "/minimax/anthropic"

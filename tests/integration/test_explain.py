@@ -22,9 +22,11 @@ def test_explain_text_and_json_agree_per_runtime(kr, vendor):
     kr.setup_org()
     kr.secret("--org", "acme", "MINIMAX_API_KEY", TENANT_MINIMAX_KEY)
     kr.secret("--org", "acme", "CLAUDE_CODE_OAUTH_TOKEN", TENANT_OAUTH)
-    kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
+    kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2", "--set", "BYOK_ROUTE=direct")
+    kr.cli("ws", "create", "acme", "mp", "--model", "MiniMax-M2")
     kr.cli("ws", "create", "acme", "cx", "--runtime", "codex", "--model", "gpt-4o")
-    for ref, route in (("acme/boss", "platform"), ("acme/mm", "byok"), ("acme/cx", "platform")):
+    for ref, route in (("acme/boss", "platform"), ("acme/mm", "byok"), ("acme/mp", "byok"),
+                       ("acme/cx", "platform")):
         text, doc = explain(kr, ref)
         assert doc["route"] == route and f"route: {route}" in text
         names = [r["runtime"] for r in doc["runtimes"]]
@@ -50,13 +52,23 @@ def test_explain_text_and_json_agree_per_runtime(kr, vendor):
     assert doc["upstream"]["anthropic"]["class"] == "anthropic-api-key"
     assert "upstream (the proxy forwards with the platform's key)" in text
     assert f"with KEYRAIL_ANTHROPIC_KEY: anthropic-api-key {doc['upstream']['anthropic']['fingerprint']}" in text
-    # BYOK: Claude Code calls MiniMax with the org's key; Codex gets no credential
+    # direct BYOK: Claude Code calls MiniMax with the org's key; Codex gets no credential
     _, doc = explain(kr, "acme/mm")
     cc = [r for r in doc["runtimes"] if r["runtime"] == "claude-code"][0]
     cx = [r for r in doc["runtimes"] if r["runtime"] == "codex"][0]
     assert cc["host"] == vendor.url
     assert cc["credential_var"] == "ANTHROPIC_AUTH_TOKEN" and not cc["proxy"]
     assert cx["credential_var"] == "" and doc["upstream"] == {}
+    # BYOK through the proxy: Claude Code calls keyrail with its token; the
+    # upstream section names MiniMax, the org's secret, its class and fingerprint
+    text, doc = explain(kr, "acme/mp")
+    cc = [r for r in doc["runtimes"] if r["runtime"] == "claude-code"][0]
+    assert cc["proxy"] and cc["class"] == "workspace-token", cc
+    up = doc["upstream"]["anthropic"]
+    assert (up["provider"], up["key_env"], up["key_owner"], up["header"]) == \
+        ("minimax", "MINIMAX_API_KEY", "org", "authorization"), up
+    assert up["host"] == vendor.url and len(up["fingerprint"]) == 8
+    assert "the proxy forwards with the org's key" in text and TENANT_MINIMAX_KEY not in text
 
 
 def test_run_explain_text_and_json_agree(kr, vendor, tmp_path):

@@ -159,14 +159,15 @@ def test_expired_token(kr, vendor):
     assert b"expired" in anthropic(kr, tok)[2]
 
 
-def test_byok_workspace_token_is_refused(kr, vendor):
+def test_direct_byok_workspace_token_is_refused(kr, vendor):
     kr.setup_org()
     kr.secret("--org", "acme", "MINIMAX_API_KEY", TENANT_MINIMAX_KEY)
+    kr.secret("--org", "acme", "BYOK_ROUTE", "direct")
     kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
     tok = kr.mint("acme/mm")
     kr.start()
     st, _, data = anthropic(kr, tok)
-    assert st == 403 and b"BYOK" in data
+    assert st == 403 and b"BYOK_ROUTE=direct" in data
     assert vendor.requests() == []
 
 

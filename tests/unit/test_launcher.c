@@ -16,10 +16,11 @@
 
 static char ws_token[KR_WS_TOKEN_LEN + 1];
 
-/* Builds a payload with the real provisioner: 0 platform (claude-code), 1 BYOK
- * API key, 2 BYOK OAuth, 3 BYOK OpenAI-compatible vendor (codex), 4 platform
- * (codex). */
-#define NROUTES 5
+/* Builds a payload with the real provisioner: 0 platform (claude-code), 1
+ * direct BYOK API key, 2 direct BYOK OAuth, 3 direct BYOK OpenAI-compatible
+ * vendor (codex), 4 platform (codex), 5 BYOK through the proxy
+ * (claude-code, MiniMax), 6 BYOK through the proxy (codex, DeepSeek). */
+#define NROUTES 7
 static void payload_for(int route, kr_env *out)
 {
     kr_store *st = kr_test_store();
@@ -32,7 +33,7 @@ static void payload_for(int route, kr_env *out)
     kr_org o;
     kr_workspace w;
     cr_assert_eq(kr_org_create(st, "o", "o", &o, NULL), 0);
-    const char *runtime = route >= 3 ? "codex" : "claude-code";
+    const char *runtime = route == 3 || route == 4 || route == 6 ? "codex" : "claude-code";
     cr_assert_eq(kr_ws_create(st, o.id, "w", KR_WS_CONCIERGE, runtime, 0, &w, NULL), 0);
     if (route == 1) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic", NULL);
@@ -40,10 +41,15 @@ static void payload_for(int route, kr_env *out)
     } else if (route == 2) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic", NULL);
         kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "CLAUDE_CODE_OAUTH_TOKEN", OAUTH_TOKEN, NULL);
-    } else if (route == 3) {
+    } else if (route == 3 || route == 6) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "MODEL", "deepseek-chat", NULL);
         kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "DEEPSEEK_API_KEY", DEEPSEEK_KEY, NULL);
+    } else if (route == 5) {
+        kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "MODEL", "MiniMax-M2", NULL);
+        kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "MINIMAX_API_KEY", MINIMAX_KEY, NULL);
     }
+    if (route >= 1 && route <= 3) /* direct BYOK is chosen explicitly */
+        kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "BYOK_ROUTE", "direct", NULL);
     kr_provision_result r;
     kr_diag d = {{0}};
     cr_assert_eq(kr_provision(st, &mk, &ctx, &w, NULL, 0, NULL, &r, &d), 0, "route %d: %s", route, d.msg);

@@ -191,6 +191,75 @@ Test(incident, flipped_byte_in_provider_secret_is_unreadable_not_absent)
     fx_free(&f);
 }
 
+/* BYOK through the proxy (the default): the agent gets the proxy and a
+ * workspace token; no vendor key of any provider is in its environment. */
+Test(incident, byok_through_the_proxy_holds_no_vendor_key)
+{
+    fx f;
+    fx_init(&f);
+    put(&f, KR_SCOPE_ORG, f.org.id, "CLAUDE_CODE_OAUTH_TOKEN", OAUTH_TOKEN);
+    put(&f, KR_SCOPE_ORG, f.org.id, "ANTHROPIC_API_KEY", ANTHROPIC_KEY);
+    put(&f, KR_SCOPE_ORG, f.org.id, "MINIMAX_API_KEY", MINIMAX_KEY);
+    kr_workspace w = mkws(&f, "mm", KR_WS_WORKSPACE);
+    kr_payload_var pv[] = {{"MODEL", "MiniMax-M2"}};
+    kr_provision_result r;
+    cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);
+    cr_assert_eq(r.res.route, KR_ROUTE_BYOK);
+    cr_assert(!r.res.byok_direct);
+    cr_assert_str_eq(r.res.provider, "minimax");
+    cr_assert_str_eq(env(&r, "ANTHROPIC_AUTH_TOKEN"), KR_TOKEN_PLACEHOLDER);
+    cr_assert_str_eq(env(&r, "ANTHROPIC_BASE_URL"), "http://proxy.test:8080/anthropic");
+    cr_assert_null(env(&r, "OPENAI_BASE_URL"), "only the provider's protocol is set up");
+    for (size_t i = 0; i < r.env.n; i++) {
+        cr_assert_null(strstr(r.env.v[i].value, "TESTMINIMAX"), "%s holds the key", r.env.v[i].key);
+        cr_assert_null(strstr(r.env.v[i].value, "sk-ant-"), "%s holds a key", r.env.v[i].key);
+    }
+    bool traced = false;
+    for (size_t i = 0; i < r.res.ntrace; i++)
+        if (!strcmp(r.res.trace[i].rule, "R6") && strstr(r.res.trace[i].text, "the default")) traced = true;
+    cr_assert(traced, "explain does not say the route was the default");
+    kr_provision_result_free(&r);
+    /* a rebuild resolves exactly as the fresh create did */
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), 0, "%s", r.res.msg);
+    cr_assert_str_eq(env(&r, "ANTHROPIC_BASE_URL"), "http://proxy.test:8080/anthropic");
+    cr_assert(!r.res.byok_direct);
+    kr_provision_result_free(&r);
+    fx_free(&f);
+}
+
+Test(rules, r6_byok_route_is_explicit_or_refused)
+{
+    fx f;
+    fx_init(&f);
+    put(&f, KR_SCOPE_ORG, f.org.id, "MINIMAX_API_KEY", MINIMAX_KEY);
+    put(&f, KR_SCOPE_ORG, f.org.id, "BYOK_ROUTE", "direct");
+    kr_workspace w = mkws(&f, "mm", KR_WS_WORKSPACE);
+    kr_payload_var pv[] = {{"MODEL", "MiniMax-M2"}};
+    kr_provision_result r;
+    cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);
+    cr_assert(r.res.byok_direct);
+    cr_assert_eq(r.res.byok_route_origin, KR_ORIGIN_ORG);
+    cr_assert_str_eq(env(&r, "ANTHROPIC_BASE_URL"), "https://api.minimax.io/anthropic");
+    kr_provision_result_free(&r);
+    /* the workspace overrides its org */
+    put(&f, KR_SCOPE_WORKSPACE, w.id, "BYOK_ROUTE", "proxy");
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), 0, "%s", r.res.msg);
+    cr_assert(!r.res.byok_direct);
+    cr_assert_eq(r.res.byok_route_origin, KR_ORIGIN_WORKSPACE);
+    kr_provision_result_free(&r);
+    /* a value that is neither is refused, nothing guessed */
+    put(&f, KR_SCOPE_WORKSPACE, w.id, "BYOK_ROUTE", "sometimes");
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), KR_EINVAL);
+    cr_assert(strstr(r.res.msg, "neither proxy nor direct") != NULL, "%s", r.res.msg);
+    kr_provision_result_free(&r);
+    /* through the proxy needs a proxy */
+    put(&f, KR_SCOPE_WORKSPACE, w.id, "BYOK_ROUTE", "proxy");
+    f.ctx.proxy_url = "";
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), KR_EMISSING_PLATFORM_PROXY);
+    kr_provision_result_free(&r);
+    fx_free(&f);
+}
+
 Test(incident, byok_minimax_does_not_receive_org_oauth_token)
 {
     fx f;
@@ -198,6 +267,7 @@ Test(incident, byok_minimax_does_not_receive_org_oauth_token)
     put(&f, KR_SCOPE_ORG, f.org.id, "CLAUDE_CODE_OAUTH_TOKEN", OAUTH_TOKEN);
     put(&f, KR_SCOPE_ORG, f.org.id, "ANTHROPIC_API_KEY", ANTHROPIC_KEY);
     put(&f, KR_SCOPE_ORG, f.org.id, "MINIMAX_API_KEY", MINIMAX_KEY);
+    put(&f, KR_SCOPE_ORG, f.org.id, "BYOK_ROUTE", "direct");
     kr_workspace w = mkws(&f, "mm", KR_WS_WORKSPACE);
     kr_payload_var pv[] = {{"MODEL", "MiniMax-M2"}};
     kr_provision_result r;
@@ -288,6 +358,7 @@ Test(rules, r1_pinned_byok_provider_wins_over_platform_model)
     put(&f, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic");
     put(&f, KR_SCOPE_WORKSPACE, w.id, "MODEL", "claude-sonnet-4-5");
     put(&f, KR_SCOPE_ORG, f.org.id, "ANTHROPIC_API_KEY", ANTHROPIC_KEY);
+    put(&f, KR_SCOPE_ORG, f.org.id, "BYOK_ROUTE", "direct");
     kr_provision_result r;
     cr_assert_eq(provision(&f, &w, NULL, 0, &r), 0, "%s", r.res.msg);
     cr_assert_eq(r.res.route, KR_ROUTE_BYOK);
@@ -306,6 +377,12 @@ Test(rules, r1_pinned_byok_with_oauth_goes_to_the_oauth_variable)
     put(&f, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic");
     put(&f, KR_SCOPE_ORG, f.org.id, "CLAUDE_CODE_OAUTH_TOKEN", OAUTH_TOKEN);
     kr_provision_result r;
+    /* an OAuth token is bound to its own client: never through the proxy */
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), KR_EMISSING_BYOK_CREDENTIAL);
+    cr_assert(strstr(r.res.msg, "BYOK_ROUTE=direct") != NULL, "%s", r.res.msg);
+    cr_assert_null(strstr(r.res.msg, "TESTOAUTH"));
+    kr_provision_result_free(&r);
+    put(&f, KR_SCOPE_ORG, f.org.id, "BYOK_ROUTE", "direct");
     cr_assert_eq(provision(&f, &w, NULL, 0, &r), 0, "%s", r.res.msg);
     cr_assert_str_eq(env(&r, "CLAUDE_CODE_OAUTH_TOKEN"), OAUTH_TOKEN);
     cr_assert_null(env(&r, "ANTHROPIC_API_KEY"));
@@ -425,6 +502,7 @@ Test(rules, r4_byok_vendor_serving_the_runtimes_protocol)
     fx f;
     fx_init(&f);
     put(&f, KR_SCOPE_ORG, f.org.id, "DEEPSEEK_API_KEY", "sk-deepseekTESTxxxxxxxxxxxxxxxx");
+    put(&f, KR_SCOPE_ORG, f.org.id, "BYOK_ROUTE", "direct");
     kr_workspace w = mkws(&f, "w", KR_WS_WORKSPACE);
     kr_payload_var pv[] = {{"MODEL", "deepseek-chat"}};
     kr_provision_result r;
@@ -461,7 +539,14 @@ Test(rules, r4_byok_openai_compatible_vendor)
     kr_workspace w = mkws_rt(&f, "w", KR_WS_WORKSPACE, "codex");
     kr_payload_var pv[] = {{"MODEL", "deepseek-chat"}};
     kr_provision_result r;
+    /* through the proxy (the default): keyrail's OpenAI route and the token */
     cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);
+    cr_assert_str_eq(r.res.provider, "deepseek");
+    cr_assert_str_eq(env(&r, "OPENAI_BASE_URL"), "http://proxy.test:8080/openai/v1");
+    cr_assert_str_eq(env(&r, "OPENAI_API_KEY"), KR_TOKEN_PLACEHOLDER);
+    kr_provision_result_free(&r);
+    put(&f, KR_SCOPE_WORKSPACE, w.id, "BYOK_ROUTE", "direct");
+    cr_assert_eq(provision(&f, &w, NULL, 0, &r), 0, "%s", r.res.msg);
     cr_assert_eq(r.res.proto, KR_PROTO_OPENAI);
     cr_assert_str_eq(env(&r, "OPENAI_BASE_URL"), "https://api.deepseek.com/v1");
     cr_assert_str_eq(env(&r, "OPENAI_API_KEY"), "sk-deepseekTESTxxxxxxxxxxxxxxxx");
@@ -476,6 +561,7 @@ Test(rules, r4_workspace_value_overrides_org_value)
     put(&f, KR_SCOPE_ORG, f.org.id, "MINIMAX_API_KEY", "mm-org-key-xxxxxxxxxxxx");
     kr_workspace w = mkws(&f, "w", KR_WS_WORKSPACE);
     put(&f, KR_SCOPE_WORKSPACE, w.id, "MINIMAX_API_KEY", "mm-ws-key-xxxxxxxxxxxxx");
+    put(&f, KR_SCOPE_WORKSPACE, w.id, "BYOK_ROUTE", "direct"); /* the key in the env shows which */
     kr_payload_var pv[] = {{"MODEL", "MiniMax-M2"}};
     kr_provision_result r;
     cr_assert_eq(provision(&f, &w, pv, 1, &r), 0, "%s", r.res.msg);

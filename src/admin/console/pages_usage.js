@@ -63,19 +63,21 @@ export async function usagePage(view, ctx) {
   });
   view.append(form);
 
-  const u = await api("GET", path("usage"), { query: { by: "day,model", org: f.org, workspace: f.workspace,
+  const u = await api("GET", path("usage"), { query: { by: "day,model,route", org: f.org, workspace: f.workspace,
                                                        model: f.model, from: f.from, to: f.to } });
-  const rows = u.rows || [];
+  // BYOK through the proxy is metered beside the platform route: its rows are a
+  // series of their own ("model (BYOK)"), priced at list price and never debited
+  const rows = (u.rows || []).map((r) => ({ ...r, series: r.route === "byok" ? `${r.model} (BYOK)` : r.model }));
   const out = h("div", { id: "usage-result" });
   view.append(out);
   if (!rows.length) {
     out.append(h("p", { class: "empty", id: "usage-empty" }, "No usage recorded for these filters."));
     return;
   }
-  const models = [...new Set(rows.map((r) => r.model))].sort();
+  const models = [...new Set(rows.map((r) => r.series))].sort();
   const seen = rows.map((r) => r.day).sort();
   const xs = days(f.from || seen[0], f.to || seen[seen.length - 1]);
-  const at = new Map(rows.map((r) => [`${r.day}\u0000${r.model}`, r]));
+  const at = new Map(rows.map((r) => [`${r.day}\u0000${r.series}`, r]));
   const cell = (i, j) => at.get(`${xs[i]}\u0000${models[j]}`);
   const tokens = (r) => (r ? r.input_tokens + r.output_tokens : 0);
   // x labels: MM-DD when every day is in one year (the bars' titles keep the year)
@@ -83,18 +85,24 @@ export async function usagePage(view, ctx) {
 
   // per model totals (cost exact, in micro-units)
   const per = models.map((m) => {
-    const t = { model: m, requests: 0, input: 0, output: 0, cache_read: 0, cache_write: 0, cost: 0n };
-    for (const r of rows) if (r.model === m) {
+    const t = { model: m, requests: 0, input: 0, output: 0, cache_read: 0, cache_write: 0, cost: 0n,
+                byok: false };
+    for (const r of rows) if (r.series === m) {
+      t.byok = r.route === "byok";
       t.requests += r.requests; t.input += r.input_tokens; t.output += r.output_tokens;
       t.cache_read += r.cache_read_tokens; t.cache_write += r.cache_write_tokens; t.cost += micros(r.cost);
     }
     return t;
   });
-  const sum = (k) => per.reduce((a, t) => a + t[k], k === "cost" ? 0n : 0);
+  const sum = (k, pick = () => true) => per.filter(pick).reduce((a, t) => a + t[k], k === "cost" ? 0n : 0);
+  const byok = per.some((t) => t.byok);
   out.append(h("dl", { class: "facts totals", id: "usage-totals" },
     h("dt", {}, "Requests"), h("dd", {}, fmtInt(sum("requests"))),
     h("dt", {}, "Input + output tokens"), h("dd", {}, fmtInt(sum("input") + sum("output"))),
-    h("dt", {}, "Cost"), h("dd", { id: "usage-cost-total" }, money(sum("cost")))));
+    h("dt", {}, byok ? "Cost (platform, debited)" : "Cost"),
+    h("dd", { id: "usage-cost-total" }, money(sum("cost", (t) => !t.byok))),
+    ...(byok ? [h("dt", {}, "BYOK at list price (the org's own key, not debited)"),
+                h("dd", { id: "usage-byok-total" }, money(sum("cost", (t) => t.byok)))] : [])));
 
   out.append(h("div", { class: "charts" },
     stackedBars({ id: "chart-tokens-day", title: "Tokens per day (input + output), by model", xs, series: models,
@@ -119,9 +127,10 @@ export async function usagePage(view, ctx) {
   out.append(h("details", { class: "daily" }, h("summary", {}, "Daily numbers"), table(null, [
     { label: "Day", get: (r) => r.day },
     { label: "Model", get: (r) => r.model },
+    { label: "Route", get: (r) => r.route },
     { label: "Requests", get: (r) => fmtInt(r.requests), num: true },
     { label: "Input tokens", get: (r) => fmtInt(r.input_tokens), num: true },
     { label: "Output tokens", get: (r) => fmtInt(r.output_tokens), num: true },
     { label: "Cost", get: (r) => r.cost, num: true },
-  ], [...rows].sort((a, b) => (a.day + a.model < b.day + b.model ? -1 : 1)))));
+  ], [...rows].sort((a, b) => (a.day + a.series < b.day + b.series ? -1 : 1)))));
 }
