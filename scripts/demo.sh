@@ -66,8 +66,10 @@ HOSTILE=(CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-DEMO-INHERITED-OAUTH-00000000
 # the token in the environment, as the README recommends (ps shows argv)
 env "${HOSTILE[@]}" KEYRAIL_WORKSPACE_TOKEN="$TOKEN" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" --explain
 
-step "7. one prompt to the real Claude Code through the launcher"
+step "7. one prompt to the real Claude Code through the launcher, confined"
 mkdir -p "$DIR/home"
+# confined as root, the agent runs as nobody: it needs a HOME of its own
+if [ "$(id -u)" = 0 ]; then chmod 755 "$DIR"; chown 65534:65534 "$DIR/home"; fi
 env -i PATH="$PATH" HOME="$DIR/home" CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
   "${HOSTILE[@]}" KEYRAIL_WORKSPACE_TOKEN="$TOKEN" "$BIN/keyrail" run --server "http://127.0.0.1:$PORT" -- \
   "$ROOT/tests/js/node_modules/.bin/claude" -p "Say hello"

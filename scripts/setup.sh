@@ -12,6 +12,9 @@ pkgs=(
   libhttp-parser-dev libpq-dev libcriterion-dev libclang-rt-14-dev
   postgresql python3 python3-pytest curl ca-certificates
   libssl-dev python3-cryptography
+  # the confinement tests (tests/integration/test_confine.py) make a network
+  # namespace of their own with ip(8)
+  iproute2
   # the console's browser tests (tests/js/console_*.mjs): Debian's chromium,
   # driven headless by puppeteer-core; nothing downloads a browser
   chromium

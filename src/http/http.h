@@ -135,6 +135,10 @@ void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cf
  * mount table (kept by reference: it must outlive the listener). */
 int kr_http_listen(kr_http_server *s, const char *addr, int backlog, const kr_http_mount *mounts,
                    size_t nmounts, kr_http_listener **out, kr_diag *d);
+/* The same on a socket already bound and listening (keyrail run's relay:
+ * bound inside the agent's network namespace, served from outside). */
+int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
+                      kr_diag *d);
 /* Stops accepting (every listener); running requests go on. */
 void kr_http_drain(kr_http_server *s);
 /* Closes the connections that serve no request; returns how many stay. */

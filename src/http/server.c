@@ -573,6 +573,24 @@ int kr_http_parse_listen(const char *listen, struct sockaddr_storage *ss, kr_dia
     return kr_fail(d, KR_ECONFIG, "listen host '%s' is not an IP address", host);
 }
 
+int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
+                      kr_diag *d)
+{
+    if (s->nlisteners == KR_HTTP_MAX_LISTENERS)
+        return kr_fail(d, KR_ECONFIG, "more than %d listeners", KR_HTTP_MAX_LISTENERS);
+    kr_http_listener *l = &s->listeners[s->nlisteners++];
+    l->srv = s;
+    l->mounts = mounts;
+    l->nmounts = nmounts;
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    l->open = true;
+    int rc;
+    if ((rc = uv_tcp_open(&l->tcp, fd)) || (rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection)))
+        return kr_fail(d, KR_ECONFIG, "cannot serve an inherited socket: %s", uv_strerror(rc));
+    return 0;
+}
+
 void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cfg)
 {
     memset(s, 0, sizeof *s);

@@ -31,6 +31,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +241,13 @@ static void set_err(conn *c, const char *fmt, ...)
 
 /* ---- the end of a transfer ---- */
 
+/* The request head holds the vendor key's line: gone with the transfer. */
+static void wipe_head(conn *c)
+{
+    if (c->q.head.data) sodium_memzero(c->q.head.data, c->q.head.len);
+    kr_buf_reset(&c->q.head);
+}
+
 static void idle_unlink(conn *c)
 {
     if (!c->in_idle) return;
@@ -305,6 +313,7 @@ static void complete(conn *c, CURLcode rc)
     kr_upx *x = c->q.x;
     kr_upc *u = c->u;
     KR_ASSERT(x && x->uc == c);
+    wipe_head(c);
     c->q.x = NULL;
     c->gen++;
     x->uc = NULL;
@@ -1117,7 +1126,8 @@ int kr_upc_start(kr_upc *u, kr_upx *x, const kr_upx_req *call)
     q->retry_safe = call->retry_safe;
     q->retried = false;
     kr_buf_reset(&q->head);
-    if (kr_buf_append(&q->head, "POST ", 5) || kr_buf_append(&q->head, url.path, url.path_len) ||
+    if (kr_buf_puts(&q->head, call->method ? call->method : "POST") ||
+        kr_buf_putc(&q->head, ' ') || kr_buf_append(&q->head, url.path, url.path_len) ||
         kr_buf_puts(&q->head, " HTTP/1.1\r\nHost: ") || kr_buf_puts(&q->head, o->hosthdr) ||
         kr_buf_append(&q->head, "\r\n", 2) ||
         kr_buf_append(&q->head, call->headers, call->headers_len) ||
@@ -1195,6 +1205,7 @@ void kr_upc_cancel(kr_upx *x)
     conn *c = x->uc;
     if (!c) return;
     KR_ASSERT(c->q.x == x);
+    wipe_head(c);
     x->uc = NULL;
     c->q.x = NULL;
     c->gen++;

@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "http/upclient.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ typedef struct {
 } sock_ctx;
 
 static void release_easy(kr_upstream *s, CURL *e);
+static void free_headers(kr_upx *x);
 
 /* A finished transfer: its handle and header list go back before the
  * caller hears of it (the caller may start the next transfer at once). */
@@ -58,8 +60,7 @@ static void check_done(kr_upstream *s)
         x->active = false;
         x->easy = NULL;
         release_easy(s, e);
-        curl_slist_free_all(x->hdrs);
-        x->hdrs = NULL;
+        free_headers(x);
         x->done(x, rc);
     }
 }
@@ -354,6 +355,8 @@ static int send_curl(kr_upstream *s, kr_upx *x, const kr_upx_req *q)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->err);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
+    /* another method keeps the body framing of a POST (GET: an empty body) */
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, q->method && strcmp(q->method, "POST") ? q->method : NULL);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
@@ -379,13 +382,21 @@ static int send_curl(kr_upstream *s, kr_upx *x, const kr_upx_req *q)
     return 0;
 }
 
+/* The header list holds the vendor key's line: wiped, then freed. */
+static void free_headers(kr_upx *x)
+{
+    for (struct curl_slist *h = x->hdrs; h; h = h->next)
+        if (h->data) sodium_memzero(h->data, strlen(h->data));
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+}
+
 /* What a transfer that could not start holds goes back. */
 static void undo(kr_upstream *s, kr_upx *x)
 {
     if (x->easy) release_easy(s, x->easy);
     x->easy = NULL;
-    curl_slist_free_all(x->hdrs);
-    x->hdrs = NULL;
+    free_headers(x);
 }
 
 int kr_upstream_send(kr_upstream *s, kr_upx *x, const kr_upx_req *q)

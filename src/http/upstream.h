@@ -61,6 +61,7 @@ typedef struct kr_upx_req {
     const char *body; /* not copied: must stay valid until the transfer ends */
     size_t body_len;
     bool retry_safe; /* the request may be repeated (upclient.h's retry rule) */
+    const char *method; /* NULL: POST; GET, PUT, PATCH, DELETE (not HEAD: a response without a body) */
 } kr_upx_req;
 
 typedef struct kr_upstream {

@@ -471,6 +471,51 @@ static int runtime_files(kr_launch *l, const kr_launch_in *in, kr_diag *d)
     return 0;
 }
 
+/* L9: confined, the proxy is reached through the relay and everything else
+ * through the CONNECT gate. */
+static void confine_rules(kr_launch *l, const kr_launch_in *in)
+{
+    const kr_runtimes *rts = in->rts;
+    for (int p = 0; in->relay_origin && p < 2; p++) {
+        kr_proto_view *pv = &l->proto[p];
+        if (!pv->to_proxy) continue;
+        const char *bases[4 * KR_RT_MAX_NAMES];
+        size_t nb = role_vars(rts, KR_RTVAR_BASE_URL, p, bases, 4 * KR_RT_MAX_NAMES);
+        size_t hl = strlen(pv->host);
+        for (size_t i = 0; i < nb; i++) {
+            const kr_env_var *v = kr_env_get(&l->env, bases[i]);
+            if (!v || strncmp(v->value, pv->host, hl) || (v->value[hl] && v->value[hl] != '/'))
+                continue;
+            char url[600];
+            if (kr_snprintf(url, sizeof url, "%s%s", in->relay_origin, v->value + hl)) continue;
+            kr_env_set(&l->env, bases[i], url, KR_ORIGIN_LAUNCHER);
+            decide(l, rts, bases[i], KR_ACT_SET, NULL, "L9",
+                   "confined: the keyrail proxy through keyrail run's relay (%s)", pv->host);
+            if (!strcmp(bases[i], kr_launch_base_var(rts, (kr_proto)p)))
+                kr_strlcpy(pv->base_url, url, sizeof pv->base_url);
+        }
+        kr_strlcpy(pv->relay, in->relay_origin, sizeof pv->relay);
+    }
+    if (!in->gate_url) return;
+    static const char *const proxy_vars[] = {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                             "ALL_PROXY",   "all_proxy"};
+    for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++) {
+        const kr_env_var *old = kr_env_get(&l->env, proxy_vars[i]);
+        if (old && strcmp(old->value, in->gate_url))
+            decide(l, rts, proxy_vars[i], KR_ACT_DROP, old, "L9",
+                   "confined: replaced by keyrail run's CONNECT gate");
+        kr_env_set(&l->env, proxy_vars[i], in->gate_url, KR_ORIGIN_LAUNCHER);
+    }
+    static const char *const no_proxy[] = {"NO_PROXY", "no_proxy"};
+    for (size_t i = 0; i < 2; i++)
+        kr_env_set(&l->env, no_proxy[i], "127.0.0.1,localhost,::1", KR_ORIGIN_LAUNCHER);
+    kr_env_set(&l->env, "NODE_USE_ENV_PROXY", "1", KR_ORIGIN_LAUNCHER);
+    decide(l, rts, "HTTPS_PROXY", KR_ACT_SET, NULL, "L9",
+           "confined: HTTP(S)_PROXY and ALL_PROXY name keyrail run's CONNECT gate (%s), NO_PROXY "
+           "loopback, NODE_USE_ENV_PROXY=1",
+           in->gate_url);
+}
+
 int kr_launch_compute(const kr_launch_in *in, kr_launch *l, kr_diag *d)
 {
     memset(l, 0, sizeof *l);
@@ -488,6 +533,7 @@ int kr_launch_compute(const kr_launch_in *in, kr_launch *l, kr_diag *d)
                v, pv->to_proxy ? "L3" : "L4", "the %s credential, for %s",
                kr_proto_name((kr_proto)p), pv->host);
     }
+    if (!rc) confine_rules(l, in);
     if (!rc) rc = runtime_files(l, in, d);
     if (rc) {
         kr_launch_free(l);
@@ -524,9 +570,9 @@ void kr_launch_render_text(const kr_launch *l, kr_buf *out)
     }
     for (int p = 0; p < 2; p++) {
         const kr_proto_view *pv = &l->proto[p];
-        kr_buf_printf(out, "%s: calls %s%s with %s", kr_proto_name((kr_proto)p), pv->host,
-                      pv->to_proxy ? " (keyrail proxy)" : "",
-                      pv->cred_var[0] ? pv->cred_var : "no credential");
+        kr_buf_printf(out, "%s: calls %s%s%s%s with %s", kr_proto_name((kr_proto)p), pv->host,
+                      pv->to_proxy ? " (keyrail proxy)" : "", pv->relay[0] ? " through the relay " : "",
+                      pv->relay, pv->cred_var[0] ? pv->cred_var : "no credential");
         if (pv->cred_var[0]) kr_buf_printf(out, " (%s %s)", kr_cred_class_name(pv->cls), pv->fp);
         kr_buf_putc(out, '\n');
     }
@@ -582,6 +628,8 @@ void kr_launch_render_json(const kr_launch *l, kr_buf *out)
         kr_buf_printf(out, ",\"proxy\":%s,\"configured\":%s,\"credential_var\":",
                       pv->to_proxy ? "true" : "false", pv->configured ? "true" : "false");
         json_str(out, pv->cred_var);
+        kr_buf_puts(out, ",\"relay\":");
+        json_str(out, pv->relay);
         kr_buf_printf(out, ",\"class\":\"%s\",\"fingerprint\":\"%s\"}",
                       pv->cred_var[0] ? kr_cred_class_name(pv->cls) : "none", pv->fp);
     }

@@ -36,6 +36,11 @@
  *       the credential variable chosen above (never a credential value) into
  *       a private directory; dir_env points at it, and when the command is the
  *       profile's agent, its args are inserted after argv[0].
+ *   L9  confined (`keyrail run --confine`): a protocol that calls the keyrail
+ *       proxy calls it through keyrail run's relay inside the sandbox (the
+ *       base URL's origin becomes the relay's, its path stays); every proxy
+ *       variable points at keyrail run's CONNECT gate, NO_PROXY at loopback,
+ *       and Node is told to use them (NODE_USE_ENV_PROXY=1).
  * Pure functions; the fuzz driver and the generated test call them directly.
  */
 #ifndef KR_LAUNCHER_H
@@ -73,6 +78,7 @@ typedef struct kr_proto_view {
     char host[300];        /* origin of base_url (or of the vendor default) */
     bool to_proxy;         /* host is the keyrail proxy */
     char cred_var[64];     /* "" when no credential remains */
+    char relay[300];       /* confined: the relay origin the agent calls instead of host */
     kr_cred_class cls;
     char fp[KR_FP_LEN];
 } kr_proto_view;
@@ -94,6 +100,8 @@ typedef struct kr_launch_in {
     const char *state_dir; /* where private runtime dirs go; NULL: files are rendered only */
     char *const *argv;     /* the agent command (may be NULL) */
     int argc;
+    const char *relay_origin; /* confined: the origin the agent reaches the proxy at (L9), else NULL */
+    const char *gate_url;     /* confined: the CONNECT gate every proxy variable names (L9) */
 } kr_launch_in;
 
 typedef struct kr_launch {

@@ -350,7 +350,7 @@ void kr_req_forward(kr_req *r)
     r->auth.upstream_auth = NULL; /* the cache slot's: not the request's to keep */
     kr_upx_req q = {url, hb.data, hb.len, body, n,
                     /* count_tokens is free and changes nothing: safe to repeat */
-                    rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS};
+                    rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS, "POST"};
     r->up.ud = r;
     r->up.on_header = on_up_header;
     r->up.on_body = on_up_body;

@@ -39,7 +39,7 @@ def run(cmd, env, timeout=120):
 
 def launch(kr, token, tmp, prompt, extra=None):
     env = agent_env(tmp, dict(HOSTILE, **(extra or {})))
-    return run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--token", token, "--",
+    return run([fx.KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--token", token, "--",
                 CLAUDE, "-p", prompt], env)
 
 

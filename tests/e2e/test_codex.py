@@ -44,7 +44,7 @@ def hostile_env(tmp, vendor):
 
 def codex(kr, token, env, prompt):
     env = dict(env, KEYRAIL_WORKSPACE_TOKEN=token)
-    return subprocess.run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--",
+    return subprocess.run([fx.KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--",
                            CODEX, "exec", "--skip-git-repo-check", prompt],
                           env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
                           cwd=env["HOME"])
@@ -147,7 +147,7 @@ def test_claude_custom_headers_dropped_by_the_launcher_refused_by_the_proxy(tmp_
     base = {"PATH": os.environ["PATH"], "HOME": home, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_MAX_RETRIES": "0"}
     custom = {"ANTHROPIC_CUSTOM_HEADERS": f"x-api-key: {fx.TENANT_ANTHROPIC_KEY}"}
-    p = subprocess.run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
+    p = subprocess.run([fx.KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
                        env=dict(base, KEYRAIL_WORKSPACE_TOKEN=token, **custom), capture_output=True,
                        text=True, timeout=120, cwd=home)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -182,7 +182,7 @@ def test_claude_settings_file_cannot_redirect_the_token(tmp_path, kr, vendor):
                    "apiKeyHelper": f"echo {fx.TENANT_ANTHROPIC_KEY}"}, f)
     env = {"PATH": os.environ["PATH"], "HOME": home, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            "CLAUDE_CODE_MAX_RETRIES": "0", "KEYRAIL_WORKSPACE_TOKEN": token}
-    p = subprocess.run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
+    p = subprocess.run([fx.KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
                        env=env, capture_output=True, text=True, timeout=120, cwd=proj)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Hello from fakevendor." in p.stdout
@@ -200,7 +200,7 @@ def test_claude_code_concierge_with_no_default_model_works(tmp_path, kr, vendor)
     os.makedirs(home, exist_ok=True)
     env = {"PATH": os.environ["PATH"], "HOME": home, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            "CLAUDE_CODE_MAX_RETRIES": "0", "KEYRAIL_WORKSPACE_TOKEN": token}
-    p = subprocess.run([fx.KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
+    p = subprocess.run([fx.KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--", CLAUDE, "-p", "hi"],
                        env=env, capture_output=True, text=True, timeout=120, cwd=home)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Hello from fakevendor." in p.stdout

@@ -49,7 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!rts && kr_runtimes_load(NULL, &rts, &d)) abort();
     char *argv[] = {(size & 4) ? "codex" : "claude", "-p", "x", NULL};
     kr_launch_in in = {&payload, &inh, (size & 1) ? token : NULL,
-                       (size & 2) ? "http://127.0.0.1:18080" : NULL, rts, "/state", argv, 3};
+                       (size & 2) ? "http://127.0.0.1:18080" : NULL, rts, "/state", argv, 3,
+                       /* confined every other input: the relay and gate rules too */
+                       (size & 8) ? "http://127.0.0.1:29999" : NULL,
+                       (size & 8) ? "http://127.0.0.1:49999" : NULL};
     kr_launch l;
     if (kr_launch_compute(&in, &l, &d) == 0) {
         for (size_t i = 0; i < l.env.n; i++) {

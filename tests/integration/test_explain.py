@@ -76,7 +76,7 @@ def test_run_explain_text_and_json_agree(kr, vendor, tmp_path):
     kr.start()
     env = dict(kr.env(), KEYRAIL_WORKSPACE_TOKEN=token, HOME=str(tmp_path),
                CODEX_API_KEY=TENANT_OPENAI_KEY, ANTHROPIC_CUSTOM_HEADERS="x-api-key: " + TENANT_OAUTH)
-    base = [KEYRAIL, "run", "--server", f"http://127.0.0.1:{kr.port}", "--explain"]
+    base = [KEYRAIL, "run", "--no-confine", "--server", f"http://127.0.0.1:{kr.port}", "--explain"]
     text = subprocess.run(base + ["--", "codex", "exec", "x"], env=env, capture_output=True, text=True,
                           check=True).stdout
     doc = json.loads(subprocess.run(base + ["--format", "json", "--", "codex", "exec", "x"], env=env,

@@ -66,7 +66,7 @@ static void payload_for(int route, kr_env *out)
 static int compute(const kr_env *payload, const kr_env *inh, const char *token, const char *origin,
                    char *const *argv, int argc, kr_launch *l, kr_diag *d)
 {
-    kr_launch_in in = {payload, inh, token, origin, kr_test_runtimes(), "/state", argv, argc};
+    kr_launch_in in = {payload, inh, token, origin, kr_test_runtimes(), "/state", argv, argc, NULL, NULL};
     return kr_launch_compute(&in, l, d);
 }
 
@@ -197,6 +197,43 @@ Test(launcher, codex_gets_a_private_provider_and_claude_its_settings)
             cr_assert(strstr(l.files[i].content.data, "\"ANTHROPIC_CUSTOM_HEADERS\": \"\"") != NULL);
             cr_assert(strstr(l.files[i].content.data, "\"apiKeyHelper\": \"\"") != NULL);
         }
+    kr_launch_free(&l);
+    kr_env_free(&p);
+    kr_env_free(&inh);
+}
+
+Test(launcher, confined_the_proxy_goes_through_the_relay_and_the_rest_through_the_gate)
+{
+    kr_env p, inh = {0};
+    payload_for(5, &p); /* BYOK through the proxy: the proxy is the only host */
+    kr_env_set(&inh, "HTTPS_PROXY", "http://evil.example:3128", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "no_proxy", "*", KR_ORIGIN_INHERITED);
+    char *argv[] = {"claude", "-p", "hi", NULL};
+    kr_launch_in in = {&p, &inh, ws_token, PROXY_ORIGIN, kr_test_runtimes(), "/state", argv, 3,
+                       "http://127.0.0.1:29999", "http://127.0.0.1:49999"};
+    kr_launch l;
+    kr_diag d = {{0}};
+    cr_assert_eq(kr_launch_compute(&in, &l, &d), 0, "%s", d.msg);
+    cr_assert_str_eq(kr_env_get(&l.env, "ANTHROPIC_BASE_URL")->value, "http://127.0.0.1:29999/anthropic");
+    cr_assert_str_eq(kr_env_get(&l.env, "ANTHROPIC_AUTH_TOKEN")->value, ws_token);
+    cr_assert(l.proto[KR_PROTO_ANTHROPIC].to_proxy);
+    cr_assert_str_eq(l.proto[KR_PROTO_ANTHROPIC].relay, "http://127.0.0.1:29999");
+    const char *proxies[] = {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"};
+    for (size_t i = 0; i < 6; i++)
+        cr_assert_str_eq(kr_env_get(&l.env, proxies[i])->value, "http://127.0.0.1:49999", "%s", proxies[i]);
+    cr_assert_str_eq(kr_env_get(&l.env, "no_proxy")->value, "127.0.0.1,localhost,::1");
+    cr_assert_str_eq(kr_env_get(&l.env, "NODE_USE_ENV_PROXY")->value, "1");
+    /* Claude's settings file names the relay, never the outside origin */
+    for (size_t i = 0; i < l.nfiles; i++)
+        if (!strcmp(l.files[i].rt->name, "claude-code")) {
+            cr_assert(strstr(l.files[i].content.data, "http://127.0.0.1:29999/anthropic") != NULL);
+            cr_assert_null(strstr(l.files[i].content.data, PROXY_ORIGIN));
+        }
+    bool said = false;
+    for (size_t i = 0; i < l.nd; i++)
+        if (!strcmp(l.d[i].var, "HTTPS_PROXY") && l.d[i].action == KR_ACT_DROP && !strcmp(l.d[i].rule, "L9"))
+            said = true;
+    cr_assert(said, "the inherited proxy was replaced silently");
     kr_launch_free(&l);
     kr_env_free(&p);
     kr_env_free(&inh);
