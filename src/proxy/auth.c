@@ -201,13 +201,25 @@ static void lookup_done(kr_job *j)
     /* store failures are not cached: the next request retries */
     bool cached = a->info.rc != KR_ESTORE && s->auth.ttl_ns;
     kr_auth_slot *sl = slot_for(&s->auth, a->hash);
-    if (sl->used && !memcmp(sl->hash, a->hash, 32)) sl->refreshing = false;
+    bool same = sl->used && !memcmp(sl->hash, a->hash, 32);
+    if (same) sl->refreshing = false;
+    /* two lookups of one token can finish out of order (a background
+     * renewal begun before a revocation, a miss after it): the row read
+     * later wins, or a revoked token would be accepted again */
+    if (same && sl->read_ns > a->read_ns) {
+        if (a->req) {
+            a->req->job = NULL;
+            a->cb(a->req, &sl->info);
+        }
+        return;
+    }
     if (cached) {
         if (sl->used) info_release(&sl->info);
         memcpy(sl->hash, a->hash, 32);
         /* from when the row was read, so a slow lookup cannot stretch the
          * revocation bound */
         sl->until_ns = a->read_ns + s->auth.ttl_ns;
+        sl->read_ns = a->read_ns;
         sl->used = true;
         sl->refreshing = false;
         sl->info = a->info; /* the slot owns info.allow and info.upstream_auth now */

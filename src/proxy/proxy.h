@@ -75,6 +75,7 @@ typedef void (*kr_auth_cb)(kr_req *r, const kr_auth_info *info);
 typedef struct kr_auth_slot {
     uint8_t hash[32];
     uint64_t until_ns;
+    uint64_t read_ns; /* when its token row was read: an older read never replaces it */
     bool used;
     bool refreshing; /* a lookup is under way to renew it before it expires */
     kr_auth_info info;
