@@ -109,17 +109,75 @@
  *                escapes), for testing usage parsers on huge final events.
  *                Streamed deltas and output_item events do not carry it, and
  *                it changes no token count.  At most 64 MiB.
+ *   tool=HEX     answer with one scripted tool call running the command
+ *                whose UTF-8 bytes HEX spells (hex digits of either case,
+ *                two per byte, so any command survives the directive
+ *                syntax), when the request qualifies; see SCRIPTED TOOL
+ *                CALLS below.  At most 4096 bytes decoded.
+ *   tool_name=NAME  the tool call's name instead of the protocol's default
+ *                (Bash, exec_command, shell); 1 to 128 of A-Z a-z 0-9 _ - . :
  *   (aliases: cache_creation=cache_write, delay=delay_ms, interval=interval_ms)
+ *   Invalid values: a numeric value that is not 1 to 15 digits is ignored
+ *   (the key keeps its default); an unknown mode, a tool= that is empty, has
+ *   an odd number of digits, a non-hex digit, more than 8192 digits or
+ *   decodes to something not UTF-8, and a bad tool_name=, get a 400 error
+ *   (vendor-shaped, naming the problem) for every request carrying them,
+ *   whatever the endpoint.  The last value of a key wins, so a later good
+ *   tool= replaces an earlier bad one.
  *   Sources, lowest to highest precedence:
  *   1. directives "[[fake k=v k=v ...]]" anywhere in the raw request body
  *      (works through clients that only let you set prompt text, e.g.
  *      claude -p "[[fake out=42 mode=drip]] hi"); all directives in the body
  *      are applied in order, so the last one wins per key.  A bare word is
  *      taken as the mode ("[[fake stall]]").  Values stop at whitespace, ',',
- *      '"', '\', ']'.
- *   2. header "x-fake: k=v k=v ..." (same syntax)
+ *      '"', '\', ']'.  A directive's "]]" must come within 16 KiB of its
+ *      "[[fake" (else that directive and the rest of the body are ignored);
+ *      at most 64 directives are read.
+ *   2. header "x-fake: k=v k=v ..." (same syntax; a value over 16 KiB is
+ *      cut there and its last, cut-off token dropped)
  *   3. headers "x-fake-KEY: VALUE" ('-' and '_' interchangeable in KEY,
  *      e.g. x-fake-cache-read: 100)
+ *
+ * SCRIPTED TOOL CALLS (tool=HEX), so an end-to-end test can make a real
+ * agent CLI run a shell command of its choosing:
+ *   A request to a protocol's own endpoint (not count_tokens, not the model
+ *   list) with tool= set gets the tool call instead of the text reply when
+ *   both hold:
+ *   a. it declares tools: its top-level "tools" is a non-empty array.
+ *      Utility calls a CLI makes with the same prompt but no tools (titles,
+ *      topics, summaries) get the text reply.
+ *   b. it carries no tool result yet, so the agent loop ends: tool call,
+ *      tool result, text.  A tool result is, in the top-level "messages" or
+ *      "input" array, an element with "role":"tool" (chat completions) or
+ *      "type":"function_call_output" / "custom_tool_call_output"
+ *      (Responses), or in such an element's "content" array an element with
+ *      "type":"tool_result" (Anthropic).  These are found by a bounded scan
+ *      of the body's JSON structure (no DOM, linear in the body, two levels
+ *      below the array): strings are skipped whole, so prompt text that
+ *      mentions "tool_result" is no tool result; a key or value spelt with
+ *      \u escapes is not recognised.  Any tool result anywhere in the
+ *      conversation counts, so one conversation gets at most one scripted
+ *      call.
+ *   The call, per protocol (<seq> as in DETERMINISM; CMD JSON-escaped):
+ *     Anthropic   a tool_use block, id toolu_fake_<seq>, default name Bash,
+ *                 input {"command":CMD}; stop_reason "tool_use"
+ *     Responses   a function_call item, id fc_fake_<seq>, call_id
+ *                 call_fake_<seq>, default name exec_command (Codex's shell
+ *                 tool), arguments "{\"cmd\":CMD}"
+ *     chat        message.tool_calls [{id call_fake_<seq>, type function,
+ *                 default name shell, arguments "{\"command\":CMD}"}],
+ *                 content null; finish_reason "tool_calls"
+ *   The argument key (command, cmd, command) stays with tool_name=.  The
+ *   exact shapes and stream events are described at the top of each
+ *   protocol's file.  Streams keep their event counts (Anthropic N+6,
+ *   chat N+3 [+1]; Responses N+6, see fv_responses.c): the N text deltas
+ *   become N deltas of the arguments' JSON text (input_json_delta
+ *   partial_json, function_call_arguments.delta, delta.tool_calls
+ *   arguments), split like the reply, their concatenation the arguments
+ *   JSON.  Usage is exactly as for a text reply (DETERMINISM); OUT clamped
+ *   to max_tokens still gives "max_tokens" / "length" / "incomplete" (the
+ *   call itself stays whole).  Fault modes apply unchanged.  The record's
+ *   "tool_call" says whether the answer was one.
  *
  * FAULT MODES (key mode=...).  delay_ms / interval_ms also work with any mode.
  *   delay      wait delay_ms (default 1000) before sending the response head
@@ -148,6 +206,8 @@
  *     N x content_block_delta, content_block_stop, message_delta, message_stop
  *   OpenAI (N+3 events, +1 with include_usage): role chunk, N content chunks,
  *     finish chunk (finish_reason "stop"), [usage chunk], [DONE]
+ *   (a scripted tool call, SCRIPTED TOOL CALLS below, keeps these counts
+ *   except for Responses, N+6)
  *   Responses (N+8 events, see RESPONSES API in fv_responses.c):
  *     response.created, response.in_progress, response.output_item.added,
  *     response.content_part.added, N x response.output_text.delta,
@@ -185,6 +245,10 @@
  *    "planned": {"input","output","cache_read","cache_write"}  (the values a
  *               fault-free response carries),
  *    "headers": [every request header name, lower-case, in order],
+ *    "tool_call": true if the answer is the scripted tool call (tool=, see
+ *                 SCRIPTED TOOL CALLS): set when the 200 head goes out, so
+ *                 false while a delay or stall is pending, and for errors
+ *                 and text replies,
  *    "served": {"input","output","cache_read","cache_write"}  (usage the
  *               vendor actually put on the wire: Anthropic message_start
  *               serves input/cache and output 1, message_delta serves OUT;
@@ -273,7 +337,7 @@
 #define REC_CAP        10000u          /* records kept in memory */
 #define URL_MAX        4096u
 #define HNAME_MAX      128u
-#define HVAL_MAX       8192u           /* buffered values of interesting headers */
+#define HVAL_MAX       16384u          /* buffered values of interesting headers */
 #define NAMES_MAX      2048u           /* JSON list of header names */
 #define VER_MAX        128u
 #define BETA_MAX       1024u
@@ -281,6 +345,9 @@
 #define REPLY_MAX      512u
 #define BODY_MAX       (64u << 20)     /* larger bodies get 413 */
 #define PAD_MAX        (64u << 20)     /* largest pad= (Responses API) */
+#define TOOL_MAX       4096u           /* largest tool= command, decoded bytes */
+#define TOOL_NAME_MAX  128u            /* longest tool_name= */
+#define DIRECTIVE_MAX  16384u          /* "[[fake" to its "]]", at most */
 #define BODY_KEEP      (256u << 10)    /* body buffer capacity kept between requests */
 #define BUF_KEEP       (1u << 20)      /* output buffer capacity kept when idle */
 #define IN_MAX         (1u << 20)      /* unparsed input before we stop reading */
@@ -390,16 +457,22 @@ static inline void buf_jstr(buf_t *b, const char *s, size_t n)
 enum {
     K_IN, K_OUT, K_CACHE_READ, K_CACHE_WRITE, K_EVENTS, K_DELAY_MS, K_AFTER, K_STATUS,
     K_INTERVAL_MS, K_REASONING, K_PAD, K_NNUM, /* numeric keys end here */
-    K_REPLY = K_NNUM, K_MODE
+    K_REPLY = K_NNUM, K_MODE, K_TOOL, K_TOOL_NAME
 };
 
 typedef struct {
-    unsigned set; /* bit per K_* */
-    int64_t  num[K_NNUM];
-    char     reply[REPLY_MAX];
-    size_t   reply_len;
-    char     mode[24];
-    size_t   mode_len;
+    unsigned    set; /* bit per K_* */
+    int64_t     num[K_NNUM];
+    char        reply[REPLY_MAX];
+    size_t      reply_len;
+    char        mode[24];
+    size_t      mode_len;
+    char        tool[TOOL_MAX]; /* tool=: the decoded command */
+    size_t      tool_len;
+    const char *tool_bad;       /* tool=: why the value is unusable, or NULL */
+    char        tool_name[TOOL_NAME_MAX];
+    size_t      tool_name_len;
+    const char *tool_name_bad;  /* tool_name=: likewise */
 } ov_t;
 
 #define OV_HAS(o, k) (((o)->set >> (k)) & 1u)
@@ -411,6 +484,9 @@ typedef struct {
     const char *model;
     size_t      model_len;
     bool        has_model, stream, include_usage;
+    bool        has_tools;       /* a non-empty top-level "tools" array */
+    bool        has_tool_result; /* a tool result in the conversation (see
+                                  * SCRIPTED TOOL CALLS) */
     int64_t     max_tokens;        /* -1 if absent */
     int64_t     max_output_tokens; /* Responses API; -1 if absent */
 } bodyinfo_t;
@@ -435,6 +511,7 @@ typedef struct {
     buf_t    js;  /* static JSON members, each starting with ',' */
     int      status;
     bool     completed, pending;
+    bool     tool_call; /* answered with a scripted tool call (200 only) */
     int64_t  s_in, s_out, s_cr, s_cw;
     char     logline[96];
 } rec_t;
@@ -452,6 +529,7 @@ typedef struct {
     size_t hname_len;
     char   hval[HVAL_MAX];
     size_t hval_len;
+    bool   hval_over; /* the value was cut at HVAL_MAX */
     int    hstate; /* 0 none, 1 in field, 2 in value */
     int    hkind;
     char   names[NAMES_MAX];
@@ -479,6 +557,7 @@ typedef struct {
     int      ep, mode;
     const struct fv_proto *proto; /* the wire protocol (fv_proto_t below) */
     bool     stream, include_usage, chunked, clamped;
+    bool     tool_call;  /* answer with the scripted tool call (tool_*) */
     int      err_status; /* nonzero: answer with this error */
     int64_t  in, out, cr, cw, events, delay_ms, after, status, interval_ms;
     int64_t  reasoning, pad, max_out; /* max_out: the request's limit, -1 if none */
@@ -492,6 +571,10 @@ typedef struct {
     bool     model_raw_ok;
     char     reply[REPLY_MAX];
     size_t   reply_len;
+    char     tool_cmd[TOOL_MAX];        /* tool_call: the command, */
+    size_t   tool_cmd_len;
+    char     tool_name[TOOL_NAME_MAX];  /* the tool's name */
+    size_t   tool_name_len;
 } job_t;
 
 typedef struct conn {
@@ -557,6 +640,9 @@ typedef struct fv_proto {
      * counters (j->s_*) when it carries usage */
     void (*event)(buf_t *b, job_t *j, int k);
     const char *malformed;  /* mode=malformed: the one event with broken JSON */
+    /* scripted tool calls (tool=): the default tool name and the key of the
+     * command in its arguments object */
+    const char *tool_name, *tool_arg;
 } fv_proto_t;
 
 extern const fv_proto_t fv_anthropic;        /* fv_anthropic.c */
@@ -599,6 +685,9 @@ void fv_respond_now(conn_t *c);
 bool fv_path_ends(const char *p, size_t n, const char *suf);
 void fv_put_model(buf_t *b, const job_t *j);
 void fv_reply_piece(const job_t *j, int i, const char **ps, size_t *pn);
+void fv_tool_args(buf_t *b, const job_t *j);
+size_t fv_tool_text(const job_t *j, const char **ps);
+void fv_tool_piece(const job_t *j, int i, const char **ps, size_t *pn);
 
 /* fv_server.c */
 extern uv_loop_t *g_loop;

@@ -5,6 +5,12 @@
  * message_delta, message_stop), POST .../v1/messages/count_tokens, the model
  * list and Anthropic-shaped errors (also used for /_fake/... and for requests
  * that are no protocol's).  See fv.h (DETERMINISM, FAULT MODES).
+ * A scripted tool call (tool=, SCRIPTED TOOL CALLS in fv.h) is one tool_use
+ * content block {"type":"tool_use","id":"toolu_fake_<seq>","name":NAME,
+ * "input":{"command":CMD}} with stop_reason "tool_use"; streamed, its
+ * content_block_start carries "input":{} and the N content_block_delta
+ * events carry {"type":"input_json_delta","partial_json":PIECE}, the pieces
+ * of the input's JSON text.
  */
 
 #include "fv.h"
@@ -70,19 +76,48 @@ static void anth_count_body(buf_t *b, job_t *j)
     j->s_in = j->in;
 }
 
+static void anth_stop_reason(buf_t *b, const job_t *j)
+{
+    if (j->clamped)
+        BUF_LIT(b, "\"max_tokens\"");
+    else if (j->tool_call)
+        BUF_LIT(b, "\"tool_use\"");
+    else
+        BUF_LIT(b, "\"end_turn\"");
+}
+
+/* The tool_use block; input: its input object, else "input":{} (a stream's
+ * content_block_start). */
+static void anth_tool_use(buf_t *b, const job_t *j, bool input)
+{
+    BUF_LIT(b, "{\"type\":\"tool_use\",\"id\":\"toolu_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\",\"name\":");
+    buf_jstr(b, j->tool_name, j->tool_name_len);
+    BUF_LIT(b, ",\"input\":");
+    if (input)
+        fv_tool_args(b, j);
+    else
+        BUF_LIT(b, "{}");
+    BUF_LIT(b, "}");
+}
+
 static void anth_message_body(buf_t *b, const job_t *j)
 {
     BUF_LIT(b, "{\"id\":\"msg_fake_");
     buf_pad12(b, j->seq);
     BUF_LIT(b, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
     fv_put_model(b, j);
-    BUF_LIT(b, ",\"content\":[{\"type\":\"text\",\"text\":");
-    buf_jstr(b, j->reply, j->reply_len);
-    BUF_LIT(b, "}],\"stop_reason\":");
-    if (j->clamped)
-        BUF_LIT(b, "\"max_tokens\"");
-    else
-        BUF_LIT(b, "\"end_turn\"");
+    BUF_LIT(b, ",\"content\":[");
+    if (j->tool_call) {
+        anth_tool_use(b, j, true);
+    } else {
+        BUF_LIT(b, "{\"type\":\"text\",\"text\":");
+        buf_jstr(b, j->reply, j->reply_len);
+        BUF_LIT(b, "}");
+    }
+    BUF_LIT(b, "],\"stop_reason\":");
+    anth_stop_reason(b, j);
     BUF_LIT(b, ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
     buf_num(b, j->in);
     BUF_LIT(b, ",\"cache_creation_input_tokens\":");
@@ -118,15 +153,26 @@ static void anth_event(buf_t *b, job_t *j, int k)
         j->s_out = 1;
     } else if (k == 1) {
         BUF_LIT(b, "event: content_block_start\ndata: {\"type\":\"content_block_start\","
-                   "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+                   "\"index\":0,\"content_block\":");
+        if (j->tool_call)
+            anth_tool_use(b, j, false);
+        else
+            BUF_LIT(b, "{\"type\":\"text\",\"text\":\"\"}");
+        BUF_LIT(b, "}\n\n");
     } else if (k == 2) {
         BUF_LIT(b, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
     } else if (k < 3 + N) {
         const char *s;
         size_t n;
-        fv_reply_piece(j, k - 3, &s, &n);
         BUF_LIT(b, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
-                   "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+                   "\"index\":0,\"delta\":");
+        if (j->tool_call) {
+            fv_tool_piece(j, k - 3, &s, &n);
+            BUF_LIT(b, "{\"type\":\"input_json_delta\",\"partial_json\":");
+        } else {
+            fv_reply_piece(j, k - 3, &s, &n);
+            BUF_LIT(b, "{\"type\":\"text_delta\",\"text\":");
+        }
         buf_jstr(b, s, n);
         BUF_LIT(b, "}}\n\n");
     } else if (k == 3 + N) {
@@ -135,10 +181,7 @@ static void anth_event(buf_t *b, job_t *j, int k)
     } else if (k == 4 + N) {
         BUF_LIT(b, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
                    "{\"stop_reason\":");
-        if (j->clamped)
-            BUF_LIT(b, "\"max_tokens\"");
-        else
-            BUF_LIT(b, "\"end_turn\"");
+        anth_stop_reason(b, j);
         BUF_LIT(b, ",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
         buf_num(b, j->out);
         BUF_LIT(b, "}}\n\n");
@@ -163,4 +206,6 @@ const fv_proto_t fv_anthropic = {
     .event = anth_event,
     .malformed = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
                  "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"oops\n\n",
+    .tool_name = "Bash",
+    .tool_arg = "command",
 };

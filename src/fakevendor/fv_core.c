@@ -26,6 +26,8 @@ static int      g_rec_fd = -1;
 static rec_t   *g_ring;
 static uint64_t g_seq, g_visible_from = 1, g_storm;
 static buf_t    g_body, g_ev, g_line;
+static buf_t    g_tool;     /* the arguments JSON of the scripted tool call */
+static uint64_t g_tool_seq; /* the job g_tool was rendered for */
 fv_stats_t      g_stats;
 
 /* ------------------------------------------------------------------------ */
@@ -52,6 +54,8 @@ static void rec_render(buf_t *b, const rec_t *r)
     buf_num(b, r->s_cw);
     BUF_LIT(b, "},\"status\":");
     buf_u64(b, (uint64_t)r->status);
+    BUF_LIT(b, ",\"tool_call\":");
+    buf_bool(b, r->tool_call);
     BUF_LIT(b, ",\"completed\":");
     buf_bool(b, r->completed);
     BUF_LIT(b, ",\"pending\":");
@@ -82,6 +86,7 @@ void fv_rec_result(job_t *j)
     if (!r)
         return;
     r->status = j->http_status;
+    r->tool_call = j->tool_call && j->http_status == 200;
     r->s_in = j->s_in;
     r->s_out = j->s_out;
     r->s_cr = j->s_cr;
@@ -148,6 +153,7 @@ void fv_records_free(void)
     buf_free(&g_body);
     buf_free(&g_ev);
     buf_free(&g_line);
+    buf_free(&g_tool);
     if (g_rec_fd >= 0)
         close(g_rec_fd);
 }
@@ -246,18 +252,57 @@ void fv_put_model(buf_t *b, const job_t *j)
     }
 }
 
-/* Piece i of the reply split into j->events byte ranges (never inside a
+/* Piece i of the L bytes at t split into N byte ranges (never inside a
  * UTF-8 sequence; may be empty). */
+static void text_piece(const char *t, size_t L, size_t N, int i, const char **ps, size_t *pn)
+{
+    size_t a = L * (size_t)i / N, b = L * (size_t)(i + 1) / N;
+    while (a < L && ((unsigned char)t[a] & 0xC0) == 0x80)
+        a++;
+    while (b < L && ((unsigned char)t[b] & 0xC0) == 0x80)
+        b++;
+    *ps = t + a;
+    *pn = b > a ? b - a : 0;
+}
+
+/* Piece i of the reply split into j->events byte ranges. */
 void fv_reply_piece(const job_t *j, int i, const char **ps, size_t *pn)
 {
-    size_t L = j->reply_len, N = (size_t)j->events;
-    size_t a = L * (size_t)i / N, b = L * (size_t)(i + 1) / N;
-    while (a < L && ((unsigned char)j->reply[a] & 0xC0) == 0x80)
-        a++;
-    while (b < L && ((unsigned char)j->reply[b] & 0xC0) == 0x80)
-        b++;
-    *ps = j->reply + a;
-    *pn = b > a ? b - a : 0;
+    text_piece(j->reply, j->reply_len, (size_t)j->events, i, ps, pn);
+}
+
+/* The scripted tool call's arguments as a JSON object, {"ARG":"CMD"} (ARG:
+ * the protocol's tool_arg), appended to b. */
+void fv_tool_args(buf_t *b, const job_t *j)
+{
+    BUF_LIT(b, "{\"");
+    buf_str(b, j->proto->tool_arg);
+    BUF_LIT(b, "\":");
+    buf_jstr(b, j->tool_cmd, j->tool_cmd_len);
+    BUF_LIT(b, "}");
+}
+
+/* The arguments JSON text (fv_tool_args) in a scratch buffer, rendered once
+ * per job; for protocols that carry it as a JSON string (the caller escapes
+ * it).  Valid until the next call for another job. */
+size_t fv_tool_text(const job_t *j, const char **ps)
+{
+    if (g_tool_seq != j->seq || !g_tool.len) {
+        g_tool.len = 0;
+        fv_tool_args(&g_tool, j);
+        g_tool_seq = j->seq;
+    }
+    *ps = g_tool.p;
+    return g_tool.len;
+}
+
+/* Piece i of the arguments JSON text split into j->events byte ranges (never
+ * inside a UTF-8 sequence; may be empty), for the streamed argument deltas. */
+void fv_tool_piece(const job_t *j, int i, const char **ps, size_t *pn)
+{
+    const char *t;
+    size_t L = fv_tool_text(j, &t);
+    text_piece(t, L, (size_t)j->events, i, ps, pn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -543,9 +588,10 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
     s->completed = false;
     s->pending = true;
     s->s_in = s->s_out = s->s_cr = s->s_cw = 0;
-    snprintf(s->logline, sizeof s->logline, "%s %.*s mode=%s", http_method_str((enum http_method)method),
-             (int)(plen < 48 ? plen : 48), path,
-             j->mode == M_BAD ? "invalid" : MODE_NAMES[j->mode]);
+    s->tool_call = false;
+    snprintf(s->logline, sizeof s->logline, "%s %.*s mode=%s%s",
+             http_method_str((enum http_method)method), (int)(plen < 48 ? plen : 48), path,
+             j->mode == M_BAD ? "invalid" : MODE_NAMES[j->mode], j->tool_call ? " tool_call" : "");
 
     buf_t *b = &s->js;
     b->len = 0;
@@ -775,6 +821,22 @@ void fv_handle_request(conn_t *c)
         memcpy(j->reply, DEFAULT_REPLY, sizeof DEFAULT_REPLY - 1);
         j->reply_len = sizeof DEFAULT_REPLY - 1;
     }
+    /* scripted tool call: only where the request declares tools and carries
+     * no tool result yet (SCRIPTED TOOL CALLS in fv.h) */
+    j->tool_call = ep == EP_GEN && pr->tool_name && OV_HAS(&eff, K_TOOL) && !eff.tool_bad &&
+                   !(OV_HAS(&eff, K_TOOL_NAME) && eff.tool_name_bad) && bi.has_tools &&
+                   !bi.has_tool_result;
+    if (j->tool_call) {
+        memcpy(j->tool_cmd, eff.tool, eff.tool_len);
+        j->tool_cmd_len = eff.tool_len;
+        if (OV_HAS(&eff, K_TOOL_NAME)) {
+            memcpy(j->tool_name, eff.tool_name, eff.tool_name_len);
+            j->tool_name_len = eff.tool_name_len;
+        } else {
+            j->tool_name_len = strlen(pr->tool_name);
+            memcpy(j->tool_name, pr->tool_name, j->tool_name_len);
+        }
+    }
 
     rec_open(c, method, url, plen, query, qlen, &bi, eff.mode, eff.mode_len);
     j->active = true;
@@ -789,6 +851,13 @@ void fv_handle_request(conn_t *c)
         j->err_status = 404;
     } else if (j->mode == M_BAD) {
         snprintf(msg, sizeof msg, "fakevendor: unknown mode '%.*s'", (int)eff.mode_len, eff.mode);
+        j->err_status = 400;
+    } else if (OV_HAS(&eff, K_TOOL) && eff.tool_bad) {
+        snprintf(msg, sizeof msg, "fakevendor: bad tool= value: it must be %s", eff.tool_bad);
+        j->err_status = 400;
+    } else if (OV_HAS(&eff, K_TOOL_NAME) && eff.tool_name_bad) {
+        snprintf(msg, sizeof msg, "fakevendor: bad tool_name= value: it must be %s",
+                 eff.tool_name_bad);
         j->err_status = 400;
     } else {
         msg[0] = 0;

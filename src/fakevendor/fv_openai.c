@@ -5,6 +5,14 @@
  * the usage chunk with stream_options.include_usage, [DONE]), the OpenAI
  * model list, and OpenAI-shaped errors, which the Responses API
  * (fv_responses.c) shares.  See fv.h (DETERMINISM, FAULT MODES).
+ * A scripted tool call (tool=, SCRIPTED TOOL CALLS in fv.h) is the message
+ * {"role":"assistant","content":null,"tool_calls":[{"id":"call_fake_<seq>",
+ * "type":"function","function":{"name":NAME,"arguments":ARGS}}]} with
+ * finish_reason "tool_calls", ARGS the JSON text {"command":CMD} as a string.
+ * Streamed, the role chunk carries delta.tool_calls [{"index":0,"id",
+ * "type":"function","function":{"name":NAME,"arguments":""}}] and the N
+ * content chunks delta.tool_calls [{"index":0,"function":{"arguments":
+ * PIECE}}], the pieces of ARGS.
  */
 
 #include "fv.h"
@@ -56,6 +64,35 @@ static void oai_usage(buf_t *b, const job_t *j)
                "\"rejected_prediction_tokens\":0}}");
 }
 
+static void oai_finish_reason(buf_t *b, const job_t *j)
+{
+    if (j->clamped)
+        BUF_LIT(b, "\"length\"");
+    else if (j->tool_call)
+        BUF_LIT(b, "\"tool_calls\"");
+    else
+        BUF_LIT(b, "\"stop\"");
+}
+
+/* "id":..,"type":"function","function":{"name":NAME,"arguments":ARGS} of the
+ * tool call; args: ARGS whole, else "" (the first stream chunk). */
+static void oai_tool_call(buf_t *b, const job_t *j, bool args)
+{
+    BUF_LIT(b, "\"id\":\"call_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\",\"type\":\"function\",\"function\":{\"name\":");
+    buf_jstr(b, j->tool_name, j->tool_name_len);
+    BUF_LIT(b, ",\"arguments\":");
+    if (args) {
+        const char *s;
+        size_t n = fv_tool_text(j, &s);
+        buf_jstr(b, s, n);
+    } else {
+        BUF_LIT(b, "\"\"");
+    }
+    BUF_LIT(b, "}");
+}
+
 static void oai_completion_body(buf_t *b, const job_t *j)
 {
     BUF_LIT(b, "{\"id\":\"chatcmpl-fake-");
@@ -65,12 +102,15 @@ static void oai_completion_body(buf_t *b, const job_t *j)
     BUF_LIT(b, ",\"model\":");
     fv_put_model(b, j);
     BUF_LIT(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    buf_jstr(b, j->reply, j->reply_len);
+    if (j->tool_call) {
+        BUF_LIT(b, "null,\"tool_calls\":[{");
+        oai_tool_call(b, j, true);
+        BUF_LIT(b, "}]");
+    } else {
+        buf_jstr(b, j->reply, j->reply_len);
+    }
     BUF_LIT(b, ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":");
-    if (j->clamped)
-        BUF_LIT(b, "\"length\"");
-    else
-        BUF_LIT(b, "\"stop\"");
+    oai_finish_reason(b, j);
     BUF_LIT(b, "}],");
     oai_usage(b, j);
     BUF_LIT(b, ",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_fakevendor\"}");
@@ -103,25 +143,38 @@ static void oai_event(buf_t *b, job_t *j, int k)
         BUF_LIT(b, "data: [DONE]\n\n");
     } else if (k == 0) {
         oai_prefix(b, j);
-        BUF_LIT(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
-                   "\"logprobs\":null,\"finish_reason\":null}");
+        if (j->tool_call) {
+            BUF_LIT(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,"
+                       "\"tool_calls\":[{\"index\":0,");
+            oai_tool_call(b, j, false);
+            BUF_LIT(b, "}],\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}");
+        } else {
+            BUF_LIT(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
+                       "\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}");
+        }
         oai_suffix(b, j);
     } else if (k <= N) {
         const char *s;
         size_t n;
-        fv_reply_piece(j, k - 1, &s, &n);
         oai_prefix(b, j);
-        BUF_LIT(b, "{\"index\":0,\"delta\":{\"content\":");
-        buf_jstr(b, s, n);
-        BUF_LIT(b, "},\"logprobs\":null,\"finish_reason\":null}");
+        if (j->tool_call) {
+            fv_tool_piece(j, k - 1, &s, &n);
+            BUF_LIT(b, "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+                       "{\"arguments\":");
+            buf_jstr(b, s, n);
+            BUF_LIT(b, "}}]},\"logprobs\":null,\"finish_reason\":null}");
+        } else {
+            fv_reply_piece(j, k - 1, &s, &n);
+            BUF_LIT(b, "{\"index\":0,\"delta\":{\"content\":");
+            buf_jstr(b, s, n);
+            BUF_LIT(b, "},\"logprobs\":null,\"finish_reason\":null}");
+        }
         oai_suffix(b, j);
     } else if (k == N + 1) {
         oai_prefix(b, j);
         BUF_LIT(b, "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":");
-        if (j->clamped)
-            BUF_LIT(b, "\"length\"}");
-        else
-            BUF_LIT(b, "\"stop\"}");
+        oai_finish_reason(b, j);
+        BUF_LIT(b, "}");
         oai_suffix(b, j);
     } else { /* usage chunk (only exists with include_usage) */
         oai_prefix(b, j);
@@ -149,4 +202,6 @@ const fv_proto_t fv_openai_chat = {
     .event = oai_event,
     .malformed = "data: {\"id\":\"chatcmpl-fake-broken\",\"object\":\"chat.completion"
                  ".chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"oops\n\n",
+    .tool_name = "shell",
+    .tool_arg = "command",
 };

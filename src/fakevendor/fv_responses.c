@@ -46,6 +46,20 @@
  *   prints.  Its request body is plain JSON (no content-encoding) although
  *   it sends accept-encoding: zstd,gzip; answers are never compressed.  A
  *   20 MB pad is fine for it.
+ *   Scripted tool call (tool=, SCRIPTED TOOL CALLS in fv.h): the output
+ *   item is FUNCTION_CALL instead of MESSAGE: {"id":"fc_fake_<seq>",
+ *   "type":"function_call","status":"completed" ("incomplete" when clamped;
+ *   "in_progress" with "arguments":"" in response.output_item.added),
+ *   "arguments":ARGS,"call_id":"call_fake_<seq>","name":NAME}, ARGS the JSON
+ *   text {"cmd":CMD} as a string (Codex's exec_command takes "cmd").  Stream
+ *   (N+6 events): response.created, response.in_progress,
+ *   response.output_item.added, N x response.function_call_arguments.delta
+ *   ("item_id","output_index":0,"delta":PIECE, the pieces of ARGS),
+ *   response.function_call_arguments.done ("item_id","output_index":0,
+ *   "name","arguments":ARGS), response.output_item.done,
+ *   response.completed (response.incomplete when clamped).  Codex 0.171.0
+ *   runs the command from response.output_item.done and sends the output
+ *   back as a "function_call_output" input item in its next request.
  */
 
 #include "fv.h"
@@ -72,9 +86,49 @@ static void resp_text_part(buf_t *b, const char *text, size_t n)
     BUF_LIT(b, "}");
 }
 
-/* The assistant message item; done: with its text and final status. */
+static void resp_fc_id(buf_t *b, const job_t *j)
+{
+    BUF_LIT(b, "\"fc_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\"");
+}
+
+/* The scripted tool call's function_call item; done: with its arguments and
+ * final status. */
+static void resp_fc_item(buf_t *b, const job_t *j, bool done)
+{
+    BUF_LIT(b, "{\"id\":");
+    resp_fc_id(b, j);
+    BUF_LIT(b, ",\"type\":\"function_call\",\"status\":");
+    if (!done)
+        BUF_LIT(b, "\"in_progress\"");
+    else if (j->clamped)
+        BUF_LIT(b, "\"incomplete\"");
+    else
+        BUF_LIT(b, "\"completed\"");
+    BUF_LIT(b, ",\"arguments\":");
+    if (done) {
+        const char *s;
+        size_t n = fv_tool_text(j, &s);
+        buf_jstr(b, s, n);
+    } else {
+        BUF_LIT(b, "\"\"");
+    }
+    BUF_LIT(b, ",\"call_id\":\"call_fake_");
+    buf_pad12(b, j->seq);
+    BUF_LIT(b, "\",\"name\":");
+    buf_jstr(b, j->tool_name, j->tool_name_len);
+    BUF_LIT(b, "}");
+}
+
+/* The assistant message item (or the function_call item of a scripted tool
+ * call); done: with its text and final status. */
 static void resp_item(buf_t *b, const job_t *j, bool done)
 {
+    if (j->tool_call) {
+        resp_fc_item(b, j, done);
+        return;
+    }
     BUF_LIT(b, "{\"id\":");
     resp_msg_id(b, j);
     BUF_LIT(b, ",\"type\":\"message\",\"status\":");
@@ -189,11 +243,58 @@ static void resp_ev_part(buf_t *b, const job_t *j)
     BUF_LIT(b, ",\"output_index\":0,\"content_index\":0");
 }
 
+static void resp_ev_final(buf_t *b, job_t *j, int k)
+{
+    resp_ev_head(b, j->clamped ? "response.incomplete" : "response.completed", k);
+    BUF_LIT(b, ",\"response\":");
+    resp_object(b, j, true);
+    j->s_in = j->in;
+    j->s_cr = j->cr;
+    j->s_out = j->out;
+}
+
+/* The events of a scripted tool call (k >= 2; 0 and 1 are the text's). */
+static void resp_tool_event(buf_t *b, job_t *j, int k)
+{
+    int N = (int)j->events;
+    const char *s;
+    size_t n;
+    if (k == 2) {
+        resp_ev_head(b, "response.output_item.added", k);
+        BUF_LIT(b, ",\"output_index\":0,\"item\":");
+        resp_fc_item(b, j, false);
+    } else if (k < 3 + N) {
+        fv_tool_piece(j, k - 3, &s, &n);
+        resp_ev_head(b, "response.function_call_arguments.delta", k);
+        BUF_LIT(b, ",\"item_id\":");
+        resp_fc_id(b, j);
+        BUF_LIT(b, ",\"output_index\":0,\"delta\":");
+        buf_jstr(b, s, n);
+    } else if (k == 3 + N) {
+        n = fv_tool_text(j, &s);
+        resp_ev_head(b, "response.function_call_arguments.done", k);
+        BUF_LIT(b, ",\"item_id\":");
+        resp_fc_id(b, j);
+        BUF_LIT(b, ",\"output_index\":0,\"name\":");
+        buf_jstr(b, j->tool_name, j->tool_name_len);
+        BUF_LIT(b, ",\"arguments\":");
+        buf_jstr(b, s, n);
+    } else if (k == 4 + N) {
+        resp_ev_head(b, "response.output_item.done", k);
+        BUF_LIT(b, ",\"output_index\":0,\"item\":");
+        resp_fc_item(b, j, true);
+    } else {
+        resp_ev_final(b, j, k);
+    }
+}
+
 /* Render Responses stream event k into b; updates served counters. */
 static void resp_event(buf_t *b, job_t *j, int k)
 {
     int N = (int)j->events;
-    if (k <= 1) {
+    if (k >= 2 && j->tool_call) {
+        resp_tool_event(b, j, k);
+    } else if (k <= 1) {
         resp_ev_head(b, k == 0 ? "response.created" : "response.in_progress", k);
         BUF_LIT(b, ",\"response\":");
         resp_object(b, j, false);
@@ -231,17 +332,12 @@ static void resp_event(buf_t *b, job_t *j, int k)
         BUF_LIT(b, ",\"output_index\":0,\"item\":");
         resp_item(b, j, true);
     } else {
-        resp_ev_head(b, j->clamped ? "response.incomplete" : "response.completed", k);
-        BUF_LIT(b, ",\"response\":");
-        resp_object(b, j, true);
-        j->s_in = j->in;
-        j->s_cr = j->cr;
-        j->s_out = j->out;
+        resp_ev_final(b, j, k);
     }
     BUF_LIT(b, "}\n\n");
 }
 
-static int resp_events(const job_t *j) { return (int)j->events + 8; }
+static int resp_events(const job_t *j) { return (int)j->events + (j->tool_call ? 6 : 8); }
 
 const fv_proto_t fv_openai_responses = {
     .route = resp_route,
@@ -257,4 +353,6 @@ const fv_proto_t fv_openai_responses = {
     .malformed = "event: response.output_text.delta\ndata: {\"type\":\"response."
                  "output_text.delta\",\"item_id\":\"msg_fake_broken\",\"output_index\":"
                  "0,\"content_index\":0,\"delta\":\"oops\n\n",
+    .tool_name = "exec_command",
+    .tool_arg = "cmd",
 };

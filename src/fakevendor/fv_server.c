@@ -54,6 +54,7 @@ static int cb_message_begin(http_parser *p)
     req_t *r = &c->req;
     r->url_len = 0;
     r->hname_len = r->hval_len = 0;
+    r->hval_over = false;
     r->hstate = 0;
     r->hkind = H_OTHER;
     r->names_len = 0;
@@ -191,6 +192,9 @@ static void header_done(conn_t *c)
         r->has_beta = true;
         break;
     case H_FAKE:
+        if (r->hval_over) /* the last token was cut: drop it (e.g. a tool= command) */
+            while (n && v[n - 1] != ' ' && v[n - 1] != '\t' && v[n - 1] != ',')
+                n--;
         fv_ov_parse(&r->hov, v, n);
         break;
     case H_FAKE_KEY:
@@ -214,8 +218,10 @@ static int cb_header_field(http_parser *p, const char *at, size_t n)
     req_t *r = &c->req;
     if (r->hstate == 2)
         header_done(c);
-    if (r->hstate != 1)
+    if (r->hstate != 1) {
         r->hname_len = r->hval_len = 0;
+        r->hval_over = false;
+    }
     if (r->hname_len + n > HNAME_MAX)
         n = HNAME_MAX - r->hname_len;
     memcpy(r->hname + r->hname_len, at, n);
@@ -232,8 +238,10 @@ static int cb_header_value(http_parser *p, const char *at, size_t n)
         header_name_done(r);
     r->hstate = 2;
     if (r->hkind != H_OTHER) {
-        if (r->hval_len + n > HVAL_MAX)
+        if (r->hval_len + n > HVAL_MAX) {
             n = HVAL_MAX - r->hval_len;
+            r->hval_over = true;
+        }
         memcpy(r->hval + r->hval_len, at, n);
         r->hval_len += n;
     }

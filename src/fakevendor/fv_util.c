@@ -304,8 +304,77 @@ static const struct {
     {"cache_creation", K_CACHE_WRITE}, {"events", K_EVENTS}, {"delay_ms", K_DELAY_MS},
     {"delay", K_DELAY_MS}, {"after", K_AFTER}, {"status", K_STATUS},
     {"interval_ms", K_INTERVAL_MS}, {"interval", K_INTERVAL_MS}, {"reasoning", K_REASONING},
-    {"pad", K_PAD}, {"reply", K_REPLY}, {"mode", K_MODE},
+    {"pad", K_PAD}, {"reply", K_REPLY}, {"mode", K_MODE}, {"tool", K_TOOL},
+    {"tool_name", K_TOOL_NAME},
 };
+
+static int hex_val(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* tool=HEX: the command, hex-encoded UTF-8 (either case).  An unusable value
+ * is kept as a reason (o->tool_bad), answered with a 400 like an unknown
+ * mode. */
+static void ov_tool(ov_t *o, const char *v, size_t vl)
+{
+    o->tool_len = 0;
+    o->tool_bad = NULL;
+    if (vl == 0 || (vl & 1)) {
+        o->tool_bad = "an even number of hex digits, at least 2";
+        return;
+    }
+    if (vl / 2 > TOOL_MAX) {
+        o->tool_bad = "at most 4096 bytes (8192 hex digits)";
+        return;
+    }
+    for (size_t i = 0; i < vl; i += 2) {
+        int hi = hex_val((unsigned char)v[i]), lo = hex_val((unsigned char)v[i + 1]);
+        if (hi < 0 || lo < 0) {
+            o->tool_bad = "hex digits only";
+            o->tool_len = 0;
+            return;
+        }
+        o->tool[o->tool_len++] = (char)(hi << 4 | lo);
+    }
+    const unsigned char *u = (const unsigned char *)o->tool;
+    for (size_t i = 0; i < o->tool_len;) {
+        size_t l = utf8_len(u + i, o->tool_len - i);
+        if (!l) {
+            o->tool_bad = "the hex of UTF-8 text";
+            o->tool_len = 0;
+            return;
+        }
+        i += l;
+    }
+}
+
+/* tool_name=NAME: 1..128 of A-Z a-z 0-9 _ - . : */
+static void ov_tool_name(ov_t *o, const char *v, size_t vl)
+{
+    o->tool_name_len = 0;
+    o->tool_name_bad = NULL;
+    if (vl == 0 || vl > TOOL_NAME_MAX) {
+        o->tool_name_bad = "1 to 128 characters";
+        return;
+    }
+    for (size_t i = 0; i < vl; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.' || c == ':')) {
+            o->tool_name_bad = "only A-Z a-z 0-9 _ - . :";
+            return;
+        }
+    }
+    memcpy(o->tool_name, v, vl);
+    o->tool_name_len = vl;
+}
 
 void fv_ov_apply(ov_t *o, const char *k, size_t kl, const char *v, size_t vl)
 {
@@ -333,6 +402,10 @@ void fv_ov_apply(ov_t *o, const char *k, size_t kl, const char *v, size_t vl)
         for (size_t i = 0; i < n; i++)
             o->reply[i] = v[i] == '_' ? ' ' : v[i];
         o->reply_len = n;
+    } else if (key == K_TOOL) {
+        ov_tool(o, v, vl);
+    } else if (key == K_TOOL_NAME) {
+        ov_tool_name(o, v, vl);
     } else {
         size_t n = vl < sizeof o->mode ? vl : sizeof o->mode;
         for (size_t i = 0; i < n; i++)
@@ -382,6 +455,16 @@ void fv_ov_merge(ov_t *dst, const ov_t *src)
         memcpy(dst->mode, src->mode, src->mode_len);
         dst->mode_len = src->mode_len;
     }
+    if (OV_HAS(src, K_TOOL)) {
+        memcpy(dst->tool, src->tool, src->tool_len);
+        dst->tool_len = src->tool_len;
+        dst->tool_bad = src->tool_bad;
+    }
+    if (OV_HAS(src, K_TOOL_NAME)) {
+        memcpy(dst->tool_name, src->tool_name, src->tool_name_len);
+        dst->tool_name_len = src->tool_name_len;
+        dst->tool_name_bad = src->tool_name_bad;
+    }
     dst->set |= src->set;
 }
 
@@ -394,7 +477,7 @@ void fv_ov_scan_body(ov_t *o, const char *b, size_t n)
         if (!q)
             break;
         const char *s = q + 6;
-        size_t lim = (size_t)(e - s) < 4096 ? (size_t)(e - s) : 4096;
+        size_t lim = (size_t)(e - s) < DIRECTIVE_MAX ? (size_t)(e - s) : DIRECTIVE_MAX;
         const char *end = memmem(s, lim, "]]", 2);
         if (!end)
             break;
@@ -483,6 +566,85 @@ static int64_t js_uint(const char *p, const char *e)
 
 #define KEY_IS(lit) (kl == sizeof(lit) - 1 && memcmp(k, lit, kl) == 0)
 
+/* Is the value at p the JSON string lit, written without escapes? */
+static bool js_str_is(const char *p, const char *e, const char *lit)
+{
+    size_t n = strlen(lit);
+    return e - p >= (ptrdiff_t)n + 2 && p[0] == '"' && memcmp(p + 1, lit, n) == 0 &&
+           p[n + 1] == '"';
+}
+
+/* p at the '[' of the conversation ("messages" or "input", depth 0) or of a
+ * message's "content" (depth 1): looks at the members of the array's object
+ * elements for a tool result (see SCRIPTED TOOL CALLS in fv.h) -- depth 0:
+ * "role":"tool" (chat completions), "type":"function_call_output" or
+ * "custom_tool_call_output" (Responses), and "content" arrays; depth 1:
+ * "type":"tool_result" (Anthropic).  Everything else, strings included, is
+ * skipped whole, so prompt text cannot look like a tool result.  Returns the
+ * end of the array. */
+static const char *js_scan_turns(const char *p, const char *e, int depth, bodyinfo_t *bi)
+{
+    p++; /* '[' */
+    while (p < e) {
+        p = js_ws(p, e);
+        if (p >= e)
+            return e;
+        if (*p == ']')
+            return p + 1;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != '{') {
+            const char *q = js_skip(p, e);
+            if (q == p)
+                return e; /* not JSON: stop */
+            p = q;
+            continue;
+        }
+        p++; /* an object element: its members */
+        for (;;) {
+            p = js_ws(p, e);
+            if (p >= e)
+                return e;
+            if (*p == '}') {
+                p++;
+                break;
+            }
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p != '"')
+                return e;
+            const char *k = p + 1, *ke = js_str_end(k, e);
+            if (!ke)
+                return e;
+            size_t kl = (size_t)(ke - k);
+            p = js_ws(ke + 1, e);
+            if (p >= e || *p != ':')
+                return e;
+            p = js_ws(p + 1, e);
+            if (p >= e)
+                return e;
+            if (depth == 0) {
+                if ((KEY_IS("role") && js_str_is(p, e, "tool")) ||
+                    (KEY_IS("type") && (js_str_is(p, e, "function_call_output") ||
+                                        js_str_is(p, e, "custom_tool_call_output"))))
+                    bi->has_tool_result = true;
+                if (KEY_IS("content") && *p == '[') {
+                    p = js_scan_turns(p, e, 1, bi);
+                    continue;
+                }
+            } else if (KEY_IS("type") && js_str_is(p, e, "tool_result")) {
+                bi->has_tool_result = true;
+            }
+            p = js_skip(p, e);
+        }
+    }
+    return e;
+}
+
 void fv_js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
 {
     p = js_ws(p, e);
@@ -532,6 +694,12 @@ void fv_js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
                     bi->max_output_tokens = v;
             } else if (KEY_IS("stream_options") && *p == '{') {
                 fv_js_scan_obj(p, e, 1, bi);
+            } else if (KEY_IS("tools") && *p == '[') {
+                const char *q = js_ws(p + 1, e);
+                bi->has_tools = q < e && *q != ']';
+            } else if ((KEY_IS("messages") || KEY_IS("input")) && *p == '[') {
+                p = js_scan_turns(p, e, 0, bi);
+                continue;
             }
         } else if (KEY_IS("include_usage")) {
             bi->include_usage = js_true(p, e);
