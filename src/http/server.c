@@ -573,11 +573,14 @@ int kr_http_parse_listen(const char *listen, struct sockaddr_storage *ss, kr_dia
     return kr_fail(d, KR_ECONFIG, "listen host '%s' is not an IP address", host);
 }
 
-int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
-                      kr_diag *d)
+/* A listener slot with its mount table; its handle is initialised. */
+static kr_http_listener *listener_add(kr_http_server *s, const kr_http_mount *mounts, size_t nmounts,
+                                      kr_diag *d)
 {
-    if (s->nlisteners == KR_HTTP_MAX_LISTENERS)
-        return kr_fail(d, KR_ECONFIG, "more than %d listeners", KR_HTTP_MAX_LISTENERS);
+    if (s->nlisteners == KR_HTTP_MAX_LISTENERS) {
+        kr_fail(d, KR_ECONFIG, "more than %d listeners", KR_HTTP_MAX_LISTENERS);
+        return NULL;
+    }
     kr_http_listener *l = &s->listeners[s->nlisteners++];
     l->srv = s;
     l->mounts = mounts;
@@ -585,6 +588,14 @@ int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, si
     uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
     l->open = true;
+    return l;
+}
+
+int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
+                      kr_diag *d)
+{
+    kr_http_listener *l = listener_add(s, mounts, nmounts, d);
+    if (!l) return KR_ECONFIG;
     int rc;
     if ((rc = uv_tcp_open(&l->tcp, fd)) || (rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection)))
         return kr_fail(d, KR_ECONFIG, "cannot serve an inherited socket: %s", uv_strerror(rc));
@@ -609,15 +620,8 @@ int kr_http_listen(kr_http_server *s, const char *addr, int backlog, const kr_ht
     struct sockaddr_storage ss;
     int rc;
     if ((rc = kr_http_parse_listen(addr, &ss, d))) return rc;
-    if (s->nlisteners == KR_HTTP_MAX_LISTENERS)
-        return kr_fail(d, KR_ECONFIG, "more than %d listeners", KR_HTTP_MAX_LISTENERS);
-    kr_http_listener *l = &s->listeners[s->nlisteners++];
-    l->srv = s;
-    l->mounts = mounts;
-    l->nmounts = nmounts;
-    uv_tcp_init(s->loop, &l->tcp);
-    l->tcp.data = l;
-    l->open = true;
+    kr_http_listener *l = listener_add(s, mounts, nmounts, d);
+    if (!l) return KR_ECONFIG;
     if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
         (rc = uv_listen((uv_stream_t *)&l->tcp, backlog, on_connection)))
         return kr_fail(d, KR_ECONFIG, "cannot listen on %s: %s", addr, uv_strerror(rc));

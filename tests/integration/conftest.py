@@ -10,6 +10,7 @@ import hashlib
 import http.client as httpclient
 import json
 import os
+import threading
 import signal
 import socket
 import sqlite3
@@ -630,6 +631,55 @@ def check_log_clean(text, label="keyrail log"):
         assert m not in text, f"{label}: sanitizer report:\n{text[-4000:]}"
     for c in CANARIES:
         assert c not in text, f"{label}: a credential leaked into the log ({c[:14]}…)"
+
+
+class Listener:
+    """An attacker for the confinement tests: records every connection (the
+    first bytes) and datagram it gets. TCP on host:port (IPv4 or IPv6), UDP,
+    or a unix socket (a path, or an abstract name starting with NUL)."""
+
+    def __init__(self, family=socket.AF_INET, host="127.0.0.1", kind=socket.SOCK_STREAM, path=None,
+                 port=0):
+        self.got = []
+        if path is not None:
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.s.bind(path)
+            if not path.startswith("\0"):
+                os.chmod(path, 0o777)
+        else:
+            self.s = socket.socket(family, kind)
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.s.bind((host, port))
+        self.port = self.s.getsockname()[1] if path is None else None
+        if kind == socket.SOCK_STREAM:
+            self.s.listen(16)
+        self.s.settimeout(0.2)
+        self.kind = kind
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                if self.kind == socket.SOCK_DGRAM:
+                    data, _ = self.s.recvfrom(4096)
+                    self.got.append(data)
+                    continue
+                c, _ = self.s.accept()
+                c.settimeout(1)
+                try:
+                    self.got.append(c.recv(4096) or b"(connected)")
+                except OSError:
+                    self.got.append(b"(connected)")
+                c.close()
+            except OSError:
+                continue
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.s.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ argv[1]: a JSON object of targets (see test_confine.py)."""
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import urllib.request

@@ -16,62 +16,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import pytest
 
-from conftest import KEYRAIL, wait_until
+from conftest import KEYRAIL, Listener
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NOBODY = 65534
-
-
-class Listener:
-    """An attacker: records every connection and datagram it gets."""
-
-    def __init__(self, family=socket.AF_INET, host="127.0.0.1", kind=socket.SOCK_STREAM, path=None,
-                 port=0):
-        self.got = []
-        if path is not None:
-            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.s.bind(path)
-            if not path.startswith("\0"):
-                os.chmod(path, 0o777)
-        else:
-            self.s = socket.socket(family, kind)
-            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.s.bind((host, port))
-        self.port = self.s.getsockname()[1] if path is None else None
-        if kind == socket.SOCK_STREAM:
-            self.s.listen(16)
-        self.s.settimeout(0.2)
-        self.kind = kind
-        self.stop = False
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                if self.kind == socket.SOCK_DGRAM:
-                    data, _ = self.s.recvfrom(4096)
-                    self.got.append(data)
-                    continue
-                c, _ = self.s.accept()
-                c.settimeout(1)
-                try:
-                    self.got.append(c.recv(4096) or b"(connected)")
-                except OSError:
-                    self.got.append(b"(connected)")
-                c.close()
-            except OSError:
-                continue
-
-    def close(self):
-        self.stop = True
-        self.t.join(2)
-        self.s.close()
 
 
 class Netns:
@@ -209,7 +160,6 @@ def check_contained(p, listeners, testnet, token, label):
 def attackers(tmp_path):
     d = tempfile.mkdtemp(prefix="kr-att-")
     os.chmod(d, 0o755)
-    xdg_dir = None
     ls = {
         "host_v4": Listener(),
         "host_v6": Listener(socket.AF_INET6, "::1"),
