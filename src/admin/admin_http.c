@@ -39,6 +39,7 @@ typedef struct {
     int status;
     kr_buf body;
     char set_cookie[300];
+    bool replayed; /* an idempotent replay: says so in a header */
 } admin_job;
 
 /* ---- requests ---- */
@@ -73,13 +74,21 @@ static const char sec_headers[] =
     "referrer-policy: no-referrer\r\nx-frame-options: DENY\r\n"
     "content-security-policy: default-src 'none'; frame-ancestors 'none'\r\n";
 
-static void respond_body(kr_exchange *x, int status, const char *body, size_t n, const char *cookie)
+/* more: further header lines of the answer's own ("name: value\r\n"). */
+static void respond_body_more(kr_exchange *x, int status, const char *body, size_t n,
+                              const char *cookie, const char *more)
 {
     char extra[1024];
-    kr_snprintf(extra, sizeof extra, "%s%s%s%s", sec_headers, cookie && *cookie ? "set-cookie: " : "",
-                cookie && *cookie ? cookie : "", cookie && *cookie ? "\r\n" : "");
+    kr_snprintf(extra, sizeof extra, "%s%s%s%s%s", sec_headers, cookie && *cookie ? "set-cookie: " : "",
+                cookie && *cookie ? cookie : "", cookie && *cookie ? "\r\n" : "", more ? more : "");
     kr_x_respond(x, status, "application/json", body, n, extra, "request-id");
 }
+
+static void respond_body(kr_exchange *x, int status, const char *body, size_t n, const char *cookie)
+{
+    respond_body_more(x, status, body, n, cookie, NULL);
+}
+
 
 /* {"error":{"code","message"},"request_id"}: the admin API's error shape. */
 static void respond_err(kr_exchange *r, int status, const char *code, const char *fmt, ...)
@@ -371,7 +380,9 @@ static void admin_work(kr_store *st, kr_job *job)
         set_error(j, kr_ops_http_status(rc), cJSON_IsString(code) ? code->valuestring : kr_err_name(rc),
                   cJSON_IsString(msg) ? msg->valuestring : kr_diag_msg(&d, rc));
     } else {
-        set_result(j, call.replayed ? 200 : j->c.op->ok_status, out);
+        /* a replay is the first answer whole: its status and body */
+        set_result(j, call.replayed ? call.replay_status : j->c.op->ok_status, out);
+        j->replayed = call.replayed;
     }
     kr_ops_params_free(out);
 }
@@ -389,7 +400,8 @@ static void admin_done(kr_job *job)
         if (cJSON_IsString(c)) kr_strlcpy(r->error_type, c->valuestring, sizeof r->error_type);
         cJSON_Delete(b);
     }
-    respond_body(r, j->status, j->body.data ? j->body.data : "{}", j->body.len, j->set_cookie);
+    respond_body_more(r, j->status, j->body.data ? j->body.data : "{}", j->body.len, j->set_cookie,
+                      j->replayed ? "idempotent-replayed: true\r\n" : NULL);
 }
 
 static void admin_cleanup(kr_job *job)

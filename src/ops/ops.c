@@ -47,7 +47,8 @@ static const kr_op_param p_ws_provision[] = {
     {"model", KR_P_STR, KR_IN_BODY, false, "MODEL of the payload (fresh provision)"},
     {"set", KR_P_OBJECT, KR_IN_BODY, false, "more payload variables"},
     {"rebuild", KR_P_BOOL, KR_IN_BODY, false, "from the store alone (no payload)"},
-    {"token", KR_P_STR, KR_IN_BODY, false, "workspace token in place of the placeholder"},
+    {"token", KR_P_STR, KR_IN_BODY, false,
+     "workspace token in place of the placeholder (command line only)"},
 };
 static const kr_op_param p_secret_set[] = {
     P_ORG,
@@ -132,8 +133,11 @@ static const kr_op ops[] = {
     {"ws.explain", "Why a workspace gets what it gets: resolution, variables, hosts",
      "GET", "/orgs/{org}/workspaces/{ws}/explain", KR_OPS_ORG, false, false, false, PARAMS(p_ws),
      kr_op_ws_explain, 200, true},
-    {"ws.provision", "The workspace environment with its values (command line only)", NULL, NULL,
-     KR_OPS_OPERATOR, true, false, false, PARAMS(p_ws_provision), kr_op_ws_provision, 200, true},
+    {"ws.provision",
+     "The workspace environment, fresh or rebuilt (over HTTP: the workspace token as the "
+     "launcher's placeholder, and a credential's value withheld: its name and class only)",
+     "POST", "/orgs/{org}/workspaces/{ws}/provision", KR_OPS_ORG, true, false, false,
+     PARAMS(p_ws_provision), kr_op_ws_provision, 200, true},
     {"secret.set", "Set a secret (write-only)", "PUT", "/orgs/{org}/secrets/{key}", KR_OPS_ORG,
      true, false, false, PARAMS(p_secret_set), kr_op_secret_set, 200, true},
     {"secret.unset", "Remove a secret", "DELETE", "/orgs/{org}/secrets/{key}", KR_OPS_ORG, true,
@@ -486,6 +490,7 @@ int kr_ops_run(kr_op_call *c, cJSON **outp, kr_diag *d)
                     out = prev;
                 }
                 c->replayed = true;
+                c->replay_status = status;
             }
             free(resp);
             if (tx) kr_store_rollback(c->st);

@@ -80,7 +80,8 @@ typedef struct kr_op_call {
     /* the audit row's target and detail, set by the handler (never a value) */
     char target[256];
     char detail[320];
-    bool replayed; /* the response is an idempotent replay */
+    bool replayed;     /* the response is an idempotent replay ... */
+    int replay_status; /* ... with the status the first answer had */
 } kr_op_call;
 
 typedef int (*kr_op_fn)(kr_op_call *c, cJSON *out, kr_diag *d);

@@ -335,14 +335,60 @@ int kr_op_ws_explain(kr_op_call *c, cJSON *out, kr_diag *d)
     return 0;
 }
 
+/* Over HTTP a provisioned environment carries no credential value: a
+ * variable of any credential class (a direct-BYOK key, a secret of an
+ * unknown shape) keeps its name, origin, class and fingerprint, and loses
+ * its value ("withheld": true); the workspace token stays the launcher's
+ * placeholder. The env file form leaves them out and names them in a
+ * comment. Returns how many were withheld. */
+static int withhold_credentials(cJSON *out, const kr_provision_result *r)
+{
+    int n = 0;
+    cJSON *env = cJSON_GetObjectItemCaseSensitive(out, "env"), *v;
+    cJSON *held = cJSON_AddArrayToObject(out, "withheld");
+    cJSON_ArrayForEach(v, env)
+    {
+        const cJSON *cls = cJSON_GetObjectItemCaseSensitive(v, "class");
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "placeholder")) || !cJSON_IsString(cls) ||
+            !strcmp(cls->valuestring, "none"))
+            continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(v, "value");
+        cJSON_AddBoolToObject(v, "withheld", true);
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "key", cJSON_GetObjectItemCaseSensitive(v, "key")->valuestring);
+        cJSON_AddStringToObject(h, "class", cls->valuestring);
+        cJSON_AddItemToArray(held, h);
+        n++;
+    }
+    kr_env shown = {0};
+    for (size_t i = 0; i < r->env.n; i++) {
+        const kr_env_var *e = &r->env.v[i];
+        bool ph = !strcmp(e->value, KR_TOKEN_PLACEHOLDER);
+        if (ph || e->cls == KR_CRED_NONE) kr_env_set(&shown, e->key, e->value, e->origin);
+    }
+    kr_buf b = KR_BUF_INIT(1 << 24);
+    kr_env_render_env(&shown, &b);
+    cJSON *h;
+    cJSON_ArrayForEach(h, held)
+        kr_buf_printf(&b, "# %s withheld (%s): a credential is never returned over HTTP\n",
+                      cJSON_GetObjectItemCaseSensitive(h, "key")->valuestring,
+                      cJSON_GetObjectItemCaseSensitive(h, "class")->valuestring);
+    cJSON_AddStringToObject(out, "env_file", b.data ? b.data : "");
+    kr_buf_free(&b);
+    kr_env_free(&shown);
+    return n;
+}
+
 int kr_op_ws_provision(kr_op_call *c, cJSON *out, kr_diag *d)
 {
-    if (!c->actor->cli)
-        return kr_fail(d, KR_EDENIED, "ws.provision returns secret values: command line only");
     bool rebuild = kr_op_bool(c, "rebuild");
     if (rebuild && (kr_op_has(c, "model") || kr_op_has(c, "set")))
         return kr_fail(d, KR_EINVAL, "rebuild takes no payload (model/set)");
     const char *token = kr_op_str(c, "token");
+    if (token && !c->actor->cli)
+        return kr_fail(d, KR_EINVAL,
+                       "token: command line only (over HTTP the environment carries the "
+                       "placeholder keyrail run fills)");
     if (token && kr_cred_classify(token, strlen(token)) != KR_CRED_WORKSPACE_TOKEN)
         return kr_fail(d, KR_EINVAL, "token is not a keyrail workspace token");
     kr_payload_var pv[72];
@@ -353,7 +399,12 @@ int kr_op_ws_provision(kr_op_call *c, cJSON *out, kr_diag *d)
     kr_ops_provision_ctx(c, &ctx);
     kr_provision_result r;
     rc = kr_provision(c->st, c->env->mk, &ctx, &c->ws, pv, npv, token, &r, d);
-    if (!rc) {
+    if (!rc && !c->actor->cli) {
+        kr_ops_merge(out, result_json(&r, true));
+        int held = withhold_credentials(out, &r);
+        kr_snprintf(c->detail, sizeof c->detail, "%s%s", rebuild ? "rebuild" : "fresh",
+                    held ? ", credentials withheld" : "");
+    } else if (!rc) {
         kr_ops_merge(out, result_json(&r, true));
         /* the env file form, for `keyrail provision --format env` */
         kr_buf b = KR_BUF_INIT(1 << 24);

@@ -90,6 +90,8 @@ def sample(kr, op, operator):
         return {"id": json.loads(data)["id"]}, {}, None
     if name == "session.create":
         return p, {}, {"token": operator}
+    if name == "ws.provision":
+        return p, {}, {"rebuild": True}
     if name in ("org.list", "org.get", "ws.list", "ws.explain", "secret.list", "token.list",
                 "credits.show", "credits.history", "limits.show", "ws.limits.show", "usage",
                 "audit.list", "admin_token.list", "session.get", "session.delete", "openapi"):
@@ -128,7 +130,7 @@ def test_access_matrix_from_the_route_table(kr, world):
     # the document is the table: the operations the CLI knows are all there
     assert {"org.create", "ws.create", "secret.set", "token.mint", "credits.add", "limits.set",
             "usage", "audit.list", "admin_token.mint", "ws.explain"} <= names
-    assert "ws.provision" not in names, "environment values are never served over HTTP"
+    assert "ws.provision" in names, "the platform builds workspace containers over HTTP"
     checked = 0
     for path, method, op in rs:
         for caller, token in world.items():
@@ -230,7 +232,10 @@ def test_idempotency_keys_and_pagination(kr, world):
     key = {"idempotency-key": "create-org-42"}
     a = api(kr, "POST", "/orgs", op, {"org": "idem"}, key)
     b = api(kr, "POST", "/orgs", op, {"org": "idem"}, key)
-    assert a[0] == 201 and b[0] == 200 and json.loads(a[2]) == json.loads(b[2])
+    # a replay is the first answer whole: status, body, the headers describing it
+    assert a[0] == 201 and b[0] == 201 and json.loads(a[2]) == json.loads(b[2])
+    assert b[1]["content-type"] == a[1]["content-type"] == "application/json"
+    assert b[1].get("idempotent-replayed") == "true" and "idempotent-replayed" not in a[1]
     assert kr.db_rows("select count(*) from orgs where slug = 'idem'") == [(1,)]
     c = api(kr, "POST", "/orgs", op, {"org": "other-idem"}, key)
     assert c[0] == 409 and json.loads(c[2])["error"]["code"] == "EXISTS"
@@ -348,3 +353,50 @@ def test_session_cookie_csrf_and_sign_out(kr, world):
     assert api(kr, "GET", "/orgs/acme/secrets", headers={"cookie": sess})[0] == 401
     assert api(kr, "POST", "/session", body={"token": "kradm_" + "x" * 43})[0] == 401
     assert api(kr, "POST", "/session", body={"token": world["workspace"]})[0] == 401
+
+
+def test_provision_over_http_holds_no_credential_value(kr, world):
+    """The platform that runs the fleet builds each workspace's container from
+    POST …/provision: the workspace token is the launcher's placeholder, a
+    BYOK workspace (through the proxy) holds no vendor key, and one that chose
+    direct BYOK gets the variable's name and class, never its value. Scoped
+    like the other workspace operations and audited."""
+    op, org_admin = world["operator"], world["org-admin"]
+    minimax = "mmk-CANARYTENANTMINIMAX000000000000000000"
+    kr.secret("--org", "acme", "MINIMAX_API_KEY", minimax)
+    kr.cli("ws", "create", "acme", "mm", "--model", "MiniMax-M2")
+    kr.cli("ws", "create", "acme", "mmd", "--model", "MiniMax-M2", "--set", "BYOK_ROUTE=direct")
+    env = lambda doc: {v["key"]: v for v in doc["env"]}
+    # platform, rebuilt: the placeholder, the proxy, nothing withheld
+    st, h, data = api(kr, "POST", "/orgs/acme/workspaces/dev/provision", org_admin, {"rebuild": True})
+    assert st == 200, data
+    doc = json.loads(data)
+    e = env(doc)
+    assert e["ANTHROPIC_AUTH_TOKEN"]["value"] == "${KEYRAIL_WORKSPACE_TOKEN}"
+    assert e["ANTHROPIC_BASE_URL"]["value"].startswith("http://127.0.0.1:")
+    assert doc["withheld"] == [] and "ANTHROPIC_AUTH_TOKEN='${KEYRAIL_WORKSPACE_TOKEN}'" in doc["env_file"]
+    # the same environment the command line rebuilds (which holds values itself)
+    cli = json.loads(kr.cli("provision", "acme/dev", "--rebuild", "--format", "json").stdout)
+    assert {v["key"]: v["value"] for v in cli["env"]} == {k: v["value"] for k, v in e.items()}
+    # BYOK through the proxy: no vendor key at all
+    doc = json.loads(api(kr, "POST", "/orgs/acme/workspaces/mm/provision", op, {"rebuild": True})[2])
+    assert minimax not in json.dumps(doc) and doc["withheld"] == []
+    assert env(doc)["ANTHROPIC_AUTH_TOKEN"]["value"] == "${KEYRAIL_WORKSPACE_TOKEN}"
+    # direct BYOK: named and classed, never its value
+    st, _, data = api(kr, "POST", "/orgs/acme/workspaces/mmd/provision", op, {"rebuild": True})
+    assert st == 200 and minimax.encode() not in data, data
+    doc = json.loads(data)
+    held = env(doc)["ANTHROPIC_AUTH_TOKEN"]
+    assert held["withheld"] is True and "value" not in held and held["class"] != "none", held
+    assert {"key": "ANTHROPIC_AUTH_TOKEN", "class": held["class"]} in doc["withheld"]
+    assert "ANTHROPIC_AUTH_TOKEN withheld" in doc["env_file"] and minimax not in doc["env_file"]
+    # a token is never filled in over HTTP
+    st, _, data = api(kr, "POST", "/orgs/acme/workspaces/dev/provision", op,
+                      {"rebuild": True, "token": "krws_" + "a" * 43})
+    assert st == 400 and b"command line only" in data, data
+    # scope: another org's admin is refused; every call is audited
+    assert api(kr, "POST", "/orgs/other/workspaces/ops/provision", org_admin, {"rebuild": True})[0] == 403
+    rows = kr.db_rows("select target, outcome, detail from audit where action = 'ws.provision' order by id")
+    assert any("mmd" in r[0] and r[1:] == ("ok", "rebuild, credentials withheld") for r in rows), rows
+    assert any(r[1] == "DENIED" for r in rows), rows
+    assert minimax not in json.dumps(kr.db_rows("select * from audit"))

@@ -650,3 +650,21 @@ def test_usage_writers_of_two_instances_do_not_deadlock(cluster):
     assert store.one("select count(*) from usage") == 3 + 6
     for k in (a, b):
         assert http(k.port, "GET", "/readyz")[0] == 200
+
+
+def test_idempotent_replay_is_the_first_answer_on_postgres_across_instances(cluster):
+    """The admin API's Idempotency-Key on the shared store: a retry that lands
+    on the other instance gets the first answer whole (201, the same body),
+    and the org exists once."""
+    a, b = cluster.a, cluster.b
+    op = a.cli("admin-token", "mint", "--scope", "operator").stdout.strip()
+    cluster.start()
+    h = {"authorization": f"Bearer {op}", "idempotency-key": "pg-create-1"}
+    st1, h1, d1 = http(a.admin_port, "POST", "/admin/v1/orgs", {"org": "pgidem"}, h)
+    st2, h2, d2 = http(b.admin_port, "POST", "/admin/v1/orgs", {"org": "pgidem"}, h)
+    assert (st1, st2) == (201, 201), (d1, d2)
+    assert json.loads(d1) == json.loads(d2)
+    assert h2.get("idempotent-replayed") == "true" and "idempotent-replayed" not in h1
+    st3, _, d3 = http(b.admin_port, "POST", "/admin/v1/orgs", {"org": "pgidem-other"}, h)
+    assert st3 == 409 and json.loads(d3)["error"]["code"] == "EXISTS"
+    assert [l.split()[1] for l in a.cli("org", "list").stdout.splitlines()[1:]].count("pgidem") == 1

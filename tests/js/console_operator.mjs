@@ -109,6 +109,15 @@ scenario(async (env, t) => {
   check(up && up[2] === env.vendor_url && up[3] === "KEYRAIL_ANTHROPIC_KEY" && up[4] === "anthropic-api-key" && /^[0-9a-f]{8}$/.test(up[5]),
     "the platform upstream shows its host, key variable, key class and fingerprint");
   await t.shot("02-explain");
+  // the environment a container gets: values, the token as the placeholder
+  await page.click("#ws-env-build");
+  await page.waitForSelector("#ws-env-result tbody tr");
+  const envRows = await page.evaluate(() =>
+    [...document.querySelectorAll("#ws-env-result tbody tr")].map((tr) => [...tr.cells].map((c) => c.textContent)));
+  const tokRow = envRows.find((r) => r[0] === "ANTHROPIC_AUTH_TOKEN");
+  check(tokRow && tokRow[3] === "${KEYRAIL_WORKSPACE_TOKEN}", "the environment carries the workspace token placeholder");
+  const baseRow = envRows.find((r) => r[0] === "ANTHROPIC_BASE_URL");
+  check(baseRow && baseRow[3].startsWith(env.proxy_url), "the environment points at keyrail's proxy");
   // a workspace's limits: editable by anyone who administers the org
   check((await page.$("#ws-limits form")) !== null, "workspace limits can be changed here");
 

@@ -98,7 +98,7 @@ export async function workspacesPage(view, ctx) {
   view.append(form);
 }
 
-// One workspace: explain, tokens, limits.
+// One workspace: explain, its environment, tokens, limits.
 export async function workspacePage(view, ctx) {
   const [org, ws] = ctx.params;
   view.append(orgTabs(org, "workspaces"), title(`Workspace ${org}/${ws}`),
@@ -108,11 +108,42 @@ export async function workspacePage(view, ctx) {
   const explain = h("section", { id: "explain", "aria-labelledby": "explain-h" }, h("h2", { id: "explain-h" }, "Explain"));
   const tokens = h("section", { id: "tokens", "aria-labelledby": "tokens-h" }, h("h2", { id: "tokens-h" }, "Tokens"));
   const limits = h("section", { id: "ws-limits", "aria-labelledby": "limits-h" }, h("h2", { id: "limits-h" }, "Limits"));
-  view.append(explain, tokens, limits);
+  const envBox = h("section", { id: "ws-env", "aria-labelledby": "env-h" }, h("h2", { id: "env-h" }, "Environment"));
+  view.append(explain, envBox, tokens, limits);
   const x = await api("GET", path("orgs", org, "workspaces", ws, "explain"));
   renderExplain(explain, x);
+  envSection(envBox, org, ws);
   await tokensSection(tokens, org, ws);
   await limitsSection(limits, path("orgs", org, "workspaces", ws, "limits"), true);
+}
+
+// The environment a workspace container gets (POST …/provision, rebuilt from
+// the store): values as the platform would use them, the workspace token as
+// the launcher's placeholder, a credential withheld (its name and class only).
+function envSection(box, org, ws) {
+  const out = h("div", { id: "ws-env-result" });
+  const btn = h("button", { type: "button", id: "ws-env-build" }, "Build the environment");
+  btn.addEventListener("click", async () => {
+    btn.disabled = true;
+    try {
+      const r = await api("POST", path("orgs", org, "workspaces", ws, "provision"), { body: { rebuild: true } });
+      out.replaceChildren(
+        (r.withheld || []).length
+          ? h("div", { class: "warning", role: "status", id: "ws-env-withheld" },
+            h("p", {}, "Withheld (credentials are never returned over HTTP): ",
+              r.withheld.map((w) => `${w.key} (${w.class})`).join(", ")))
+          : h("p", { class: "hint" }, "No credential value in it: the workspace token is filled in by keyrail run."),
+        table(null, [
+          { label: "Variable", get: (v) => h("code", {}, v.key) },
+          { label: "Origin", get: (v) => v.origin },
+          { label: "Class", get: (v) => h("span", { class: `cls cls-${v.class}` }, v.class) },
+          { label: "Value", get: (v) => (v.withheld ? h("em", {}, "withheld") : h("code", {}, v.value)) },
+        ], r.env || [], "No variables."));
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  box.append(h("p", { class: "hint" }, "What a workspace container gets, rebuilt from the store."), btn, out);
 }
 
 function dl(pairs) {
@@ -156,7 +187,8 @@ export function renderExplain(box, x) {
       { label: "Fingerprint", get: (v) => (v.placeholder ? "filled in at launch" : v.fingerprint ? h("code", {}, v.fingerprint) : "") },
     ], x.env || [], "No variables.")));
   const up = Object.entries(x.upstream || {});
-  box.append(h("h3", {}, "Platform upstream"),
+  const org_key = up.length && up[0][1].key_owner === "org";
+  box.append(h("h3", {}, org_key ? "Upstream (BYOK: the proxy forwards with the org's key)" : "Platform upstream"),
     up.length
       ? h("div", { id: "explain-upstream" }, table(null, [
         { label: "Protocol", get: ([p]) => p },
