@@ -196,7 +196,7 @@ static int egress_list(confinement *c, const kr_env *payload, const kr_launch *l
     int rc = kr_egress_parse(e ? e->value : "", &c->o.egress, d);
     if (rc) return rc;
     kr_buf_init(&c->auto_allow, 4096);
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < KR_PROTO__COUNT; p++) {
         const kr_proto_view *pv = &l->proto[p];
         if (!pv->configured || pv->to_proxy || !pv->cred_var[0]) continue;
         const char *h = strstr(pv->host, "://");
@@ -434,7 +434,7 @@ int kr_cmd_run(int argc, char **argv)
         rc = egress_list(&cf, &payload, &l, &d);
         /* the relay forwards to the server, or (--payload) to the proxy the payload names */
         kr_strlcpy(cf.server, proxy_origin, sizeof cf.server);
-        for (int p = 0; p < 2 && !cf.server[0]; p++)
+        for (int p = 0; p < KR_PROTO__COUNT && !cf.server[0]; p++)
             if (l.proto[p].to_proxy) kr_strlcpy(cf.server, l.proto[p].host, sizeof cf.server);
         cf.o.server = cf.server;
     }

@@ -37,13 +37,17 @@ kr_cred_class kr_cred_classify(const char *s, size_t n)
     /* a bare "sk-" key may be OpenAI's (legacy) or another vendor's (DeepSeek,
      * …): a vendor key, but not one whose issuer can be told by its shape */
     if (starts(s, n, "sk-") && n >= 20) return KR_CRED_VENDOR_KEY;
+    /* Google: API keys are "AIza" + 35 characters; OAuth access tokens "ya29." */
+    if (starts(s, n, "AIza") && n >= 30) return KR_CRED_GOOGLE_KEY;
+    if (starts(s, n, "ya29.") && n >= 20) return KR_CRED_GOOGLE_OAUTH;
     return KR_CRED_UNKNOWN;
 }
 
 bool kr_cred_is_vendor(kr_cred_class c)
 {
     return c == KR_CRED_ANTHROPIC_OAUTH || c == KR_CRED_ANTHROPIC_API_KEY ||
-           c == KR_CRED_OPENAI_KEY || c == KR_CRED_VENDOR_KEY;
+           c == KR_CRED_OPENAI_KEY || c == KR_CRED_GOOGLE_KEY || c == KR_CRED_GOOGLE_OAUTH ||
+           c == KR_CRED_VENDOR_KEY;
 }
 
 void kr_cred_fingerprint(const char *s, size_t n, char out[KR_FP_LEN])
@@ -100,7 +104,7 @@ static kr_cred_class cred_at(const char *s, size_t n, size_t i, size_t pl, size_
 
 kr_cred_class kr_cred_find(const char *s, size_t n, size_t *off, size_t *len)
 {
-    static const char *const pre[] = {KR_WS_TOKEN_PREFIX, KR_ADMIN_TOKEN_PREFIX, "sk-"};
+    static const char *const pre[] = {KR_WS_TOKEN_PREFIX, KR_ADMIN_TOKEN_PREFIX, "sk-", "AIza", "ya29."};
     size_t best = n, blen = 0;
     kr_cred_class bc = KR_CRED_NONE;
     for (size_t k = 0; k < sizeof pre / sizeof pre[0]; k++) {

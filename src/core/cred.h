@@ -21,6 +21,8 @@
     X(ANTHROPIC_OAUTH, "oauth")                                                                    \
     X(ANTHROPIC_API_KEY, "anthropic-api-key")                                                      \
     X(OPENAI_KEY, "openai-api-key")                                                                \
+    X(GOOGLE_KEY, "google-api-key")                                                                \
+    X(GOOGLE_OAUTH, "google-oauth")                                                                \
     X(VENDOR_KEY, "vendor-key")                                                                    \
     X(UNKNOWN, "unknown")
 
@@ -41,8 +43,9 @@ const char *kr_cred_class_name(kr_cred_class c);
 /* Classifies by shape only. Empty -> NONE. */
 kr_cred_class kr_cred_classify(const char *s, size_t n);
 /* sk-ant-oat… oauth; sk-ant-… anthropic-api-key; sk-proj-/sk-svcacct-/
- * sk-admin-… openai-api-key; any other sk-… vendor-key (its issuer cannot be
- * told by shape); krws_… workspace-token. */
+ * sk-admin-… openai-api-key; AIza… google-api-key; ya29.… google-oauth (an
+ * access token); any other sk-… vendor-key (its issuer cannot be told by
+ * shape); krws_… workspace-token. */
 
 /* True for classes that are direct-vendor credentials (OAuth, vendor keys). */
 bool kr_cred_is_vendor(kr_cred_class c);

@@ -104,8 +104,9 @@ size_t kr_log_ts(char out[KR_LOG_TS_LEN])
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 /* Prefixes after which a token run is a credential. */
-static const char *const shapes[] = {"sk-",         "krws_",  "kradm_",  "ghp_",  "gho_",  "ghs_", "ghu_",
-                                     "github_pat_", "glpat-", "xoxb-", "xoxp-", "AKIA", "ASIA"};
+static const char *const shapes[] = {"sk-",   "krws_", "kradm_", "ghp_", "gho_",  "ghs_",
+                                     "ghu_",  "github_pat_", "glpat-", "xoxb-", "xoxp-", "AKIA",
+                                     "ASIA",  "AIza",  "ya29."};
 
 static size_t match_shape(const char *p, size_t n)
 {

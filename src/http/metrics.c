@@ -11,6 +11,10 @@ static const char *const labels[KR_ROUTE__COUNT] = {
     [KR_ROUTE_OPENAI_RESPONSES] = "openai_responses",
     [KR_ROUTE_OPENAI_MODELS] = "openai_models",
     [KR_ROUTE_WORKSPACE_ENV] = "workspace_env",
+    [KR_ROUTE_GEMINI_GENERATE] = "gemini_generate_content",
+    [KR_ROUTE_GEMINI_STREAM] = "gemini_stream_generate_content",
+    [KR_ROUTE_GEMINI_COUNT_TOKENS] = "gemini_count_tokens",
+    [KR_ROUTE_GEMINI_MODELS] = "gemini_models",
     [KR_ROUTE_ADMIN] = "admin",
     [KR_ROUTE_OTHER] = "other",
 };

@@ -13,7 +13,9 @@
 
 const char *kr_launch_default_url(kr_proto p)
 {
-    return p == KR_PROTO_OPENAI ? "https://api.openai.com/v1" : "https://api.anthropic.com";
+    return p == KR_PROTO_OPENAI   ? "https://api.openai.com/v1"
+           : p == KR_PROTO_GEMINI ? "https://generativelanguage.googleapis.com"
+                                  : "https://api.anthropic.com";
 }
 
 const char *kr_launch_issuer(kr_cred_class cls)
@@ -22,6 +24,7 @@ const char *kr_launch_issuer(kr_cred_class cls)
     case KR_CRED_ANTHROPIC_OAUTH:
     case KR_CRED_ANTHROPIC_API_KEY: return "https://api.anthropic.com:443";
     case KR_CRED_OPENAI_KEY: return "https://api.openai.com:443";
+    case KR_CRED_GOOGLE_KEY: return "https://generativelanguage.googleapis.com:443";
     default: return NULL;
     }
 }
@@ -30,7 +33,9 @@ const char *kr_launch_base_var(const kr_runtimes *rts, kr_proto p)
 {
     for (size_t i = 0; i < rts->n; i++)
         if (rts->rt[i].proto == p) return rts->rt[i].set_base_url;
-    return p == KR_PROTO_OPENAI ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL";
+    return p == KR_PROTO_OPENAI   ? "OPENAI_BASE_URL"
+           : p == KR_PROTO_GEMINI ? "GOOGLE_GEMINI_BASE_URL"
+                                  : "ANTHROPIC_BASE_URL";
 }
 
 /* ---- payload parsing ---- */
@@ -476,7 +481,7 @@ static int runtime_files(kr_launch *l, const kr_launch_in *in, kr_diag *d)
 static void confine_rules(kr_launch *l, const kr_launch_in *in)
 {
     const kr_runtimes *rts = in->rts;
-    for (int p = 0; in->relay_origin && p < 2; p++) {
+    for (int p = 0; in->relay_origin && p < KR_PROTO__COUNT; p++) {
         kr_proto_view *pv = &l->proto[p];
         if (!pv->to_proxy) continue;
         const char *bases[4 * KR_RT_MAX_NAMES];
@@ -521,9 +526,9 @@ int kr_launch_compute(const kr_launch_in *in, kr_launch *l, kr_diag *d)
     memset(l, 0, sizeof *l);
     take_inherited(l, in);
     int rc = take_payload(l, in, d);
-    for (int p = 0; !rc && p < 2; p++) one_protocol(l, in, (kr_proto)p);
+    for (int p = 0; !rc && p < KR_PROTO__COUNT; p++) one_protocol(l, in, (kr_proto)p);
     /* record what remains */
-    for (int p = 0; !rc && p < 2; p++) {
+    for (int p = 0; !rc && p < KR_PROTO__COUNT; p++) {
         kr_proto_view *pv = &l->proto[p];
         if (!pv->cred_var[0]) continue;
         const kr_env_var *v = kr_env_get(&l->env, pv->cred_var);
@@ -568,7 +573,7 @@ void kr_launch_render_text(const kr_launch *l, kr_buf *out)
                       kr_cred_class_name(x->cls), x->fp[0] ? x->fp : "-",
                       kr_origin_name(x->origin), x->rule, x->why);
     }
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < KR_PROTO__COUNT; p++) {
         const kr_proto_view *pv = &l->proto[p];
         kr_buf_printf(out, "%s: calls %s%s%s%s with %s", kr_proto_name((kr_proto)p), pv->host,
                       pv->to_proxy ? " (keyrail proxy)" : "", pv->relay[0] ? " through the relay " : "",
@@ -621,7 +626,7 @@ void kr_launch_render_json(const kr_launch *l, kr_buf *out)
         kr_buf_putc(out, '}');
     }
     kr_buf_puts(out, "],\"protocols\":{");
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < KR_PROTO__COUNT; p++) {
         const kr_proto_view *pv = &l->proto[p];
         kr_buf_printf(out, "%s\"%s\":{\"host\":", p ? "," : "", kr_proto_name((kr_proto)p));
         json_str(out, pv->host);

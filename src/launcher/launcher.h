@@ -108,7 +108,7 @@ typedef struct kr_launch {
     kr_env env; /* the agent's environment */
     kr_decision d[KR_LAUNCH_MAX_DECISIONS];
     size_t nd;
-    kr_proto_view proto[2]; /* indexed by kr_proto */
+    kr_proto_view proto[KR_PROTO__COUNT]; /* indexed by kr_proto */
     char route[16];         /* payload LLM_PROVIDER, "" if none */
     kr_launch_file files[KR_RT_MAX];
     size_t nfiles;

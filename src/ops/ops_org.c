@@ -252,7 +252,7 @@ static cJSON *runtime_view(const kr_provision_result *r, const kr_runtime *rt, c
 static cJSON *upstream_view(const kr_registry *reg)
 {
     cJSON *j = cJSON_CreateObject();
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < KR_PROTO__COUNT; p++)
         for (size_t i = 0; i < reg->nproviders; i++) {
             const kr_provider *pr = &reg->providers[i];
             if (!pr->platform || (int)pr->proto != p) continue;
@@ -298,7 +298,9 @@ static cJSON *byok_upstream_view(const kr_registry *reg, const kr_provision_resu
     cJSON_AddStringToObject(u, "host", host);
     cJSON_AddStringToObject(u, "key_env", r->res.credential_key);
     cJSON_AddStringToObject(u, "key_owner", "org");
-    cJSON_AddStringToObject(u, "header", p->header == KR_AUTH_BEARER ? "authorization" : "x-api-key");
+    cJSON_AddStringToObject(u, "header", p->header == KR_AUTH_BEARER           ? "authorization"
+                                         : p->header == KR_AUTH_X_GOOG_API_KEY ? "x-goog-api-key"
+                                                                               : "x-api-key");
     cJSON_AddStringToObject(u, "class", kr_cred_class_name(cls));
     cJSON_AddStringToObject(u, "fingerprint", fp);
     return j;

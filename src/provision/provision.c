@@ -206,7 +206,8 @@ static void trace_rule(kr_resolution *r, const char *rule, const char *fmt, ...)
 
 static void base_url_for(const char *root, kr_proto proto, char *out, size_t cap)
 {
-    /* Anthropic clients append /v1/messages; OpenAI clients append to …/v1. */
+    /* Anthropic clients append /v1/messages; OpenAI clients append to …/v1;
+     * Gemini clients append /v1beta/models/… themselves. */
     kr_snprintf(out, cap, "%s%s", root, proto == KR_PROTO_OPENAI ? "/v1" : "");
 }
 

@@ -85,7 +85,7 @@ static void byok_key(const kr_registry *reg, const kr_resolution *res, const kr_
         return;
     }
     kr_buf b = KR_BUF_INIT(8192 + 32);
-    if (kr_buf_puts(&b, p->header == KR_AUTH_BEARER ? "Authorization: Bearer " : "x-api-key: ") ||
+    if (kr_buf_puts(&b, kr_auth_style_prefix(p->header)) ||
         kr_buf_append(&b, e->read.value, e->read.len)) {
         if (b.data) sodium_memzero(b.data, b.len);
         kr_buf_free(&b);

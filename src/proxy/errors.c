@@ -12,7 +12,31 @@
 
 const char *kr_proto_id_header(kr_proto p)
 {
-    return p == KR_PROTO_OPENAI ? "x-request-id" : "request-id";
+    /* Google's API names none for clients: x-keyrail-request-id alone */
+    return p == KR_PROTO_OPENAI ? "x-request-id" : p == KR_PROTO_GEMINI ? NULL : "request-id";
+}
+
+/* google.rpc.Code names of the statuses keyrail answers with. */
+static const char *google_status(int status)
+{
+    switch (status) {
+    case 400: return "INVALID_ARGUMENT";
+    case 401: return "UNAUTHENTICATED";
+    case 402:
+    case 429: return "RESOURCE_EXHAUSTED";
+    case 403: return "PERMISSION_DENIED";
+    case 404: return "NOT_FOUND";
+    case 405: return "UNIMPLEMENTED";
+    case 408:
+    case 504: return "DEADLINE_EXCEEDED";
+    case 409: return "ABORTED";
+    case 413: return "INVALID_ARGUMENT";
+    case 422: return "FAILED_PRECONDITION";
+    case 499: return "CANCELLED";
+    case 501: return "UNIMPLEMENTED";
+    case 503: return "UNAVAILABLE";
+    default: return status >= 500 ? "INTERNAL" : "INVALID_ARGUMENT";
+    }
 }
 
 static const char *openai_code(int status)
@@ -31,7 +55,14 @@ static const char *openai_code(int status)
 static void error_body(kr_buf *b, kr_proto proto, int status, const char *type, const char *msg,
                        const char *id)
 {
-    if (proto == KR_PROTO_OPENAI) { /* every /openai/… path, matched or not */
+    if (proto == KR_PROTO_GEMINI) { /* Google's shape; keyrail's type rides along as a reason */
+        kr_buf_printf(b, "{\"error\":{\"code\":%d,\"message\":\"", status);
+        kr_buf_json_str(b, msg, strlen(msg));
+        kr_buf_printf(b, "\",\"status\":\"%s\",\"details\":[{\"@type\":"
+                         "\"type.googleapis.com/google.rpc.ErrorInfo\",\"reason\":\"%s\","
+                         "\"domain\":\"keyrail\",\"metadata\":{\"request_id\":\"%s\"}}]}}",
+                      google_status(status), type, id);
+    } else if (proto == KR_PROTO_OPENAI) { /* every /openai/… path, matched or not */
         kr_buf_puts(b, "{\"error\":{\"message\":\"");
         kr_buf_json_str(b, msg, strlen(msg));
         kr_buf_printf(b, "\",\"type\":\"%s\",\"param\":null,\"code\":%s},\"request_id\":\"%s\"}",
@@ -89,12 +120,16 @@ void kr_proxy_refusal(void *ctx, const kr_http_req *h, int status, const char *m
 {
     (void)ctx;
     /* the path is known once the parser reached the end of the head */
-    kr_proto proto = h->path.p && kr_slice_starts(h->path, "/openai/") ? KR_PROTO_OPENAI
-                                                                        : KR_PROTO_ANTHROPIC;
+    kr_proto proto = !h->path.p                          ? KR_PROTO_ANTHROPIC
+                     : kr_slice_starts(h->path, "/openai/") ? KR_PROTO_OPENAI
+                     : kr_slice_starts(h->path, "/gemini/") ? KR_PROTO_GEMINI
+                                                            : KR_PROTO_ANTHROPIC;
     /* the Anthropic API's own type for a 413 (docs/PROXY.md) */
     const char *type = proto == KR_PROTO_ANTHROPIC && status == 413 ? "request_too_large"
                                                                     : "invalid_request_error";
-    if (proto == KR_PROTO_OPENAI) {
+    if (proto == KR_PROTO_GEMINI) {
+        error_body(body, proto, status, type, msg, request_id);
+    } else if (proto == KR_PROTO_OPENAI) {
         /* a refusal before routing: no OpenAI error code */
         kr_buf_puts(body, "{\"error\":{\"message\":\"");
         kr_buf_json_str(body, msg, strlen(msg));

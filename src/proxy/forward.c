@@ -141,7 +141,11 @@ static bool header_forwarded(kr_slice name, const kr_http_header *conn)
                                        "via",
                                        "content-type",
                                        "x-keyrail-request-id",
-                                       "http2-settings"};
+                                       "http2-settings",
+                                       /* the Gemini API's credentials and identity */
+                                       "x-goog-api-key",
+                                       "x-goog-user-project",
+                                       "x-gemini-api-privileged-user-id"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         if (kr_slice_eq_ci(name, drop[i])) return false;
     /* some servers read '_' as '-': Content_Length could smuggle a length */
@@ -149,6 +153,8 @@ static bool header_forwarded(kr_slice name, const kr_http_header *conn)
     /* every x-forwarded-* (for, host, proto, port, prefix, server, …): the
      * client's say about its path is nobody's business upstream */
     if (name.n >= 12 && !strncasecmp(name.p, "x-forwarded-", 12)) return false;
+    /* Vertex AI's per-request overrides (X-Vertex-AI-LLM-Request-Type, …) */
+    if (name.n >= 16 && !strncasecmp(name.p, "x-vertex-ai-llm-", 16)) return false;
     if (conn) {
         const char *p = conn->value.p, *e = p + conn->value.n;
         while (p < e) {
@@ -191,8 +197,9 @@ static int output_cap(kr_req *r, const kr_jval *v, const char *const *names, siz
 
 static const char *use_route(kr_proto p)
 {
-    return p == KR_PROTO_OPENAI ? "/openai/v1/chat/completions or /openai/v1/responses"
-                                : "/anthropic/v1/messages";
+    return p == KR_PROTO_OPENAI   ? "/openai/v1/chat/completions or /openai/v1/responses"
+           : p == KR_PROTO_GEMINI ? "/gemini/v1beta/models/{model}:generateContent"
+                                  : "/anthropic/v1/messages";
 }
 
 /* The platform route: the model must be a priced platform model of the
@@ -263,13 +270,12 @@ static const char *byok_target(kr_req *r, const char *model)
 
 static void upstream_done(kr_upx *x, CURLcode rc);
 
-void kr_req_forward(kr_req *r)
+/* What the body says, for the Anthropic and OpenAI routes: the model (in
+ * model[]; its JSON value in *mv, for the rewrite), stream, and the output
+ * cap. False once answered (400). */
+static bool body_facts(kr_req *r, const char *body, size_t n, char model[128], kr_jval *mv,
+                       uint64_t *cap)
 {
-    kr_proxy *s = r->px;
-    const kr_http_req *h = r->x.http;
-    const kr_route_def *rd = r->rd;
-    const char *body = h->body;
-    size_t n = h->body_len;
     static const char *const keys[] = {"model",          "stream",
                                        "stream_options", "max_tokens",
                                        "max_completion_tokens", "max_output_tokens"};
@@ -279,14 +285,80 @@ void kr_req_forward(kr_req *r)
                          "the request body must be one JSON object (valid JSON, no duplicate "
                          "model/stream/stream_options/max_tokens/max_completion_tokens/"
                          "max_output_tokens members)");
-        return;
+        return false;
     }
-    char model[128];
-    if (v[0].type != KR_JSON_STRING || kr_jval_str(&v[0], model, sizeof model, NULL) || !model[0]) {
+    if (v[0].type != KR_JSON_STRING || kr_jval_str(&v[0], model, 128, NULL) || !model[0]) {
         kr_respond_error(r, 400, "invalid_request_error",
                          "model: a model name (string) is required");
-        return;
+        return false;
     }
+    if (v[1].type != KR_JSON_ABSENT && v[1].type != KR_JSON_TRUE && v[1].type != KR_JSON_FALSE) {
+        kr_respond_error(r, 400, "invalid_request_error", "stream must be true or false");
+        return false;
+    }
+    r->stream = v[1].type == KR_JSON_TRUE;
+    *mv = v[0];
+    return output_cap(r, v + 3, keys + 3, 3, cap) == 0;
+}
+
+/* The Gemini API: the model is the path's, stream is the route, the output
+ * cap is generationConfig.maxOutputTokens. */
+static bool gemini_facts(kr_req *r, const char *body, size_t n, char model[128], uint64_t *cap)
+{
+    static const char *const keys[] = {"generationConfig"}, *const gkeys[] = {"maxOutputTokens"};
+    kr_jval g, m;
+    if (kr_json_object_get(body, n, keys, &g, 1) ||
+        (g.type == KR_JSON_OBJECT && kr_json_object_get(g.p, g.n, gkeys, &m, 1))) {
+        kr_respond_error(r, 400, "invalid_request_error",
+                         "the request body must be one JSON object (valid JSON, no duplicate "
+                         "generationConfig/maxOutputTokens members)");
+        return false;
+    }
+    if (g.type != KR_JSON_OBJECT && g.type != KR_JSON_ABSENT && g.type != KR_JSON_NULL) {
+        kr_respond_error(r, 400, "invalid_request_error", "generationConfig must be an object");
+        return false;
+    }
+    kr_strlcpy(model, r->path_model, 128);
+    r->stream = r->rd->id == KR_ROUTE_GEMINI_STREAM;
+    static const char *const names[] = {"generationConfig.maxOutputTokens"};
+    if (g.type != KR_JSON_OBJECT) m.type = KR_JSON_ABSENT;
+    return output_cap(r, &m, names, 1, cap) == 0;
+}
+
+/* The upstream URL: the registry's base URL and the route's path; nothing
+ * the tenant sends can change the host. False once answered. */
+static bool upstream_url(kr_req *r, char *url, size_t cap)
+{
+    const kr_http_req *h = r->x.http;
+    const kr_provider *claim = r->prov;
+    int rc;
+    if (r->proto == KR_PROTO_GEMINI) /* /v1beta/models/{model}:{action}[?alt=sse] */
+        rc = kr_snprintf(url, cap, "%s/%s/models/%s%s%s", claim->base_url, r->api_version,
+                         r->model_id, r->rd->upstream, r->alt_sse ? "?alt=sse" : "");
+    else
+        rc = kr_snprintf(url, cap, "%s%s%s", claim->base_url, r->rd->upstream,
+                         h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9) ? "?beta=true" : "");
+    if (rc) {
+        kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is too long",
+                         claim->name);
+        return false;
+    }
+    return true;
+}
+
+void kr_req_forward(kr_req *r)
+{
+    kr_proxy *s = r->px;
+    const kr_http_req *h = r->x.http;
+    const kr_route_def *rd = r->rd;
+    const char *body = h->body;
+    size_t n = h->body_len;
+    char model[128];
+    kr_jval mv = {KR_JSON_ABSENT, NULL, 0};
+    uint64_t cap;
+    if (!(r->proto == KR_PROTO_GEMINI ? gemini_facts(r, body, n, model, &cap)
+                                      : body_facts(r, body, n, model, &mv, &cap)))
+        return;
     kr_cred_class mc = kr_cred_find(model, strlen(model), NULL, NULL);
     if (mc != KR_CRED_NONE) { /* never echoed, never logged */
         kr_respond_error(r, 400, "invalid_request_error",
@@ -294,37 +366,21 @@ void kr_req_forward(kr_req *r)
                          kr_cred_class_name(mc));
         return;
     }
-    if (v[1].type != KR_JSON_ABSENT && v[1].type != KR_JSON_TRUE && v[1].type != KR_JSON_FALSE) {
-        kr_respond_error(r, 400, "invalid_request_error", "stream must be true or false");
-        return;
-    }
-    r->stream = v[1].type == KR_JSON_TRUE;
     const char *auth = r->auth.route == KR_ROUTE_BYOK ? byok_target(r, model)
                                                       : platform_target(r, model);
     if (!auth) return;
     const kr_provider *claim = r->prov;
     /* admission: allow-list, credits, rate limits (limits.h). The token
      * estimate is the prompt's size / 4 plus the output cap the request names
-     * (any of the three spellings; 4096 without one). */
-    uint64_t cap;
-    if (output_cap(r, v + 3, keys + 3, 3, &cap)) return;
+     * (any of its spellings; 4096 without one). */
     uint64_t est = n / 4 + (cap ? cap : 4096);
     if (kr_limits_admit(s, r, est, rd->metered)) return;
-    if (rewrite_body(r, &body, &n, &v[0])) {
+    if (mv.type != KR_JSON_ABSENT && rewrite_body(r, &body, &n, &mv)) {
         kr_respond_error(r, 413, "request_too_large", "the request body is too large");
         return;
     }
-    /* URL: the registry's base URL and the route's upstream path; nothing the
-     * tenant sends can change the host */
     char url[512];
-    bool beta = h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9);
-    if (kr_strlcpy(url, claim->base_url, sizeof url) ||
-        kr_strlcpy(url + strlen(url), rd->upstream, sizeof url - strlen(url)) ||
-        (beta && kr_strlcpy(url + strlen(url), "?beta=true", sizeof url - strlen(url)))) {
-        kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is too long",
-                         claim->name);
-        return;
-    }
+    if (!upstream_url(r, url, sizeof url)) return;
     const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     /* the headers: what passes of the client's, then keyrail's own and the
      * platform key, in one block either client takes */
@@ -349,8 +405,9 @@ void kr_req_forward(kr_req *r)
     }
     r->auth.upstream_auth = NULL; /* the cache slot's: not the request's to keep */
     kr_upx_req q = {url, hb.data, hb.len, body, n,
-                    /* count_tokens is free and changes nothing: safe to repeat */
-                    rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS, "POST"};
+                    /* counting tokens is free and changes nothing: safe to repeat */
+                    rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS || rd->id == KR_ROUTE_GEMINI_COUNT_TOKENS,
+                    "POST"};
     r->up.ud = r;
     r->up.on_header = on_up_header;
     r->up.on_body = on_up_body;

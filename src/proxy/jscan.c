@@ -588,6 +588,43 @@ int kr_json_get(const char *js, size_t n, const char *path, kr_jval *out)
     return 0;
 }
 
+int kr_json_array_next(const kr_jval *arr, const char **pos, kr_jval *out)
+{
+    set_absent(out);
+    if (!arr || !arr->p) return KR_EPARSE;
+    const u8 *p, *end = (const u8 *)arr->p + arr->n;
+    if (!*pos) {
+        p = skip_ws((const u8 *)arr->p, end);
+        if (p >= end || *p != '[') return KR_EPARSE;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == ']') return KR_ENOTFOUND;
+    } else {
+        p = skip_ws((const u8 *)*pos, end);
+        if (p >= end) return KR_EPARSE;
+        if (*p == ']') return KR_ENOTFOUND;
+        if (*p != ',') return KR_EPARSE;
+        p = skip_ws(p + 1, end);
+    }
+    const u8 *q = scan_value(p, end, 1);
+    if (!q) return KR_EPARSE;
+    out->type = type_of(*p);
+    out->p = (const char *)p;
+    out->n = (size_t)(q - p);
+    *pos = (const char *)q;
+    return 0;
+}
+
+int kr_json_array_at(const kr_jval *arr, size_t i, kr_jval *out)
+{
+    const char *pos = NULL;
+    int rc;
+    size_t k = 0;
+    while (!(rc = kr_json_array_next(arr, &pos, out)))
+        if (k++ == i) return 0;
+    set_absent(out);
+    return rc;
+}
+
 int kr_jval_u64(const kr_jval *v, uint64_t *out)
 {
     if (!v || v->type != KR_JSON_NUMBER || !v->p) return KR_EINVAL;

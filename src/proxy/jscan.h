@@ -54,6 +54,15 @@ int kr_json_object_get(const char *js, size_t n, const char *const *keys, kr_jva
  */
 int kr_json_get(const char *js, size_t n, const char *path, kr_jval *out);
 
+/* Element i (from 0) of an array value (a kr_jval of type KR_JSON_ARRAY, or
+ * the text of an array; the elements up to i and the separators between
+ * them are validated on the way). Returns 0, KR_ENOTFOUND (fewer elements),
+ * or KR_EPARSE. */
+int kr_json_array_at(const kr_jval *arr, size_t i, kr_jval *out);
+/* The elements of an array one after the other: *pos starts NULL. Returns 0
+ * with the next element, KR_ENOTFOUND after the last, or KR_EPARSE. */
+int kr_json_array_next(const kr_jval *arr, const char **pos, kr_jval *out);
+
 /* A non-negative integer without fraction or exponent that fits in 64 bits. */
 int kr_jval_u64(const kr_jval *v, uint64_t *out);
 /* Unescapes a string value into out (NUL-terminated). KR_ETOOBIG when it does

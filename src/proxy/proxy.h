@@ -164,6 +164,11 @@ struct kr_req {
     kr_proxy *px;
     const kr_route_def *rd; /* the matched route; NULL: none */
     kr_proto proto;
+    /* the Gemini API names the model and the version in the path */
+    char path_model[128];
+    char api_version[8]; /* "v1beta" or "v1" */
+    bool alt_sse;        /* ?alt=sse: server-sent events, not a JSON array */
+    kr_slice query_key;  /* ?key=: a credential in the query */
     uint64_t t_up_ns;
     /* auth */
     kr_job *job;

@@ -131,6 +131,8 @@ static const char *class_words(kr_cred_class cls)
     return cls == KR_CRED_ANTHROPIC_OAUTH     ? "an Anthropic OAuth token"
            : cls == KR_CRED_ANTHROPIC_API_KEY ? "an Anthropic API key"
            : cls == KR_CRED_OPENAI_KEY        ? "an OpenAI API key"
+           : cls == KR_CRED_GOOGLE_KEY        ? "a Google API key"
+           : cls == KR_CRED_GOOGLE_OAUTH      ? "a Google OAuth token"
            : cls == KR_CRED_VENDOR_KEY        ? "a vendor API key"
            : cls == KR_CRED_WORKSPACE_TOKEN   ? "a second workspace token"
            : cls == KR_CRED_ADMIN_TOKEN       ? "a keyrail admin token (it opens the admin API only)"
@@ -169,9 +171,10 @@ bool kr_req_take_credential(kr_req *r, const char **tok, size_t *n)
     kr_cred_class bad_cls = KR_CRED_NONE;
     for (unsigned i = 0; i < h->nheaders; i++) {
         const kr_http_header *hd = &h->headers[i];
-        int rank = kr_slice_eq_ci(hd->name, "x-api-key")       ? 0
-                   : kr_slice_eq_ci(hd->name, "authorization") ? 1
-                                                               : 2;
+        bool goog = r->proto == KR_PROTO_GEMINI && kr_slice_eq_ci(hd->name, "x-goog-api-key");
+        int rank = kr_slice_eq_ci(hd->name, "x-api-key") || goog ? 0
+                   : kr_slice_eq_ci(hd->name, "authorization")   ? 1
+                                                                 : 2;
         kr_slice v = rank < 2 ? header_credential(hd) : hd->value;
         kr_cred_class cls;
         size_t off = 0, len = v.n;
@@ -193,12 +196,26 @@ bool kr_req_take_credential(kr_req *r, const char **tok, size_t *n)
             bad_v = (kr_slice){v.p + off, len};
         }
     }
-    if (bad) { /* something other than the one workspace token: refused */
+    /* the Gemini API also takes its key in the query (?key=): one more place */
+    bool bad_query = false;
+    if (r->query_key.p) {
+        kr_slice v = r->query_key;
+        kr_cred_class cls = kr_cred_classify(v.p, v.n);
+        if (cls == KR_CRED_WORKSPACE_TOKEN &&
+            (!ws.p || (ws.n == v.n && sodium_memcmp(ws.p, v.p, v.n) == 0)))
+            ws = v;
+        else if (!bad || bad_rank > 0)
+            bad_query = true, bad_rank = 0, bad_cls = cls == KR_CRED_NONE ? KR_CRED_UNKNOWN : cls,
+            bad_v = v;
+    }
+    if (bad || bad_query) { /* something other than the one workspace token: refused */
         char fp[KR_FP_LEN], name[64];
         kr_cred_fingerprint(bad_v.p, bad_v.n, fp);
         /* Claude Code hides a 401 whose message says "x-api-key" behind "Not
          * logged in": name that header in words */
-        if (bad_rank == 0)
+        if (bad_query)
+            kr_strlcpy(name, "key query parameter's", sizeof name);
+        else if (bad_rank == 0)
             kr_strlcpy(name, "API key", sizeof name);
         else
             kr_memlcpy(name, sizeof name, bad->name.p, bad->name.n < 63 ? bad->name.n : 63);
@@ -207,16 +224,22 @@ bool kr_req_take_credential(kr_req *r, const char **tok, size_t *n)
                          "%s was presented in the %s header (class %s, fingerprint %s); this "
                          "endpoint takes exactly one credential, a keyrail workspace token "
                          "(krws_…), and nothing was forwarded. Start the agent with `keyrail "
-                         "run`, or check its environment (ANTHROPIC_AUTH_TOKEN, ANTHROPIC_API_KEY, "
-                         "CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_CUSTOM_HEADERS, OPENAI_API_KEY).",
-                         class_words(bad_cls), name, kr_cred_class_name(bad_cls), fp);
+                         "run`, or check its environment (%s).",
+                         class_words(bad_cls), name, kr_cred_class_name(bad_cls), fp,
+                         r->proto == KR_PROTO_GEMINI
+                             ? "GEMINI_API_KEY, GOOGLE_API_KEY, GEMINI_CLI_CUSTOM_HEADERS, "
+                               "GOOGLE_APPLICATION_CREDENTIALS"
+                             : "ANTHROPIC_AUTH_TOKEN, ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN, "
+                               "ANTHROPIC_CUSTOM_HEADERS, OPENAI_API_KEY");
         return false;
     }
     if (!ws.p) {
         kr_strlcpy(r->x.cred_class, "none", sizeof r->x.cred_class);
         kr_respond_error(r, 401, "authentication_error",
                          "no credential: this endpoint takes a keyrail workspace token (krws_…) as "
-                         "x-api-key or Authorization: Bearer");
+                         "%s",
+                         r->proto == KR_PROTO_GEMINI ? "x-goog-api-key, Authorization: Bearer or ?key="
+                                                     : "x-api-key or Authorization: Bearer");
         return false;
     }
     kr_strlcpy(r->x.cred_class, "workspace-token", sizeof r->x.cred_class);
@@ -266,6 +289,8 @@ static void respond_models(kr_req *r)
     bool first = true;
     if (r->proto == KR_PROTO_ANTHROPIC)
         kr_buf_puts(&b, "{\"data\":[");
+    else if (r->proto == KR_PROTO_GEMINI)
+        kr_buf_puts(&b, "{\"models\":[");
     else
         kr_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     const char *first_id = NULL, *last_id = NULL;
@@ -283,6 +308,12 @@ static void respond_models(kr_req *r)
             kr_buf_printf(&b,
                           "{\"type\":\"model\",\"id\":\"%s\",\"display_name\":\"%s\","
                           "\"created_at\":\"2025-01-01T00:00:00Z\"}",
+                          m->id, m->id);
+        else if (r->proto == KR_PROTO_GEMINI)
+            kr_buf_printf(&b,
+                          "{\"name\":\"models/%s\",\"displayName\":\"%s\","
+                          "\"supportedGenerationMethods\":[\"generateContent\","
+                          "\"streamGenerateContent\",\"countTokens\"]}",
                           m->id, m->id);
         else
             kr_buf_printf(&b,
@@ -418,6 +449,80 @@ static const kr_route_def routes[] = {
      false},
 };
 
+/* The Gemini API: /gemini/{v1beta|v1}/models/{model}:{action}, and the model
+ * list. The model and the version come from the path; the upstream path is
+ * made from them in forward.c (upstream: the action). */
+static const kr_route_def gemini_routes[] = {
+    {"/gemini/{version}/models/{model}:generateContent", "POST", KR_ROUTE_GEMINI_GENERATE,
+     KR_PROTO_GEMINI, KR_RK_UPSTREAM, KR_WIRE_GEMINI, ":generateContent", true},
+    {"/gemini/{version}/models/{model}:streamGenerateContent", "POST", KR_ROUTE_GEMINI_STREAM,
+     KR_PROTO_GEMINI, KR_RK_UPSTREAM, KR_WIRE_GEMINI, ":streamGenerateContent", true},
+    {"/gemini/{version}/models/{model}:countTokens", "POST", KR_ROUTE_GEMINI_COUNT_TOKENS,
+     KR_PROTO_GEMINI, KR_RK_UPSTREAM, KR_WIRE_GEMINI, ":countTokens", false},
+    {"/gemini/{version}/models", "GET", KR_ROUTE_GEMINI_MODELS, KR_PROTO_GEMINI, KR_RK_MODELS, 0,
+     NULL, false},
+};
+
+static bool model_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_';
+}
+
+/* Matches a Gemini path into r (the version, the model); NULL when none. */
+static const kr_route_def *gemini_route(kr_req *r, kr_slice path)
+{
+    const char *p = path.p + 8, *e = path.p + path.n; /* after "/gemini/" */
+    const char *ver = p;
+    while (p < e && *p != '/') p++;
+    size_t vn = (size_t)(p - ver);
+    if (!((vn == 6 && !memcmp(ver, "v1beta", 6)) || (vn == 2 && !memcmp(ver, "v1", 2)))) return NULL;
+    memcpy(r->api_version, ver, vn);
+    r->api_version[vn] = 0;
+    if ((size_t)(e - p) < 7 || memcmp(p, "/models", 7)) return NULL;
+    p += 7;
+    if (p == e) return &gemini_routes[3]; /* the list */
+    if (*p++ != '/') return NULL;
+    const char *m = p;
+    while (p < e && model_char(*p)) p++;
+    size_t mn = (size_t)(p - m);
+    if (!mn || mn >= sizeof r->path_model || p == e || *p != ':') return NULL;
+    memcpy(r->path_model, m, mn);
+    r->path_model[mn] = 0;
+    kr_slice action = {p, (size_t)(e - p)};
+    for (size_t i = 0; i < 3; i++)
+        if (kr_slice_eq(action, gemini_routes[i].upstream)) return &gemini_routes[i];
+    return NULL;
+}
+
+/* Gemini queries: alt (sse, or json: the chunks as one JSON array) on the
+ * stream route, and key= (a credential, taken like a header). Anything else
+ * is refused rather than silently dropped. */
+static bool gemini_query(kr_req *r)
+{
+    const kr_http_req *h = r->x.http;
+    const char *p = h->query.p, *e = p + h->query.n;
+    while (p < e) {
+        const char *amp = memchr(p, '&', (size_t)(e - p));
+        if (!amp) amp = e;
+        kr_slice kv = {p, (size_t)(amp - p)};
+        if (kr_slice_eq(kv, "alt=sse") && r->rd->id == KR_ROUTE_GEMINI_STREAM) {
+            r->alt_sse = true;
+        } else if (kr_slice_eq(kv, "alt=json") && r->rd->id == KR_ROUTE_GEMINI_STREAM) {
+            r->alt_sse = false;
+        } else if (kv.n > 4 && !memcmp(kv.p, "key=", 4) && !r->query_key.p) {
+            r->query_key = (kr_slice){kv.p + 4, kv.n - 4};
+        } else {
+            /* never echoed: a query may hold a credential */
+            kr_respond_error(r, 400, "invalid_request_error",
+                             "unsupported query parameter (Gemini routes take alt=sse and key=)");
+            return false;
+        }
+        p = amp < e ? amp + 1 : e;
+    }
+    return true;
+}
+
 static bool is_websocket_upgrade(const kr_http_req *h)
 {
     const kr_http_header *u = kr_http_find(h, "upgrade");
@@ -426,7 +531,9 @@ static bool is_websocket_upgrade(const kr_http_req *h)
 
 static kr_proto proto_of_path(const kr_http_req *h)
 {
-    return kr_slice_starts(h->path, "/openai/") ? KR_PROTO_OPENAI : KR_PROTO_ANTHROPIC;
+    return kr_slice_starts(h->path, "/openai/")   ? KR_PROTO_OPENAI
+           : kr_slice_starts(h->path, "/gemini/") ? KR_PROTO_GEMINI
+                                                  : KR_PROTO_ANTHROPIC;
 }
 
 void kr_proxy_not_here(void *ctx, kr_conn *c, const kr_http_req *h)
@@ -443,11 +550,14 @@ void kr_proxy_start(void *ctx, kr_conn *c, const kr_http_req *h)
     kr_proxy *px = ctx;
     kr_req *r = kr_req_new(px, c, h, KR_ROUTE_OTHER);
     const kr_route_def *rd = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (kr_slice_eq(h->path, routes[i].path)) {
-            rd = &routes[i];
-            break;
-        }
+    if (kr_slice_starts(h->path, "/gemini/"))
+        rd = gemini_route(r, h->path);
+    else
+        for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+            if (kr_slice_eq(h->path, routes[i].path)) {
+                rd = &routes[i];
+                break;
+            }
     if (!rd) {
         r->proto = proto_of_path(h);
         if (kr_slice_eq(h->path, "/") &&
@@ -456,7 +566,7 @@ void kr_proxy_start(void *ctx, kr_conn *c, const kr_http_req *h)
             kr_respond_json(r, 200, hello, sizeof hello - 1, NULL);
             return;
         }
-        kr_respond_error(r, 404, r->proto == KR_PROTO_OPENAI ? "invalid_request_error" : "not_found_error",
+        kr_respond_error(r, 404, r->proto == KR_PROTO_ANTHROPIC ? "not_found_error" : "invalid_request_error",
                          "no route for %.*s %.*s", (int)(h->method.n < 16 ? h->method.n : 16),
                          h->method.p, (int)(h->path.n < 128 ? h->path.n : 128), h->path.p);
         return;
@@ -477,8 +587,10 @@ void kr_proxy_start(void *ctx, kr_conn *c, const kr_http_req *h)
                              get ? "GET" : "POST");
         return;
     }
-    if (h->query.n && !(h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9)) &&
-        rd->kind != KR_RK_MODELS) {
+    if (rd->proto == KR_PROTO_GEMINI) {
+        if (!gemini_query(r)) return;
+    } else if (h->query.n && !(h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9)) &&
+               rd->kind != KR_RK_MODELS) {
         /* only ?beta=true is meaningful; refuse rather than silently drop */
         kr_respond_error(r, 400, "invalid_request_error", "unsupported query string");
         return;
@@ -505,8 +617,7 @@ static void load_platform_keys(kr_proxy *s)
             continue;
         }
         kr_buf b = KR_BUF_INIT(8192);
-        if (kr_buf_printf(&b, p->header == KR_AUTH_BEARER ? "Authorization: Bearer %s" : "x-api-key: %s",
-                          k)) {
+        if (kr_buf_puts(&b, kr_auth_style_prefix(p->header)) || kr_buf_puts(&b, k)) {
             kr_buf_free(&b);
             continue;
         }

@@ -32,7 +32,9 @@
 
 void kr_sse_usage_init(kr_sse_usage *s, kr_proto proto, size_t max_event)
 {
-    kr_sse_usage_init_wire(s, proto == KR_PROTO_OPENAI ? KR_WIRE_OPENAI_CHAT : KR_WIRE_ANTHROPIC,
+    kr_sse_usage_init_wire(s, proto == KR_PROTO_OPENAI   ? KR_WIRE_OPENAI_CHAT
+                              : proto == KR_PROTO_GEMINI ? KR_WIRE_GEMINI
+                                                         : KR_WIRE_ANTHROPIC,
                            max_event);
 }
 
@@ -40,7 +42,9 @@ void kr_sse_usage_init_wire(kr_sse_usage *s, kr_wire wire, size_t max_event)
 {
     memset(s, 0, sizeof *s);
     s->wire = wire;
-    s->proto = wire == KR_WIRE_ANTHROPIC ? KR_PROTO_ANTHROPIC : KR_PROTO_OPENAI;
+    s->proto = wire == KR_WIRE_ANTHROPIC ? KR_PROTO_ANTHROPIC
+               : wire == KR_WIRE_GEMINI  ? KR_PROTO_GEMINI
+                                         : KR_PROTO_OPENAI;
     s->max_event = max_event ? max_event : DEFAULT_MAX_EVENT;
     kr_buf_init(&s->line, s->max_event);
     kr_buf_init(&s->data, s->max_event);
@@ -133,6 +137,29 @@ static int responses_usage(const kr_jval *obj, kr_usage *u)
     u->input_tokens = input > cached ? input - cached : 0;
     u->output_tokens = output;
     u->cache_read_tokens = cached;
+    u->cache_write_tokens = 0;
+    u->seen = true;
+    return rc;
+}
+
+/* Gemini usageMetadata: a running total, so the whole record is replaced.
+ * promptTokenCount includes the cached tokens; the tool-use prompt is billed
+ * at the input rate, thoughts at the output rate. */
+static int gemini_usage(const kr_jval *obj, kr_usage *u)
+{
+    static const char *const keys[] = {"promptTokenCount", "cachedContentTokenCount",
+                                       "candidatesTokenCount", "thoughtsTokenCount",
+                                       "toolUsePromptTokenCount"};
+    kr_jval f[5];
+    uint64_t x[5] = {0, 0, 0, 0, 0};
+    int rc = 0;
+    if (kr_json_object_get(obj->p, obj->n, keys, f, 5)) return KR_EPARSE;
+    for (size_t i = 0; i < 5; i++)
+        if (field_u64(&f[i], &x[i]) < 0) rc = KR_EPARSE;
+    uint64_t prompt = x[0], cached = x[1];
+    u->input_tokens = (prompt > cached ? prompt - cached : 0) + x[4];
+    u->cache_read_tokens = cached;
+    u->output_tokens = x[2] + x[3];
     u->cache_write_tokens = 0;
     u->seen = true;
     return rc;
@@ -322,6 +349,39 @@ static void responses_event(kr_sse_usage *s, const char *d, size_t n)
     else s->done = true;
 }
 
+/* A GenerateContentResponse (one stream chunk, or a whole body): its usage,
+ * its model and whether a candidate finished. */
+static int gemini_response(const char *d, size_t n, kr_usage *u, char *model, size_t modelcap,
+                           bool *finished, bool *error)
+{
+    static const char *const keys[] = {"usageMetadata", "modelVersion", "candidates", "error"};
+    kr_jval v[4];
+    if (kr_json_object_get(d, n, keys, v, 4)) return KR_EPARSE;
+    int rc = 0;
+    if (v[0].type == KR_JSON_OBJECT && gemini_usage(&v[0], u)) rc = KR_EPARSE;
+    if (model && v[1].type == KR_JSON_STRING) copy_model(model, modelcap, &v[1]);
+    if (error && v[3].type == KR_JSON_OBJECT) *error = true;
+    kr_jval c, fr;
+    static const char *const ckeys[] = {"finishReason"};
+    const char *pos = NULL;
+    while (finished && v[2].type == KR_JSON_ARRAY && !kr_json_array_next(&v[2], &pos, &c)) {
+        if (c.type == KR_JSON_OBJECT && !kr_json_object_get(c.p, c.n, ckeys, &fr, 1) &&
+            fr.type == KR_JSON_STRING)
+            *finished = true;
+    }
+    return rc;
+}
+
+static void gemini_event(kr_sse_usage *s, const char *d, size_t n)
+{
+    if (!starts_object(d, n)) {
+        if (kr_json_validate(d, n)) s->malformed = true;
+        return;
+    }
+    if (gemini_response(d, n, &s->usage, s->model, sizeof s->model, &s->done, &s->error_event))
+        s->malformed = true;
+}
+
 static void end_event(kr_sse_usage *s)
 {
     kr_buf_reset(&s->data);
@@ -337,6 +397,8 @@ static void dispatch(kr_sse_usage *s)
         const char *d = s->data.data ? s->data.data : "";
         if (s->wire == KR_WIRE_OPENAI_RESPONSES)
             responses_event(s, d, s->data.len);
+        else if (s->wire == KR_WIRE_GEMINI)
+            gemini_event(s, d, s->data.len);
         else if (s->proto == KR_PROTO_OPENAI)
             openai_event(s, d, s->data.len);
         else
@@ -482,10 +544,39 @@ void kr_sse_usage_finish(kr_sse_usage *s)
 
 /* ---- non-streaming ----------------------------------------------------- */
 
+/* A whole Gemini body: one response, or the array a stream without alt=sse
+ * answers (the last element's usage: a running total). */
+static int gemini_body(const char *body, size_t n, kr_usage *u, char *model, size_t modelcap)
+{
+    if (!body) return KR_EPARSE;
+    size_t i = 0;
+    while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) i++;
+    int rc;
+    if (i < n && body[i] == '[') {
+        if (kr_json_validate(body, n)) return KR_EPARSE;
+        kr_jval arr = {KR_JSON_ARRAY, body + i, n - i}, e;
+        const char *pos = NULL;
+        rc = KR_ENOTFOUND;
+        while (!kr_json_array_next(&arr, &pos, &e)) {
+            if (e.type != KR_JSON_OBJECT) continue;
+            kr_usage one = {0};
+            if (gemini_response(e.p, e.n, &one, model, modelcap, NULL, NULL)) return KR_EPARSE;
+            if (one.seen) *u = one, rc = 0;
+        }
+    } else {
+        rc = gemini_response(body, n, u, model, modelcap, NULL, NULL);
+        if (!rc && !u->seen) rc = KR_ENOTFOUND;
+    }
+    if (rc) memset(u, 0, sizeof *u);
+    return rc;
+}
+
 int kr_usage_from_json(kr_proto proto, const char *body, size_t n, kr_usage *u, char *model,
                        size_t modelcap)
 {
-    return kr_usage_from_json_wire(proto == KR_PROTO_OPENAI ? KR_WIRE_OPENAI_CHAT : KR_WIRE_ANTHROPIC,
+    return kr_usage_from_json_wire(proto == KR_PROTO_OPENAI   ? KR_WIRE_OPENAI_CHAT
+                                   : proto == KR_PROTO_GEMINI ? KR_WIRE_GEMINI
+                                                              : KR_WIRE_ANTHROPIC,
                                    body, n, u, model, modelcap);
 }
 
@@ -498,6 +589,7 @@ int kr_usage_from_json_wire(kr_wire wire, const char *body, size_t n, kr_usage *
     if (!u) return KR_EINVAL;
     memset(u, 0, sizeof *u);
     if (model && modelcap) model[0] = 0;
+    if (wire == KR_WIRE_GEMINI) return gemini_body(body, n, u, model, modelcap);
     if (kr_json_object_get(body, n, keys, v, 2)) {
         if (body && !starts_object(body, n) && kr_json_validate(body, n) == 0) return KR_ENOTFOUND;
         return KR_EPARSE;

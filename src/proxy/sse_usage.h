@@ -19,6 +19,15 @@
  *              final event repeats the whole response object and can be
  *              large: an event over max_event that was a final one sets
  *              `usage_lost` (the caller records the row as such and says so).
+ *   Gemini     every chunk (data only, no event names) is a
+ *              GenerateContentResponse whose usageMetadata is a running total:
+ *              the last one seen wins, never a sum. input = promptTokenCount -
+ *              cachedContentTokenCount + toolUsePromptTokenCount, cache_read =
+ *              cachedContentTokenCount, output = candidatesTokenCount +
+ *              thoughtsTokenCount. A candidate with a finishReason -> done;
+ *              an "error" object -> error_event. Non-streaming: one such
+ *              object, or (streamGenerateContent without alt=sse) an array of
+ *              them, of which the last usage counts.
  * Malformed input never stops the relay; it only sets `malformed`.
  */
 #ifndef KR_SSE_USAGE_H
@@ -36,6 +45,7 @@ typedef enum {
     KR_WIRE_ANTHROPIC = 0,
     KR_WIRE_OPENAI_CHAT = 1,
     KR_WIRE_OPENAI_RESPONSES = 2,
+    KR_WIRE_GEMINI = 3,
 } kr_wire;
 
 typedef struct kr_sse_usage {

@@ -92,9 +92,11 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
         }
         kr_provider *p = c->cur_p;
         if (!strcmp(key, "protocol")) {
-            if (!strcmp(value, "anthropic")) p->proto = KR_PROTO_ANTHROPIC;
-            else if (!strcmp(value, "openai")) p->proto = KR_PROTO_OPENAI;
-            else return kr_fail(d, KR_EPARSE, "line %d: protocol must be anthropic or openai", line);
+            int pr = kr_proto_parse(value);
+            if (pr < 0)
+                return kr_fail(d, KR_EPARSE, "line %d: protocol must be anthropic, openai or gemini",
+                               line);
+            p->proto = (kr_proto)pr;
         } else if (!strcmp(key, "base_url")) {
             kr_diag inner = {{0}};
             int rc = set_base_url(p, value, &inner);
@@ -105,7 +107,10 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
         } else if (!strcmp(key, "header")) {
             if (!strcmp(value, "x-api-key")) p->header = KR_AUTH_X_API_KEY;
             else if (!strcmp(value, "bearer")) p->header = KR_AUTH_BEARER;
-            else return kr_fail(d, KR_EPARSE, "line %d: header must be x-api-key or bearer", line);
+            else if (!strcmp(value, "x-goog-api-key")) p->header = KR_AUTH_X_GOOG_API_KEY;
+            else
+                return kr_fail(d, KR_EPARSE, "line %d: header must be x-api-key, bearer or x-goog-api-key",
+                               line);
         } else if (!strcmp(key, "platform")) {
             if (parse_bool(value, &p->platform))
                 return kr_fail(d, KR_EPARSE, "line %d: platform must be true or false", line);

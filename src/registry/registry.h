@@ -29,7 +29,15 @@
 
 #define KR_REG_MAX_LIST 8
 
-typedef enum { KR_AUTH_X_API_KEY = 0, KR_AUTH_BEARER = 1 } kr_auth_style;
+typedef enum { KR_AUTH_X_API_KEY = 0, KR_AUTH_BEARER = 1, KR_AUTH_X_GOOG_API_KEY = 2 } kr_auth_style;
+
+/* The header line prefix a key is sent with in this style ("x-api-key: ",
+ * "Authorization: Bearer ", "x-goog-api-key: "). */
+static inline const char *kr_auth_style_prefix(kr_auth_style s)
+{
+    return s == KR_AUTH_BEARER ? "Authorization: Bearer " : s == KR_AUTH_X_GOOG_API_KEY ? "x-goog-api-key: "
+                                                                                        : "x-api-key: ";
+}
 
 typedef struct kr_provider {
     char name[32];

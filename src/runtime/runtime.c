@@ -84,9 +84,10 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             return split(value, rt->vars[i].v[0], 64, KR_RT_MAX_NAMES, &rt->vars[i].n, true, d,
                          line);
     if (!strcmp(key, "protocol")) {
-        if (!strcmp(value, "anthropic")) rt->proto = KR_PROTO_ANTHROPIC;
-        else if (!strcmp(value, "openai")) rt->proto = KR_PROTO_OPENAI;
-        else return kr_fail(d, KR_EPARSE, "line %d: protocol must be anthropic or openai", line);
+        int pr = kr_proto_parse(value);
+        if (pr < 0)
+            return kr_fail(d, KR_EPARSE, "line %d: protocol must be anthropic, openai or gemini", line);
+        rt->proto = (kr_proto)pr;
     } else if (!strcmp(key, "aliases")) {
         return split(value, rt->aliases.v[0], 64, KR_RT_MAX_NAMES, &rt->aliases.n, false, d, line);
     } else if (!strcmp(key, "commands")) {

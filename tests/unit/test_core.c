@@ -92,12 +92,20 @@ Test(cred, classes_by_shape)
         {"sk-proj-abcdef", KR_CRED_OPENAI_KEY},
         {"sk-svcacct-abcdef", KR_CRED_OPENAI_KEY},
         {"sk-abcdefghijklmnopqrstuvwxyz", KR_CRED_VENDOR_KEY},
+        {"AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", KR_CRED_GOOGLE_KEY},
+        {"ya29.a0AfH6SMBx-abcdefghijklmnop", KR_CRED_GOOGLE_OAUTH},
+        {"AIza-short", KR_CRED_UNKNOWN},
         {"hello", KR_CRED_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         cr_assert_eq(kr_cred_classify(t[i].s, strlen(t[i].s)), t[i].c, "%s", t[i].s);
     cr_assert_str_eq(kr_cred_class_name(KR_CRED_ANTHROPIC_OAUTH), "oauth");
     cr_assert(kr_cred_is_vendor(KR_CRED_ANTHROPIC_OAUTH));
+    cr_assert(kr_cred_is_vendor(KR_CRED_GOOGLE_KEY) && kr_cred_is_vendor(KR_CRED_GOOGLE_OAUTH));
+    size_t off, len;
+    const char *hdr = "x-goog-api-key: AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";
+    cr_assert_eq(kr_cred_find(hdr, strlen(hdr), &off, &len), KR_CRED_GOOGLE_KEY);
+    cr_assert_eq(off, 16);
     cr_assert_not(kr_cred_is_vendor(KR_CRED_WORKSPACE_TOKEN));
 }
 
@@ -156,7 +164,7 @@ Test(log, redaction_covers_every_shape_prefix)
         "sk-abcdefgh1234",     "krws_abcdefgh1234",  "ghp_abcdefgh1234",    "gho_abcdefgh1234",
         "ghs_abcdefgh1234",    "ghu_abcdefgh1234",   "github_pat_abcd1234", "glpat-abcdefgh1234",
         "xoxb-abcdefgh1234",   "xoxp-abcdefgh1234",  "AKIAABCDEFGH1234",    "ASIAABCDEFGH1234",
-        "Bearer abcdefgh1234", "bearer abcdefgh1234"};
+        "Bearer abcdefgh1234", "bearer abcdefgh1234", "AIzaSyABCDEFGH1234",  "ya29.abcdefgh1234"};
     for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
         char in[128];
         snprintf(in, sizeof in, "{\"v\":\"%s\",\"w\":\"x%s\"}", toks[i], toks[i]);

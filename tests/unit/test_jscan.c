@@ -741,3 +741,27 @@ Test(jscan, large_request_body)
     cr_expect_eq(kr_json_object_get(p, n, req_keys, v, 4), KR_EPARSE);
     free(p);
 }
+
+Test(jscan, array_elements_in_turn_and_by_index)
+{
+    const char *doc = "{\"a\": [ {\"x\":1} , \"s,]\" ,[1,[2]], null ]}";
+    kr_jval a, e;
+    cr_assert_eq(kr_json_get(doc, strlen(doc), "a", &a), 0);
+    cr_assert_eq(a.type, KR_JSON_ARRAY);
+    const char *pos = NULL;
+    kr_json_type want[] = {KR_JSON_OBJECT, KR_JSON_STRING, KR_JSON_ARRAY, KR_JSON_NULL};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(kr_json_array_next(&a, &pos, &e), 0, "element %zu", i);
+        cr_assert_eq(e.type, want[i]);
+    }
+    cr_assert_eq(kr_json_array_next(&a, &pos, &e), KR_ENOTFOUND);
+    cr_assert_eq(kr_json_array_at(&a, 2, &e), 0);
+    cr_assert_eq(e.n, 7); /* [1,[2]] */
+    cr_assert_eq(kr_json_array_at(&a, 4, &e), KR_ENOTFOUND);
+    kr_jval empty = {KR_JSON_ARRAY, "[ ]", 3}, bad = {KR_JSON_ARRAY, "[1 2]", 5},
+            notarr = {KR_JSON_OBJECT, "{}", 2};
+    pos = NULL;
+    cr_assert_eq(kr_json_array_next(&empty, &pos, &e), KR_ENOTFOUND);
+    cr_assert_eq(kr_json_array_at(&bad, 1, &e), KR_EPARSE);
+    cr_assert_eq(kr_json_array_at(&notarr, 0, &e), KR_EPARSE);
+}

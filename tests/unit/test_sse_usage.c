@@ -820,3 +820,103 @@ Test(sse_usage, from_json_errors)
     cr_expect(u.seen);
     cr_expect_eq(kr_usage_from_json(KR_PROTO_ANTHROPIC, NULL, 0, &u, NULL, 0), KR_EPARSE);
 }
+
+/* ---- Gemini ------------------------------------------------------------- */
+
+/* A Gemini stream (alt=sse): usageMetadata is a running total on every
+ * chunk; the last one counts, never the sum. CRLF framing as Google sends
+ * it; the text of one chunk spells the field names to fool a substring
+ * search. */
+static const char gemini_stream[] =
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},"
+    "\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 1200,\"cachedContentTokenCount\": "
+    "1000,\"candidatesTokenCount\": 1,\"totalTokenCount\": 1201,\"promptTokensDetails\": "
+    "[{\"modality\": \"TEXT\",\"tokenCount\": 1200}]},\"modelVersion\": \"gemini-2.5-flash\","
+    "\"responseId\": \"r1\"}\r\n\r\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo \\\"finishReason\\\": "
+    "\\\"usageMetadata\\\"\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": "
+    "{\"promptTokenCount\": 1200,\"cachedContentTokenCount\": 1000,\"candidatesTokenCount\": 7,"
+    "\"thoughtsTokenCount\": 40,\"totalTokenCount\": 1247},\"modelVersion\": "
+    "\"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"!\"}],\"role\": \"model\"},"
+    "\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 1200,"
+    "\"cachedContentTokenCount\": 1000,\"candidatesTokenCount\": 9,\"thoughtsTokenCount\": 40,"
+    "\"toolUsePromptTokenCount\": 25,\"totalTokenCount\": 1274},\"modelVersion\": "
+    "\"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n";
+
+static kr_usage gemini_feed(const char *d, size_t n, size_t step, kr_sse_usage *s)
+{
+    kr_sse_usage_init_wire(s, KR_WIRE_GEMINI, MIB);
+    for (size_t i = 0; i < n; i += step)
+        kr_sse_usage_feed(s, d + i, n - i < step ? n - i : step);
+    kr_sse_usage_finish(s);
+    return s->usage;
+}
+
+Test(sse_usage, gemini_stream_last_usage_wins_at_every_split)
+{
+    size_t n = sizeof gemini_stream - 1;
+    for (size_t step = 1; step <= n; step += step < 64 ? 1 : 97) {
+        kr_sse_usage s;
+        kr_usage u = gemini_feed(gemini_stream, n, step, &s);
+        /* input = prompt - cached + tool-use prompt; output = candidates + thoughts */
+        cr_assert_eq(u.input_tokens, 1200 - 1000 + 25, "step %zu", step);
+        cr_assert_eq(u.cache_read_tokens, 1000);
+        cr_assert_eq(u.output_tokens, 9 + 40);
+        cr_assert_eq(u.cache_write_tokens, 0);
+        cr_assert(u.seen && s.done && !s.malformed && !s.error_event);
+        cr_assert_eq(s.events, 3);
+        cr_assert_str_eq(s.model, "gemini-2.5-flash");
+        kr_sse_usage_free(&s);
+    }
+}
+
+Test(sse_usage, gemini_cut_stream_is_not_done_but_keeps_its_usage)
+{
+    const char *cut = strstr(gemini_stream, "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"!\"");
+    kr_sse_usage s;
+    kr_usage u = gemini_feed(gemini_stream, (size_t)(cut - gemini_stream), 7, &s);
+    cr_assert(!s.done, "the text of a chunk named finishReason: not a finish");
+    cr_assert_eq(u.output_tokens, 7 + 40);
+    cr_assert_eq(u.input_tokens, 200);
+    kr_sse_usage_free(&s);
+}
+
+Test(sse_usage, gemini_error_chunk_and_garbage)
+{
+    const char *d = "data: {\"error\": {\"code\": 503, \"message\": \"overloaded\", \"status\": "
+                    "\"UNAVAILABLE\"}}\r\n\r\ndata: [1,2\r\n\r\ndata: \"text\"\r\n\r\n";
+    kr_sse_usage s;
+    gemini_feed(d, strlen(d), 5, &s);
+    cr_assert(s.error_event && s.malformed && !s.usage.seen && !s.done);
+    kr_sse_usage_free(&s);
+}
+
+Test(sse_usage, from_json_gemini_object_and_array)
+{
+    const char *one = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}],\"role\":\"model\"},"
+                      "\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":50,"
+                      "\"candidatesTokenCount\":5,\"thoughtsTokenCount\":3,\"totalTokenCount\":58},"
+                      "\"modelVersion\":\"gemini-2.5-pro\"}";
+    kr_usage u;
+    char model[64];
+    cr_assert_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, one, strlen(one), &u, model, sizeof model), 0);
+    cr_expect_eq(u.input_tokens, 50);
+    cr_expect_eq(u.output_tokens, 8);
+    cr_expect_str_eq(model, "gemini-2.5-pro");
+    /* streamGenerateContent without alt=sse: a JSON array of chunks, running totals */
+    const char *arr = "[{\"usageMetadata\":{\"promptTokenCount\":50,\"candidatesTokenCount\":1}},"
+                      "{\"candidates\":[]},"
+                      "{\"usageMetadata\":{\"promptTokenCount\":50,\"candidatesTokenCount\":9,"
+                      "\"cachedContentTokenCount\":20}}]";
+    cr_assert_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, arr, strlen(arr), &u, NULL, 0), 0);
+    cr_expect_eq(u.input_tokens, 30);
+    cr_expect_eq(u.cache_read_tokens, 20);
+    cr_expect_eq(u.output_tokens, 9);
+    cr_expect_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, "{\"candidates\":[]}", 17, &u, NULL, 0),
+                 KR_ENOTFOUND);
+    cr_expect_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, "[{\"a\":1},", 9, &u, NULL, 0), KR_EPARSE);
+    cr_expect_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, "{\"usageMetadata\":{\"promptTokenCount\":-1}}",
+                                         41, &u, NULL, 0),
+                 KR_EPARSE);
+}
