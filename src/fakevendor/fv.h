@@ -1,8 +1,8 @@
 /*
  * fv.h -- keyrail-fakevendor, a fake upstream LLM vendor (Anthropic Messages,
- * OpenAI chat completions and OpenAI Responses wire formats) for keyrail's
- * integration tests, end-to-end tests with the real Claude Code / Codex CLIs
- * and official SDKs, demos and benchmarks.
+ * OpenAI chat completions, OpenAI Responses and Google Gemini wire formats)
+ * for keyrail's integration tests, end-to-end tests with the real Claude
+ * Code / Codex / Gemini CLIs and official SDKs, demos and benchmarks.
  *
  * FILES (this header is the module's only one; it holds the shared types and
  * the functions the files share, each such function named fv_*):
@@ -23,6 +23,9 @@
  *                   list, OpenAI-shaped errors (Responses uses them too)
  *   fv_responses.c  OpenAI Responses API (its wire format is described there,
  *                   RESPONSES API)
+ *   fv_gemini.c     Google Gemini API (generateContent, streamGenerateContent,
+ *                   countTokens, models; its wire format is described there,
+ *                   GEMINI API), Google-shaped errors
  *   A new wire protocol is a new fv_NAME.c defining one fv_proto_t, declared
  *   at the end of this header and listed in FV_PROTOS (fv_core.c).
  *
@@ -60,7 +63,20 @@
  *   POST .../v1/responses              OpenAI Responses API (stream or not; see
  *                                      RESPONSES API in fv_responses.c); errors
  *                                      OpenAI-shaped
- *   GET  .../v1/models                 Anthropic list shape if the request has
+ *   POST .../v1beta/models/{model}:generateContent   Gemini (also under
+ *   POST .../v1beta/models/{model}:streamGenerateContent   .../v1/models/;
+ *   POST .../v1beta/models/{model}:countTokens   see GEMINI API in
+ *                                      fv_gemini.c): the model is the path's;
+ *                                      streamGenerateContent streams SSE with
+ *                                      ?alt=sse, else one JSON array;
+ *                                      countTokens {"totalTokens": IN +
+ *                                      cache_read, ...}; errors Google-shaped
+ *   GET  .../v1beta/models[/{model}]   Gemini model list / one model
+ *   GET  .../v1/models                 Gemini's list if the request carries a
+ *                                      Google credential (x-goog-api-key,
+ *                                      ?key=, a ya29. OAuth token; so does
+ *                                      .../v1/models/{model}), else the
+ *                                      Anthropic list shape if the request has
  *                                      an anthropic-version header, else the
  *                                      OpenAI {"object":"list",...} shape
  *   GET    /_fake/requests[?since=SEQ] JSON array of recorded requests
@@ -69,7 +85,10 @@
  *   GET    /_fake/stats                cumulative counters since start or the
  *                                      last DELETE (see STATS below)
  *   GET    /_fake/healthz              200 {"ok":true}
- *   anything else                      404, Anthropic-shaped JSON error
+ *   anything else                      404, Anthropic-shaped JSON error (a
+ *                                      path with a /v1beta/ segment, another
+ *                                      action on .../models/{model}: Google-
+ *                                      shaped)
  *   /_fake/... requests are never recorded and ignore overrides/fault modes.
  *
  * DETERMINISM (the defaults; every value is overridable, see below)
@@ -79,12 +98,15 @@
  *   cache_read = cache_write = 0
  *   REPLY = "Hello from fakevendor."  split into N byte-ranges (never inside a
  *           UTF-8 sequence; pieces may be empty if N > length)
- *   REASONING = 0                    reasoning tokens, part of OUT (OpenAI)
+ *   REASONING = 0                    reasoning tokens, part of OUT (OpenAI,
+ *                                    Gemini)
+ *   TOOL_USE_PROMPT = 0              Gemini's toolUsePromptTokenCount
  *   If the request has max_tokens (or max_completion_tokens; for Responses
- *   only max_output_tokens) < OUT, OUT is clamped to it and stop_reason is
- *   "max_tokens" (OpenAI finish_reason "length", Responses status
- *   "incomplete"); the reply text is not shortened.  REASONING is then
- *   clamped to OUT.
+ *   only max_output_tokens; for Gemini only generationConfig.maxOutputTokens)
+ *   < OUT, OUT is clamped to it and stop_reason is "max_tokens" (OpenAI
+ *   finish_reason "length", Responses status "incomplete", Gemini
+ *   finishReason "MAX_TOKENS"); the reply text is not shortened.  REASONING
+ *   is then clamped to OUT.
  *   "in" always means uncached input tokens (Anthropic semantics).  OpenAI:
  *   prompt_tokens = IN + cache_read, prompt_tokens_details.cached_tokens =
  *   cache_read, completion_tokens = OUT (which includes
@@ -93,15 +115,35 @@
  *   input_tokens_details.cached_tokens = cache_read, output_tokens = OUT
  *   (including output_tokens_details.reasoning_tokens = REASONING),
  *   total_tokens = input_tokens + output_tokens.  Anthropic has no reasoning
- *   field: REASONING only shows in the OpenAI shapes.
- *   Ids: msg_fake_<seq>, chatcmpl-fake-<seq>, resp_fake_<seq>, request-id
- *   req_fake_<seq>, where <seq> is the 12-digit zero-padded record sequence
- *   number.
+ *   field: REASONING only shows in the OpenAI and Gemini shapes.
+ *   Gemini usageMetadata (zero counts left out as the real API does, except
+ *   promptTokenCount and totalTokenCount; streams carry running totals, see
+ *   fv_gemini.c):
+ *     promptTokenCount        = IN + cache_read
+ *     cachedContentTokenCount = cache_read            (when > 0)
+ *     candidatesTokenCount    = OUT - REASONING       (when > 0)
+ *     thoughtsTokenCount      = REASONING             (when > 0)
+ *     toolUsePromptTokenCount = TOOL_USE_PROMPT       (when > 0)
+ *     totalTokenCount         = promptTokenCount + candidatesTokenCount +
+ *                               thoughtsTokenCount + toolUsePromptTokenCount
+ *   (the real API's sum); cache_write has no Gemini field.  In keyrail's
+ *   sense (the record's planned and served, one source of truth for the
+ *   metering tests): input = IN + TOOL_USE_PROMPT (uncached prompt plus
+ *   tool-use prompt), output = candidates + thoughts = OUT, cache_read =
+ *   cache_read, cache_write = 0.
+ *   Ids: msg_fake_<seq>, chatcmpl-fake-<seq>, resp_fake_<seq>, Gemini
+ *   responseId gem_fake_<seq>, request-id (x-request-id) req_fake_<seq>,
+ *   where <seq> is the 12-digit zero-padded record sequence number.
  *
  * OVERRIDES, per request.  Keys:
  *   in out cache_read cache_write events reply mode delay_ms after status
- *   interval_ms reasoning pad          (reply: one word, '_' becomes ' ')
- *   reasoning=N  reasoning tokens within OUT (clamped to OUT); OpenAI shapes
+ *   interval_ms reasoning pad tool_use_prompt tool tool_name
+ *                                      (reply: one word, '_' becomes ' ')
+ *   reasoning=N  reasoning tokens within OUT (clamped to OUT); OpenAI and
+ *                Gemini shapes
+ *   tool_use_prompt=N  Gemini only: toolUsePromptTokenCount (tokens of tool
+ *                results the model was prompted with), counted as input in
+ *                the record's planned and served; ignored elsewhere
  *   pad=BYTES    Responses API only: the final response object (non-stream
  *                body, response.completed / response.incomplete) gets a
  *                second output item, a message "msg_fake_<seq>_pad" whose
@@ -115,7 +157,8 @@
  *                syntax), when the request qualifies; see SCRIPTED TOOL
  *                CALLS below.  At most 4096 bytes decoded.
  *   tool_name=NAME  the tool call's name instead of the protocol's default
- *                (Bash, exec_command, shell); 1 to 128 of A-Z a-z 0-9 _ - . :
+ *                (Bash, exec_command, shell, run_shell_command); 1 to 128 of
+ *                A-Z a-z 0-9 _ - . :
  *   (aliases: cache_creation=cache_write, delay=delay_ms, interval=interval_ms)
  *   Invalid values: a numeric value that is not 1 to 15 digits is ignored
  *   (the key keeps its default); an unknown mode, a tool= that is empty, has
@@ -143,21 +186,28 @@
  *   A request to a protocol's own endpoint (not count_tokens, not the model
  *   list) with tool= set gets the tool call instead of the text reply when
  *   both hold:
- *   a. it declares tools: its top-level "tools" is a non-empty array.
- *      Utility calls a CLI makes with the same prompt but no tools (titles,
- *      topics, summaries) get the text reply.
+ *   a. it declares tools: its top-level "tools" is a non-empty array (for
+ *      Gemini: one of its elements has a non-empty "functionDeclarations"
+ *      array, so a tools array of only googleSearch / codeExecution
+ *      declares none).  Utility calls a CLI makes with the same prompt but
+ *      no tools (titles, topics, summaries, Gemini CLI's model router) get
+ *      the text reply.
  *   b. it carries no tool result yet, so the agent loop ends: tool call,
  *      tool result, text.  A tool result is, in the top-level "messages" or
  *      "input" array, an element with "role":"tool" (chat completions) or
  *      "type":"function_call_output" / "custom_tool_call_output"
  *      (Responses), or in such an element's "content" array an element with
- *      "type":"tool_result" (Anthropic).  These are found by a bounded scan
- *      of the body's JSON structure (no DOM, linear in the body, two levels
- *      below the array): strings are skipped whole, so prompt text that
- *      mentions "tool_result" is no tool result; a key or value spelt with
- *      \u escapes is not recognised.  Any tool result anywhere in the
- *      conversation counts, so one conversation gets at most one scripted
- *      call.
+ *      "type":"tool_result" (Anthropic); in Gemini's top-level "contents"
+ *      array, an element whose "parts" array has an element with a
+ *      "functionResponse" member.  These are found by a bounded scan of the
+ *      body's JSON structure (no DOM, linear in the body, two levels below
+ *      the array): strings are skipped whole, so prompt text that mentions
+ *      "tool_result" is no tool result; a key or value spelt with \u
+ *      escapes is not recognised (Gemini's keys are also taken in
+ *      snake_case, functionDeclarations / function_declarations,
+ *      functionResponse / function_response, as Google's parser takes
+ *      both).  Any tool result anywhere in the conversation counts, so one
+ *      conversation gets at most one scripted call.
  *   The call, per protocol (<seq> as in DETERMINISM; CMD JSON-escaped):
  *     Anthropic   a tool_use block, id toolu_fake_<seq>, default name Bash,
  *                 input {"command":CMD}; stop_reason "tool_use"
@@ -167,17 +217,23 @@
  *     chat        message.tool_calls [{id call_fake_<seq>, type function,
  *                 default name shell, arguments "{\"command\":CMD}"}],
  *                 content null; finish_reason "tool_calls"
- *   The argument key (command, cmd, command) stays with tool_name=.  The
- *   exact shapes and stream events are described at the top of each
- *   protocol's file.  Streams keep their event counts (Anthropic N+6,
- *   chat N+3 [+1]; Responses N+6, see fv_responses.c): the N text deltas
- *   become N deltas of the arguments' JSON text (input_json_delta
- *   partial_json, function_call_arguments.delta, delta.tool_calls
- *   arguments), split like the reply, their concatenation the arguments
- *   JSON.  Usage is exactly as for a text reply (DETERMINISM); OUT clamped
- *   to max_tokens still gives "max_tokens" / "length" / "incomplete" (the
- *   call itself stays whole).  Fault modes apply unchanged.  The record's
- *   "tool_call" says whether the answer was one.
+ *     Gemini      a part {"functionCall":{"name":NAME,"args":{"command":
+ *                 CMD}}}, default name run_shell_command (Gemini CLI's
+ *                 shell tool, parameter "command"); finishReason "STOP"
+ *                 as the real API gives (no id: the Gemini API sends none)
+ *   The argument key (command, cmd, command, command) stays with
+ *   tool_name=.  The exact shapes and stream events are described at the
+ *   top of each protocol's file.  Streams keep their event counts
+ *   (Anthropic N+6, chat N+3 [+1]; Responses N+6, see fv_responses.c;
+ *   Gemini max(N,1)): the N text deltas become N deltas of the arguments'
+ *   JSON text (input_json_delta partial_json, function_call_arguments.delta,
+ *   delta.tool_calls arguments), split like the reply, their concatenation
+ *   the arguments JSON; Gemini has no partial arguments, so its last chunk
+ *   carries the whole functionCall and the ones before it an empty content.
+ *   Usage is exactly as for a text reply (DETERMINISM); OUT clamped to
+ *   max_tokens still gives "max_tokens" / "length" / "incomplete" /
+ *   "MAX_TOKENS" (the call itself stays whole).  Fault modes apply
+ *   unchanged.  The record's "tool_call" says whether the answer was one.
  *
  * FAULT MODES (key mode=...).  delay_ms / interval_ms also work with any mode.
  *   delay      wait delay_ms (default 1000) before sending the response head
@@ -188,10 +244,11 @@
  *   reset_mid  same, then reset the TCP connection (RST, ~20 ms after the
  *              bytes were handed to the kernel so the peer receives them)
  *   status     answer `status` (default 500) with a vendor-shaped JSON error
- *              (Anthropic or OpenAI depending on endpoint); 429 adds
- *              retry-after: 1
+ *              (Anthropic, OpenAI or Google depending on endpoint); 429 adds
+ *              retry-after: 1 (and Google's RetryInfo retryDelay "1s")
  *   malformed  stream `after` good events, then one event whose data: line is
- *              broken JSON, then the rest of the stream normally.
+ *              broken JSON, then the rest of the stream normally (a Gemini
+ *              JSON-array stream: one broken array element).
  *              Non-stream: a truncated JSON body (content-length consistent).
  *   drip       stream with interval_ms (default 100) between events
  *   storm      the 1st, 3rd, 5th, ... request in storm mode (counted since
@@ -201,7 +258,8 @@
  *   "after" counts complete SSE events: Anthropic counts message_start,
  *   content_block_start, ping, each delta, ...; OpenAI counts every "data:"
  *   chunk including the final [DONE]; Responses counts every event from
- *   response.created on.  Stream event order:
+ *   response.created on; Gemini counts chunks (SSE events or JSON-array
+ *   elements).  Stream event order:
  *   Anthropic (N+6 events): message_start, content_block_start, ping,
  *     N x content_block_delta, content_block_stop, message_delta, message_stop
  *   OpenAI (N+3 events, +1 with include_usage): role chunk, N content chunks,
@@ -214,6 +272,10 @@
  *     response.output_text.done, response.content_part.done,
  *     response.output_item.done, response.completed (response.incomplete
  *     when OUT was clamped)
+ *   Gemini (max(N,1) chunks, see GEMINI API in fv_gemini.c): chunk k with
+ *     reply piece k and running usage; the last with finishReason.  SSE
+ *     events end in "\r\n\r\n" (Google's separator), with no [DONE]; the
+ *     JSON array is "[" CHUNK ("\n,\r\n" CHUNK)... "\n]".
  *   No mode ends a Responses stream with response.failed or an error event:
  *   status/storm errors come before the head (HTTP error, OpenAI-shaped), the
  *   mid-stream faults cut the stream.
@@ -226,21 +288,28 @@
  * gets the same objects as JSON lines, written when each request finishes,
  * so file order is finish order).  In memory: the last 10,000 requests.
  *   {"seq":N, "t_ms": ms since start, "method":"POST", "path":"/v1/messages",
- *    "query":"beta=true",
+ *    "query":"beta=true" (every key= value replaced by REDACTED: Gemini's
+ *            ?key= is a credential),
  *    "tls": true if the request came over TLS (--tls-cert), else false,
  *    "sni": the SNI host name the client sent in the TLS handshake | null
  *           (plain TCP, or no SNI, e.g. a client connecting to an IP),
- *    "auth_header":"x-api-key"|"authorization"|"none",
+ *    "auth_header":"x-api-key"|"x-goog-api-key"|"query-key"|"authorization"|
+ *                  "none"  (query-key: Gemini's ?key=KEY, counted only on
+ *                  Gemini's endpoints),
  *    "auth_class":"anthropic-oauth"|"anthropic-api-key"|"openai-key"|
- *                 "workspace-token"|"unknown"|"none",
+ *                 "workspace-token"|"google-api-key" (AIza...)|
+ *                 "google-oauth" (ya29....)|"unknown"|"none",
  *    "auth_sha256": hex SHA-256 of the credential (Authorization: "Bearer "
- *                   stripped; values over 8 KiB are hashed truncated) | null,
- *    "auth_multiple": true if more than one credential header was present
- *                     (auth_header prefers x-api-key),
+ *                   stripped; ?key= percent-decoded; values over 16 KiB are
+ *                   hashed truncated) | null,
+ *    "auth_multiple": true if more than one credential was present (the
+ *                     headers and ?key=; auth_header prefers x-api-key,
+ *                     then x-goog-api-key, then ?key=, then Authorization),
  *    "anthropic_version": str|null, "anthropic_beta": str|null (repeated
- *    headers joined with ','), "model": str|null, "stream": bool,
- *    "include_usage": bool, "max_tokens": N|null (for /v1/responses: the
- *    request's max_output_tokens),
+ *    headers joined with ','), "model": str|null (Gemini: the path's),
+ *    "stream": bool (Gemini: streamGenerateContent), "include_usage": bool,
+ *    "max_tokens": N|null (for /v1/responses: the request's
+ *    max_output_tokens; Gemini: generationConfig.maxOutputTokens),
  *    "mode": "none"|"delay"|...|the unknown mode string, "body_bytes": N,
  *    "planned": {"input","output","cache_read","cache_write"}  (the values a
  *               fault-free response carries),
@@ -254,7 +323,11 @@
  *               serves input/cache and output 1, message_delta serves OUT;
  *               OpenAI streams serve usage only in the include_usage chunk;
  *               Responses streams only in the final response.completed /
- *               response.incomplete event; output is OUT, reasoning
+ *               response.incomplete event; Gemini streams serve the
+ *               running totals of the last chunk sent, in keyrail's sense
+ *               (DETERMINISM: input IN + TOOL_USE_PROMPT, output
+ *               candidates + thoughts so far, cache_read); Gemini
+ *               countTokens serves input IN; output is OUT, reasoning
  *               included; error responses and cut non-stream bodies serve 0),
  *    "status": HTTP status sent (0 if no head was sent),
  *    "completed": true once the whole response was written to the socket;
@@ -456,7 +529,7 @@ static inline void buf_jstr(buf_t *b, const char *s, size_t n)
 
 enum {
     K_IN, K_OUT, K_CACHE_READ, K_CACHE_WRITE, K_EVENTS, K_DELAY_MS, K_AFTER, K_STATUS,
-    K_INTERVAL_MS, K_REASONING, K_PAD, K_NNUM, /* numeric keys end here */
+    K_INTERVAL_MS, K_REASONING, K_PAD, K_TOOL_USE_PROMPT, K_NNUM, /* numeric keys end here */
     K_REPLY = K_NNUM, K_MODE, K_TOOL, K_TOOL_NAME
 };
 
@@ -478,33 +551,45 @@ typedef struct {
 #define OV_HAS(o, k) (((o)->set >> (k)) & 1u)
 
 /* ------------------------------------------------------------------------ */
-/* The request body's top-level keys (scanned in fv_util.c)                  */
+/* The request body's top-level keys (scanned in fv_util.c), and what a      */
+/* protocol's request hook adds from the path and query (fv_proto_t)         */
 
 typedef struct {
     const char *model;
     size_t      model_len;
     bool        has_model, stream, include_usage;
+    bool        json_array;      /* stream as a JSON array, not SSE (Gemini's
+                                  * streamGenerateContent without alt=sse) */
     bool        has_tools;       /* a non-empty top-level "tools" array */
+    bool        has_fn_decls;    /* Gemini: an element of "tools" with a
+                                  * non-empty "functionDeclarations" array */
     bool        has_tool_result; /* a tool result in the conversation (see
                                   * SCRIPTED TOOL CALLS) */
     int64_t     max_tokens;        /* -1 if absent */
     int64_t     max_output_tokens; /* Responses API; -1 if absent */
+    int64_t     gen_max_output;    /* Gemini generationConfig.maxOutputTokens;
+                                    * -1 if absent */
 } bodyinfo_t;
 
 /* ------------------------------------------------------------------------ */
 /* Types: records, requests, jobs, connections                               */
 
-enum { AC_NONE, AC_OAUTH, AC_APIKEY, AC_OPENAI, AC_WS, AC_UNKNOWN };
+enum { AC_NONE, AC_OAUTH, AC_APIKEY, AC_OPENAI, AC_WS, AC_GOOGLE_KEY, AC_GOOGLE_OAUTH,
+       AC_UNKNOWN };
 
 enum { M_NONE, M_DELAY, M_STALL, M_STALL_MID, M_RESET_MID, M_STATUS, M_MALFORMED, M_DRIP,
        M_STORM, M_BAD };
 
 /* EP_GEN: the protocol's own endpoint (messages, chat completions,
- * responses); EP_COUNT: its token counting (Anthropic count_tokens) */
-enum { EP_GEN = 1, EP_COUNT, EP_MODELS, EP_404 };
+ * responses, generateContent); EP_COUNT: its token counting (Anthropic
+ * count_tokens, Gemini countTokens); EP_MODELS: the model list; EP_MODEL:
+ * one model (Gemini's GET .../models/{model}); EP_404: no endpoint (a route
+ * may return it for a path that is its protocol's, for an error in its
+ * shape) */
+enum { EP_GEN = 1, EP_COUNT, EP_MODELS, EP_MODEL, EP_404 };
 enum { PH_NONE, PH_DELAY, PH_STREAM, PH_STALL, PH_RESET };
 enum { T_DELAY = 1, T_DRIP, T_RESET };
-enum { H_OTHER, H_XAPIKEY, H_AUTHZ, H_VER, H_BETA, H_FAKE, H_FAKE_KEY, H_EXPECT };
+enum { H_OTHER, H_XAPIKEY, H_XGOOGKEY, H_AUTHZ, H_VER, H_BETA, H_FAKE, H_FAKE_KEY, H_EXPECT };
 
 typedef struct {
     uint64_t seq; /* 0 = empty slot */
@@ -541,7 +626,9 @@ typedef struct {
     char   beta[BETA_MAX];
     size_t beta_len;
     bool   has_beta;
-    cred_t xkey, authz;
+    cred_t xkey, gkey, qkey, authz; /* x-api-key, x-goog-api-key, ?key= (set
+                                     * by the core for protocols with
+                                     * query_key), Authorization */
     int    nauth;
     ov_t   hov;
     bool   expect100;
@@ -557,10 +644,12 @@ typedef struct {
     int      ep, mode;
     const struct fv_proto *proto; /* the wire protocol (fv_proto_t below) */
     bool     stream, include_usage, chunked, clamped;
+    bool     json_array; /* the stream is a JSON array, not SSE (Gemini) */
     bool     tool_call;  /* answer with the scripted tool call (tool_*) */
     int      err_status; /* nonzero: answer with this error */
     int64_t  in, out, cr, cw, events, delay_ms, after, status, interval_ms;
     int64_t  reasoning, pad, max_out; /* max_out: the request's limit, -1 if none */
+    int64_t  tool_use_prompt; /* tool_use_prompt= (protocols with the field) */
     int      ev_idx, ev_total;
     int      http_status;
     int64_t  s_in, s_out, s_cr, s_cw; /* served so far */
@@ -612,6 +701,15 @@ typedef struct conn {
 /* ------------------------------------------------------------------------ */
 /* Wire protocols                                                            */
 
+/* A request's target as the routes see it: the method, the path and the
+ * query (split, no '?'), and the headers seen (credentials, ...). */
+typedef struct {
+    int          method;
+    const char  *path, *query;
+    size_t       plen, qlen;
+    const req_t *req;
+} fv_target_t;
+
 /* One wire protocol: how its requests are routed and its responses rendered.
  * The core (fv_core.c) owns everything else -- the HTTP head, the fault
  * modes, chunked framing, the record and the stats -- and calls these in
@@ -619,15 +717,28 @@ typedef struct conn {
  * core empties it first); the job's usage numbers (in, out, cr, cw,
  * reasoning), reply, model, seq and created are set up before any call. */
 typedef struct fv_proto {
-    /* EP_GEN or EP_COUNT if this request (method, path without the query)
-     * is this protocol's, else 0; tried in FV_PROTOS order */
-    int (*route)(int method, const char *path, size_t plen);
+    /* EP_* if this request is this protocol's, else 0; tried in FV_PROTOS
+     * order, the first nonzero wins */
+    int (*route)(const fv_target_t *t);
+    /* optional: what the path and query say, for protocols that carry
+     * request fields there (Gemini: the model, streaming, alt=sse), called
+     * with the route's ep after the body scan; adjusts bi (model, stream,
+     * json_array, max_tokens, has_tools).  Returns 0, or an HTTP status to
+     * answer with the error message it wrote to msg (msz bytes). */
+    int (*request)(const fv_target_t *t, int ep, bodyinfo_t *bi, char *msg, size_t msz);
     const char *id_header;  /* response header carrying req_fake_<seq> */
-    const char *models;     /* GET .../v1/models body, NULL if never chosen */
+    const char *models;     /* the model list's body (EP_MODELS; GET
+                             * .../v1/models), NULL if never chosen */
+    /* EP_MODEL: one model, j->model; NULL without */
+    void (*model)(buf_t *b, const job_t *j);
     bool        cache_write; /* the usage has a cache-write field (planned
                               * and served cache_write; else they are 0) */
     bool        limit_max_output; /* the output limit is max_output_tokens
                                    * alone (recorded as max_tokens) */
+    bool        query_key;   /* a key= query parameter is a credential */
+    bool        tool_use_prompt; /* the usage has a tool-use-prompt field
+                                  * (tool_use_prompt=, counted as input in
+                                  * planned and served; else it is 0) */
     /* a JSON error body with status, for the request seq (0: none) */
     void (*error)(buf_t *b, int status, uint64_t seq, const char *msg);
     /* the non-stream EP_GEN body */
@@ -640,6 +751,7 @@ typedef struct fv_proto {
      * counters (j->s_*) when it carries usage */
     void (*event)(buf_t *b, job_t *j, int k);
     const char *malformed;  /* mode=malformed: the one event with broken JSON */
+    const char *malformed_array; /* the same in a JSON-array stream */
     /* scripted tool calls (tool=): the default tool name and the key of the
      * command in its arguments object */
     const char *tool_name, *tool_arg;
@@ -648,6 +760,7 @@ typedef struct fv_proto {
 extern const fv_proto_t fv_anthropic;        /* fv_anthropic.c */
 extern const fv_proto_t fv_openai_chat;      /* fv_openai.c */
 extern const fv_proto_t fv_openai_responses; /* fv_responses.c */
+extern const fv_proto_t fv_gemini;           /* fv_gemini.c */
 
 /* OpenAI's error shape (fv_openai.c), which the Responses API shares. */
 void fv_openai_error(buf_t *b, int status, uint64_t seq, const char *msg);
@@ -657,6 +770,9 @@ void fv_openai_error(buf_t *b, int status, uint64_t seq, const char *msg);
 
 /* fv_util.c */
 bool fv_json_raw_ok(const char *s, size_t n);
+void fv_cred_set(cred_t *cr, const char *v, size_t n);
+bool fv_query_param(const char *q, size_t qn, const char *name, const char **v, size_t *vn);
+size_t fv_pct_decode(char *dst, size_t cap, const char *s, size_t n);
 void fv_sha256(const void *data, size_t len, unsigned char out[32]);
 void fv_hex32(char out[64], const unsigned char d[32]);
 int  fv_sha256_stdin(void);

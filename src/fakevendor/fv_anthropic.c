@@ -57,13 +57,13 @@ static void anth_error(buf_t *b, int status, uint64_t seq, const char *msg)
     BUF_LIT(b, "}");
 }
 
-static int anth_route(int method, const char *path, size_t plen)
+static int anth_route(const fv_target_t *t)
 {
-    if (method != HTTP_POST)
+    if (t->method != HTTP_POST)
         return 0;
-    if (fv_path_ends(path, plen, "/v1/messages/count_tokens"))
+    if (fv_path_ends(t->path, t->plen, "/v1/messages/count_tokens"))
         return EP_COUNT;
-    if (fv_path_ends(path, plen, "/v1/messages"))
+    if (fv_path_ends(t->path, t->plen, "/v1/messages"))
         return EP_GEN;
     return 0;
 }

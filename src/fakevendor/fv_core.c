@@ -10,14 +10,15 @@
 
 #include "fv.h"
 
-static const char *const AC_NAMES[] = {"none", "anthropic-oauth", "anthropic-api-key",
-                                       "openai-key", "workspace-token", "unknown"};
+static const char *const AC_NAMES[] = {"none",         "anthropic-oauth", "anthropic-api-key",
+                                       "openai-key",   "workspace-token", "google-api-key",
+                                       "google-oauth", "unknown"};
 static const char *const MODE_NAMES[] = {"none", "delay", "stall", "stall_mid", "reset_mid",
                                          "status", "malformed", "drip", "storm"};
 
 /* The wire protocols, in the order their routes are tried (fv.h). */
 static const fv_proto_t *const FV_PROTOS[] = {&fv_anthropic, &fv_openai_chat,
-                                              &fv_openai_responses};
+                                              &fv_openai_responses, &fv_gemini};
 
 /* ------------------------------------------------------------------------ */
 /* Globals                                                                   */
@@ -362,7 +363,7 @@ void fv_run_stream(conn_t *c)
                 return;
             }
             g_ev.len = 0; /* malformed: one event with broken JSON */
-            buf_str(&g_ev, j->proto->malformed);
+            buf_str(&g_ev, j->json_array ? j->proto->malformed_array : j->proto->malformed);
             frame_event(c);
         }
         if (j->ev_idx >= j->ev_total) {
@@ -394,7 +395,8 @@ static void stream_start(conn_t *c)
         c->keep_alive = false;
         c->no_more = true;
     }
-    put_head(c, 200, "text/event-stream", true, 0, j->seq, j->proto);
+    put_head(c, 200, j->json_array ? "application/json" : "text/event-stream", true, 0, j->seq,
+             j->proto);
     j->http_status = 200;
     fv_rec_result(j);
     j->phase = PH_STREAM;
@@ -429,7 +431,7 @@ static void send_nonstream(conn_t *c, bool full_served)
     }
     send_body(c, 200, j->seq, j->proto);
     if (full_served) {
-        j->s_in = j->in;
+        j->s_in = j->in + j->tool_use_prompt;
         j->s_cr = j->cr;
         j->s_out = j->out;
         j->s_cw = j->proto->cache_write ? j->cw : 0;
@@ -462,6 +464,11 @@ void fv_respond_now(conn_t *c)
     case EP_MODELS:
         g_body.len = 0;
         buf_str(&g_body, j->proto->models);
+        send_nonstream(c, false);
+        break;
+    case EP_MODEL:
+        g_body.len = 0;
+        j->proto->model(&g_body, j);
         send_nonstream(c, false);
         break;
     case EP_GEN:
@@ -576,6 +583,27 @@ static void fake_stats(conn_t *c, int method)
     send_body(c, 200, 0, &fv_anthropic);
 }
 
+/* The query as a JSON string, the value of every key= parameter (Gemini's
+ * credential) replaced by REDACTED: raw credentials are never stored. */
+static void put_query(buf_t *b, const char *q, size_t qn)
+{
+    BUF_LIT(b, "\"");
+    size_t i = 0;
+    while (i < qn) {
+        const char *amp = memchr(q + i, '&', qn - i);
+        size_t e = amp ? (size_t)(amp - q) : qn;
+        if (e - i >= 4 && memcmp(q + i, "key=", 4) == 0) {
+            BUF_LIT(b, "key=REDACTED");
+        } else {
+            fv_buf_jesc(b, q + i, e - i);
+        }
+        if (amp)
+            BUF_LIT(b, "&");
+        i = e + 1;
+    }
+    BUF_LIT(b, "\"");
+}
+
 /* Render the static part of the record for the job just set up. */
 static void rec_open(conn_t *c, int method, const char *path, size_t plen, const char *query,
                      size_t qlen, const bodyinfo_t *bi, const char *bad_mode, size_t bad_mode_len)
@@ -602,7 +630,7 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
     BUF_LIT(b, "\",\"path\":");
     buf_jstr(b, path, plen);
     BUF_LIT(b, ",\"query\":");
-    buf_jstr(b, query, qlen);
+    put_query(b, query, qlen);
     BUF_LIT(b, ",\"tls\":");
     buf_bool(b, c->ssl != NULL);
     BUF_LIT(b, ",\"sni\":");
@@ -610,9 +638,24 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
         buf_jstr(b, c->sni, strlen(c->sni));
     else
         BUF_LIT(b, "null");
-    const cred_t *cr = r->xkey.present ? &r->xkey : r->authz.present ? &r->authz : NULL;
+    /* the credential recorded: the first present of these */
+    const cred_t *cr = NULL;
+    const char *hdr = "none";
+    if (r->xkey.present) {
+        cr = &r->xkey;
+        hdr = "x-api-key";
+    } else if (r->gkey.present) {
+        cr = &r->gkey;
+        hdr = "x-goog-api-key";
+    } else if (r->qkey.present) {
+        cr = &r->qkey;
+        hdr = "query-key";
+    } else if (r->authz.present) {
+        cr = &r->authz;
+        hdr = "authorization";
+    }
     BUF_LIT(b, ",\"auth_header\":\"");
-    buf_str(b, r->xkey.present ? "x-api-key" : r->authz.present ? "authorization" : "none");
+    buf_str(b, hdr);
     BUF_LIT(b, "\",\"auth_class\":\"");
     buf_str(b, AC_NAMES[cr ? cr->cls : AC_NONE]);
     BUF_LIT(b, "\",\"auth_sha256\":");
@@ -660,7 +703,7 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
     buf_u64(b, r->body_bytes);
     bool llm = j->ep == EP_GEN;
     BUF_LIT(b, ",\"planned\":{\"input\":");
-    buf_num(b, (llm || j->ep == EP_COUNT) ? j->in : 0);
+    buf_num(b, (llm || j->ep == EP_COUNT) ? j->in + (llm ? j->tool_use_prompt : 0) : 0);
     BUF_LIT(b, ",\"output\":");
     buf_num(b, llm ? j->out : 0);
     BUF_LIT(b, ",\"cache_read\":");
@@ -741,28 +784,45 @@ void fv_handle_request(conn_t *c)
         return;
     }
 
-    /* the protocol whose route matches; the model list's shape follows the
-     * anthropic-version header; anything else is an Anthropic-shaped 404 */
-    int ep = EP_404;
+    /* the protocol whose route matches first; the model list's shape
+     * follows the anthropic-version header; anything else is an
+     * Anthropic-shaped 404 */
+    const fv_target_t tg = {
+        .method = method, .path = url, .plen = plen, .query = query, .qlen = qlen, .req = r};
+    int ep = 0;
     const fv_proto_t *pr = &fv_anthropic;
-    for (size_t i = 0; i < sizeof FV_PROTOS / sizeof FV_PROTOS[0] && ep == EP_404; i++) {
-        int e = FV_PROTOS[i]->route(method, url, plen);
-        if (e) {
-            ep = e;
+    for (size_t i = 0; i < sizeof FV_PROTOS / sizeof FV_PROTOS[0] && !ep; i++) {
+        ep = FV_PROTOS[i]->route(&tg);
+        if (ep)
             pr = FV_PROTOS[i];
-        }
     }
-    if (ep == EP_404 && method == HTTP_GET && fv_path_ends(url, plen, "/v1/models")) {
+    if (!ep && method == HTTP_GET && fv_path_ends(url, plen, "/v1/models")) {
         ep = EP_MODELS;
         pr = r->has_ver ? &fv_anthropic : &fv_openai_chat;
     }
+    if (!ep)
+        ep = EP_404;
 
-    /* request body fields and overrides */
-    bodyinfo_t bi = {.max_tokens = -1, .max_output_tokens = -1};
+    /* a key= query parameter, for protocols where it is a credential */
+    const char *qk;
+    size_t qkl;
+    if (pr->query_key && fv_query_param(query, qlen, "key", &qk, &qkl)) {
+        char kb[HVAL_MAX];
+        size_t kn = fv_pct_decode(kb, sizeof kb, qk, qkl);
+        fv_cred_set(&r->qkey, kb, kn);
+        r->nauth++;
+    }
+
+    /* request fields: the body's, and what the path and query say */
+    bodyinfo_t bi = {.max_tokens = -1, .max_output_tokens = -1, .gen_max_output = -1};
     if (c->body.len)
         fv_js_scan_obj(c->body.p, c->body.p + c->body.len, 0, &bi);
     if (pr->limit_max_output) /* its only limit; recorded as max_tokens */
         bi.max_tokens = bi.max_output_tokens;
+    char req_msg[200];
+    int req_status = 0;
+    if (pr->request && ep != EP_404)
+        req_status = pr->request(&tg, ep, &bi, req_msg, sizeof req_msg);
     ov_t eff;
     eff.set = 0;
     if (c->body.len)
@@ -774,6 +834,7 @@ void fv_handle_request(conn_t *c)
     j->ep = ep;
     j->proto = pr;
     j->stream = bi.stream;
+    j->json_array = bi.stream && bi.json_array;
     j->include_usage = bi.include_usage;
     j->created = (int64_t)time(NULL);
     j->in = OV_HAS(&eff, K_IN) ? eff.num[K_IN] : 1 + (int64_t)(r->body_bytes / 4);
@@ -808,6 +869,9 @@ void fv_handle_request(conn_t *c)
     j->pad = OV_HAS(&eff, K_PAD) ? eff.num[K_PAD] : 0;
     if (j->pad > PAD_MAX)
         j->pad = PAD_MAX;
+    j->tool_use_prompt = pr->tool_use_prompt && OV_HAS(&eff, K_TOOL_USE_PROMPT)
+                             ? eff.num[K_TOOL_USE_PROMPT]
+                             : 0;
     j->model_len = 0;
     if (bi.has_model) {
         j->model_len = bi.model_len < MODEL_MAX ? bi.model_len : MODEL_MAX;
@@ -849,6 +913,9 @@ void fv_handle_request(conn_t *c)
         snprintf(msg, sizeof msg, "fakevendor: no route for %s %.*s",
                  http_method_str((enum http_method)method), (int)(plen < 120 ? plen : 120), url);
         j->err_status = 404;
+    } else if (req_status) {
+        snprintf(msg, sizeof msg, "%s", req_msg);
+        j->err_status = req_status;
     } else if (j->mode == M_BAD) {
         snprintf(msg, sizeof msg, "fakevendor: unknown mode '%.*s'", (int)eff.mode_len, eff.mode);
         j->err_status = 400;

@@ -43,9 +43,11 @@ void fv_openai_error(buf_t *b, int status, uint64_t seq, const char *msg)
     BUF_LIT(b, "\",\"param\":null,\"code\":null}}");
 }
 
-static int oai_route(int method, const char *path, size_t plen)
+static int oai_route(const fv_target_t *t)
 {
-    return method == HTTP_POST && fv_path_ends(path, plen, "/v1/chat/completions") ? EP_GEN : 0;
+    if (t->method != HTTP_POST)
+        return 0;
+    return fv_path_ends(t->path, t->plen, "/v1/chat/completions") ? EP_GEN : 0;
 }
 
 static void oai_usage(buf_t *b, const job_t *j)

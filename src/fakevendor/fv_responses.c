@@ -64,9 +64,9 @@
 
 #include "fv.h"
 
-static int resp_route(int method, const char *path, size_t plen)
+static int resp_route(const fv_target_t *t)
 {
-    return method == HTTP_POST && fv_path_ends(path, plen, "/v1/responses") ? EP_GEN : 0;
+    return t->method == HTTP_POST && fv_path_ends(t->path, t->plen, "/v1/responses") ? EP_GEN : 0;
 }
 
 /* OpenAI Responses API.  The response object: status "in_progress" (output

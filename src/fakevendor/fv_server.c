@@ -61,7 +61,7 @@ static int cb_message_begin(http_parser *p)
     r->names_over = false;
     r->ver_len = r->beta_len = 0;
     r->has_ver = r->has_beta = false;
-    r->xkey.present = r->authz.present = false;
+    r->xkey.present = r->gkey.present = r->qkey.present = r->authz.present = false;
     r->nauth = 0;
     r->hov.set = 0;
     r->expect100 = false;
@@ -79,24 +79,6 @@ static int cb_url(http_parser *p, const char *at, size_t n)
     memcpy(r->url + r->url_len, at, n);
     r->url_len += n;
     return 0;
-}
-
-static void cred_set(cred_t *cr, const char *v, size_t n)
-{
-    cr->present = true;
-    if (n == 0)
-        cr->cls = AC_UNKNOWN;
-    else if (n >= 10 && memcmp(v, "sk-ant-oat", 10) == 0)
-        cr->cls = AC_OAUTH;
-    else if (n >= 7 && memcmp(v, "sk-ant-", 7) == 0)
-        cr->cls = AC_APIKEY;
-    else if (n >= 3 && memcmp(v, "sk-", 3) == 0)
-        cr->cls = AC_OPENAI;
-    else if (n >= 5 && memcmp(v, "krws_", 5) == 0)
-        cr->cls = AC_WS;
-    else
-        cr->cls = AC_UNKNOWN;
-    fv_sha256(v, n, cr->sha);
 }
 
 static void trim(const char **v, size_t *n)
@@ -123,6 +105,8 @@ static void header_name_done(req_t *r)
 #define HN(lit) (n == sizeof(lit) - 1 && memcmp(h, lit, n) == 0)
     if (HN("x-api-key"))
         r->hkind = H_XAPIKEY;
+    else if (HN("x-goog-api-key"))
+        r->hkind = H_XGOOGKEY;
     else if (HN("authorization"))
         r->hkind = H_AUTHZ;
     else if (HN("anthropic-version"))
@@ -165,7 +149,11 @@ static void header_done(conn_t *c)
     trim(&v, &n);
     switch (r->hkind) {
     case H_XAPIKEY:
-        cred_set(&r->xkey, v, n);
+        fv_cred_set(&r->xkey, v, n);
+        r->nauth++;
+        break;
+    case H_XGOOGKEY:
+        fv_cred_set(&r->gkey, v, n);
         r->nauth++;
         break;
     case H_AUTHZ:
@@ -174,7 +162,7 @@ static void header_done(conn_t *c)
             n -= 7;
             trim(&v, &n);
         }
-        cred_set(&r->authz, v, n);
+        fv_cred_set(&r->authz, v, n);
         r->nauth++;
         break;
     case H_VER:

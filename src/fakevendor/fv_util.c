@@ -1,8 +1,9 @@
 /*
  * fv_util.c -- the fake vendor's protocol-independent helpers: JSON string
- * escaping, SHA-256 (credential fingerprints in the record), the override
- * parser ("[[fake k=v]]", x-fake, x-fake-KEY) and the scan of the request
- * body's top-level keys.  See fv.h.
+ * escaping, SHA-256 and the credential classes (credential fingerprints in
+ * the record), query parameters, the override parser ("[[fake k=v]]",
+ * x-fake, x-fake-KEY) and the scan of the request body's top-level keys.
+ * See fv.h.
  */
 
 #include "fv.h"
@@ -271,6 +272,78 @@ void fv_hex32(char out[64], const unsigned char d[32])
     }
 }
 
+static int hex_val(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* A credential (its value, "Bearer " already stripped): its class by prefix
+ * and its SHA-256. */
+void fv_cred_set(cred_t *cr, const char *v, size_t n)
+{
+    cr->present = true;
+    if (n == 0)
+        cr->cls = AC_UNKNOWN;
+    else if (n >= 10 && memcmp(v, "sk-ant-oat", 10) == 0)
+        cr->cls = AC_OAUTH;
+    else if (n >= 7 && memcmp(v, "sk-ant-", 7) == 0)
+        cr->cls = AC_APIKEY;
+    else if (n >= 3 && memcmp(v, "sk-", 3) == 0)
+        cr->cls = AC_OPENAI;
+    else if (n >= 5 && memcmp(v, "krws_", 5) == 0)
+        cr->cls = AC_WS;
+    else if (n >= 4 && memcmp(v, "AIza", 4) == 0)
+        cr->cls = AC_GOOGLE_KEY;
+    else if (n >= 5 && memcmp(v, "ya29.", 5) == 0)
+        cr->cls = AC_GOOGLE_OAUTH;
+    else
+        cr->cls = AC_UNKNOWN;
+    fv_sha256(v, n, cr->sha);
+}
+
+/* The first query parameter NAME= in q (qn bytes, no '?'): its raw value
+ * (not percent-decoded) in *v, *vn. */
+bool fv_query_param(const char *q, size_t qn, const char *name, const char **v, size_t *vn)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (i < qn) {
+        const char *amp = memchr(q + i, '&', qn - i);
+        size_t e = amp ? (size_t)(amp - q) : qn;
+        if (e - i > nl && memcmp(q + i, name, nl) == 0 && q[i + nl] == '=') {
+            *v = q + i + nl + 1;
+            *vn = e - i - nl - 1;
+            return true;
+        }
+        i = e + 1;
+    }
+    return false;
+}
+
+/* Percent-decode s (n bytes) into dst (at most cap bytes; '+' stays): the
+ * decoded length. */
+size_t fv_pct_decode(char *dst, size_t cap, const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < cap; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hex_val((unsigned char)s[i + 1])) >= 0 &&
+            (lo = hex_val((unsigned char)s[i + 2])) >= 0) {
+            dst[k++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            dst[k++] = s[i];
+        }
+    }
+    return k;
+}
+
 /* --sha256-stdin */
 int fv_sha256_stdin(void)
 {
@@ -304,20 +377,9 @@ static const struct {
     {"cache_creation", K_CACHE_WRITE}, {"events", K_EVENTS}, {"delay_ms", K_DELAY_MS},
     {"delay", K_DELAY_MS}, {"after", K_AFTER}, {"status", K_STATUS},
     {"interval_ms", K_INTERVAL_MS}, {"interval", K_INTERVAL_MS}, {"reasoning", K_REASONING},
-    {"pad", K_PAD}, {"reply", K_REPLY}, {"mode", K_MODE}, {"tool", K_TOOL},
-    {"tool_name", K_TOOL_NAME},
+    {"pad", K_PAD}, {"tool_use_prompt", K_TOOL_USE_PROMPT}, {"reply", K_REPLY},
+    {"mode", K_MODE}, {"tool", K_TOOL}, {"tool_name", K_TOOL_NAME},
 };
-
-static int hex_val(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* tool=HEX: the command, hex-encoded UTF-8 (either case).  An unusable value
  * is kept as a reason (o->tool_bad), answered with a 400 like an unknown
@@ -574,15 +636,26 @@ static bool js_str_is(const char *p, const char *e, const char *lit)
            p[n + 1] == '"';
 }
 
-/* p at the '[' of the conversation ("messages" or "input", depth 0) or of a
- * message's "content" (depth 1): looks at the members of the array's object
- * elements for a tool result (see SCRIPTED TOOL CALLS in fv.h) -- depth 0:
- * "role":"tool" (chat completions), "type":"function_call_output" or
- * "custom_tool_call_output" (Responses), and "content" arrays; depth 1:
- * "type":"tool_result" (Anthropic).  Everything else, strings included, is
- * skipped whole, so prompt text cannot look like a tool result.  Returns the
- * end of the array. */
-static const char *js_scan_turns(const char *p, const char *e, int depth, bodyinfo_t *bi)
+/* The array element kinds js_scan_array looks into. */
+enum {
+    JA_TURNS,    /* "messages" / "input": the conversation */
+    JA_CONTENT,  /* a message's "content" */
+    JA_CONTENTS, /* Gemini's "contents": the conversation */
+    JA_PARTS,    /* a Gemini content's "parts" */
+    JA_TOOLS,    /* "tools" (for Gemini's functionDeclarations) */
+};
+
+/* p at the '[' of an array of kind `kind`: looks at the members of its
+ * object elements -- for a tool result (see SCRIPTED TOOL CALLS in fv.h):
+ * JA_TURNS: "role":"tool" (chat completions), "type":"function_call_output"
+ * or "custom_tool_call_output" (Responses), and "content" arrays (JA_CONTENT:
+ * "type":"tool_result", Anthropic); JA_CONTENTS: "parts" arrays (JA_PARTS: a
+ * "functionResponse" member, Gemini); and JA_TOOLS: a non-empty
+ * "functionDeclarations" array (Gemini).  Gemini's keys are also taken in
+ * their snake_case spelling, which its JSON parser accepts too.  Everything
+ * else, strings included, is skipped whole, so prompt text cannot look like
+ * a tool result.  Returns the end of the array. */
+static const char *js_scan_array(const char *p, const char *e, int kind, bodyinfo_t *bi)
 {
     p++; /* '[' */
     while (p < e) {
@@ -627,17 +700,41 @@ static const char *js_scan_turns(const char *p, const char *e, int depth, bodyin
             p = js_ws(p + 1, e);
             if (p >= e)
                 return e;
-            if (depth == 0) {
+            switch (kind) {
+            case JA_TURNS:
                 if ((KEY_IS("role") && js_str_is(p, e, "tool")) ||
                     (KEY_IS("type") && (js_str_is(p, e, "function_call_output") ||
                                         js_str_is(p, e, "custom_tool_call_output"))))
                     bi->has_tool_result = true;
                 if (KEY_IS("content") && *p == '[') {
-                    p = js_scan_turns(p, e, 1, bi);
+                    p = js_scan_array(p, e, JA_CONTENT, bi);
                     continue;
                 }
-            } else if (KEY_IS("type") && js_str_is(p, e, "tool_result")) {
-                bi->has_tool_result = true;
+                break;
+            case JA_CONTENT:
+                if (KEY_IS("type") && js_str_is(p, e, "tool_result"))
+                    bi->has_tool_result = true;
+                break;
+            case JA_CONTENTS:
+                if (KEY_IS("parts") && *p == '[') {
+                    p = js_scan_array(p, e, JA_PARTS, bi);
+                    continue;
+                }
+                break;
+            case JA_PARTS:
+                if (KEY_IS("functionResponse") || KEY_IS("function_response"))
+                    bi->has_tool_result = true;
+                break;
+            case JA_TOOLS:
+                if ((KEY_IS("functionDeclarations") || KEY_IS("function_declarations")) &&
+                    *p == '[') {
+                    const char *q = js_ws(p + 1, e);
+                    if (q < e && *q != ']')
+                        bi->has_fn_decls = true;
+                }
+                break;
+            default:
+                break;
             }
             p = js_skip(p, e);
         }
@@ -645,6 +742,7 @@ static const char *js_scan_turns(const char *p, const char *e, int depth, bodyin
     return e;
 }
 
+/* level: 0 the body, 1 its "stream_options", 2 its "generationConfig" */
 void fv_js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
 {
     p = js_ws(p, e);
@@ -694,15 +792,28 @@ void fv_js_scan_obj(const char *p, const char *e, int level, bodyinfo_t *bi)
                     bi->max_output_tokens = v;
             } else if (KEY_IS("stream_options") && *p == '{') {
                 fv_js_scan_obj(p, e, 1, bi);
+            } else if ((KEY_IS("generationConfig") || KEY_IS("generation_config")) &&
+                       *p == '{') {
+                fv_js_scan_obj(p, e, 2, bi);
             } else if (KEY_IS("tools") && *p == '[') {
                 const char *q = js_ws(p + 1, e);
                 bi->has_tools = q < e && *q != ']';
+                p = js_scan_array(p, e, JA_TOOLS, bi);
+                continue;
             } else if ((KEY_IS("messages") || KEY_IS("input")) && *p == '[') {
-                p = js_scan_turns(p, e, 0, bi);
+                p = js_scan_array(p, e, JA_TURNS, bi);
+                continue;
+            } else if (KEY_IS("contents") && *p == '[') {
+                p = js_scan_array(p, e, JA_CONTENTS, bi);
                 continue;
             }
-        } else if (KEY_IS("include_usage")) {
-            bi->include_usage = js_true(p, e);
+        } else if (level == 1) {
+            if (KEY_IS("include_usage"))
+                bi->include_usage = js_true(p, e);
+        } else if (KEY_IS("maxOutputTokens") || KEY_IS("max_output_tokens")) {
+            int64_t v = js_uint(p, e);
+            if (v >= 0)
+                bi->gen_max_output = v;
         }
         p = js_skip(p, e);
     }
