@@ -123,6 +123,27 @@ static int private_dir(const char *dir)
     return 0;
 }
 
+/* The directories of a profile's file below its private directory
+ * (".gemini/settings.json"): created 0700, and each must be a real
+ * directory of this user, never a symlink an agent left there. */
+static int sub_dirs(const char *dir, const char *file)
+{
+    char p[700];
+    size_t base = strlen(dir);
+    if (kr_snprintf(p, sizeof p, "%s/%s", dir, file)) return kr_cli_errf("runtime file path too long");
+    for (char *s = p + base + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        struct stat st;
+        if (mkdir(p, 0700) && errno != EEXIST)
+            return kr_cli_errf("cannot create %s: %s", p, strerror(errno));
+        if (lstat(p, &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+            return kr_cli_errf("%s is not a directory of this user; refusing to use it", p);
+        *s = '/';
+    }
+    return 0;
+}
+
 /* Writes the runtime profiles' files (rule L8): atomically, mode 0600, and
  * removes the files a profile says an agent may have saved credentials in. */
 static int write_runtime_files(const kr_launch *l)
@@ -131,7 +152,7 @@ static int write_runtime_files(const kr_launch *l)
         const kr_launch_file *f = &l->files[i];
         if (!f->dir[0]) return kr_cli_errf("cannot place %s's config: set HOME or XDG_STATE_HOME",
                                            f->rt->name);
-        if (private_dir(f->dir)) return 1;
+        if (private_dir(f->dir) || sub_dirs(f->dir, f->rt->file)) return 1;
         for (size_t j = 0; j < f->rt->remove_files.n; j++) {
             char rm[700];
             if (!kr_snprintf(rm, sizeof rm, "%s/%s", f->dir, f->rt->remove_files.v[j]) &&

@@ -135,7 +135,7 @@ static int boundary(const char *in, size_t i)
 
 /* First bytes of the shapes above and of "Bearer "/"bearer ". */
 static const bool shape_start[256] = {
-    ['s'] = 1, ['k'] = 1, ['g'] = 1, ['x'] = 1, ['A'] = 1, ['B'] = 1, ['b'] = 1};
+    ['s'] = 1, ['k'] = 1, ['g'] = 1, ['x'] = 1, ['A'] = 1, ['B'] = 1, ['b'] = 1, ['y'] = 1};
 
 size_t kr_redact(const char *in, size_t n, kr_buf *out)
 {

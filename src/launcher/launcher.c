@@ -273,7 +273,7 @@ static void take_inherited(kr_launch *l, const kr_launch_in *in)
         }
         if (role == KR_RTVAR_PROVIDER) {
             decide(l, rts, v->key, KR_ACT_DROP, v, "L6",
-                   "switches the agent to another provider or host than the workspace's");
+                   "switches the agent to another provider, host or configuration than the workspace's");
             continue;
         }
         if (role == KR_RTVAR_CONFIG && sets_dir(rts, v->key)) {

@@ -55,6 +55,23 @@ static int set_var(char *dst, size_t cap, const char *v, kr_diag *d, int line, c
     return 0;
 }
 
+/* "settings.json", ".gemini/settings.json": no empty, "." or ".."
+ * component, so the file stays inside the private directory. */
+static bool rel_path_ok(const char *s)
+{
+    if (!*s || *s == '/') return false;
+    for (const char *c = s; *c;) {
+        const char *e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return false;
+        if (!e) break;
+        c = e + 1;
+        if (!*c) return false; /* trailing slash */
+    }
+    return true;
+}
+
 typedef struct {
     kr_runtimes *r;
     kr_runtime *cur;
@@ -109,10 +126,11 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
     } else if (!strcmp(key, "dir_env")) {
         return set_var(rt->dir_env, sizeof rt->dir_env, value, d, line, key);
     } else if (!strcmp(key, "file")) {
-        /* a plain file name: it lives in keyrail's private directory */
-        if (kr_strlcpy(rt->file, value, sizeof rt->file) || !value[0] || strchr(value, '/') ||
-            !strcmp(value, ".") || !strcmp(value, ".."))
-            return kr_fail(d, KR_EPARSE, "line %d: file must be a plain file name", line);
+        /* a relative path inside keyrail's private directory */
+        if (kr_strlcpy(rt->file, value, sizeof rt->file) || !rel_path_ok(value))
+            return kr_fail(d, KR_EPARSE,
+                           "line %d: file must be a relative path without . or .. components",
+                           line);
     } else if (!strcmp(key, "format")) {
         if (!strcmp(value, "json")) rt->format = KR_RTFMT_JSON;
         else if (!strcmp(value, "toml")) rt->format = KR_RTFMT_TOML;
@@ -129,8 +147,11 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
         int rc = split(value, rt->remove_files.v[0], 64, KR_RT_MAX_NAMES, &rt->remove_files.n,
                        false, d, line);
         for (size_t i = 0; !rc && i < rt->remove_files.n; i++)
-            if (strchr(rt->remove_files.v[i], '/') || rt->remove_files.v[i][0] == '.')
-                rc = kr_fail(d, KR_EPARSE, "line %d: remove_files takes plain file names", line);
+            if (!rel_path_ok(rt->remove_files.v[i]))
+                rc = kr_fail(d, KR_EPARSE,
+                             "line %d: remove_files takes relative paths without . or .. "
+                             "components",
+                             line);
         return rc;
     } else {
         return kr_fail(d, KR_EPARSE, "line %d: unknown runtime setting '%s'", line, key);

@@ -22,7 +22,7 @@
 #include "core/usage.h"
 
 #define KR_RT_MAX 16        /* profiles */
-#define KR_RT_MAX_NAMES 24  /* variables per role, aliases, commands, files */
+#define KR_RT_MAX_NAMES 32  /* variables per role, aliases, commands, files */
 #define KR_RT_MAX_LINES 48  /* file template lines */
 #define KR_RT_LINE 1024     /* one template line */
 #define KR_RT_MAX_ARGS 4

@@ -31,15 +31,21 @@ static const char kr_test_registry_text[] =
     "protocol = anthropic\nbase_url = https://api.deepseek.com/anthropic\n"
     "credential_env = DEEPSEEK_API_KEY\nheader = x-api-key\nplatform = false\n"
     "model_prefixes = deepseek-\n"
+    "[provider google]\n"
+    "protocol = gemini\nbase_url = https://generativelanguage.googleapis.com\n"
+    "credential_env = GEMINI_API_KEY, GOOGLE_API_KEY\nheader = x-goog-api-key\nplatform = true\n"
+    "platform_key_env = KEYRAIL_GOOGLE_KEY\nmodel_prefixes = gemini-\nkey_prefixes = AIza\n"
     "[model claude-sonnet-4-5]\nprovider = anthropic\naliases = sonnet\n"
     "price_input = 3.00\nprice_output = 15.00\nprice_cache_read = 0.30\nprice_cache_write = 3.75\n"
     "[model claude-haiku-4-5]\nprovider = anthropic\nprice_input = 1\nprice_output = 5\n"
-    "[model gpt-4o]\nprovider = openai\nprice_input = 2.50\nprice_output = 10.00\n";
+    "[model gpt-4o]\nprovider = openai\nprice_input = 2.50\nprice_output = 10.00\n"
+    "[model gemini-2.5-flash]\nprovider = google\nprice_input = 0.30\nprice_output = 2.50\n";
 
 #define OAUTH_TOKEN "sk-ant-oat01-TESTOAUTHxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define ANTHROPIC_KEY "sk-ant-api03-TESTAPIKEYxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define OPENAI_KEY "sk-proj-TESTOPENAIxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define MINIMAX_KEY "mm-TESTMINIMAXxxxxxxxxxxxxxxxxxxxxxx"
+#define GOOGLE_KEY "AIzaSyTESTGOOGLExxxxxxxxxxxxxxxxxxxxxxx"
 
 static inline kr_registry *kr_test_registry(void)
 {

@@ -19,8 +19,10 @@ static char ws_token[KR_WS_TOKEN_LEN + 1];
 /* Builds a payload with the real provisioner: 0 platform (claude-code), 1
  * direct BYOK API key, 2 direct BYOK OAuth, 3 direct BYOK OpenAI-compatible
  * vendor (codex), 4 platform (codex), 5 BYOK through the proxy
- * (claude-code, MiniMax), 6 BYOK through the proxy (codex, DeepSeek). */
-#define NROUTES 7
+ * (claude-code, MiniMax), 6 BYOK through the proxy (codex, DeepSeek), 7
+ * platform (gemini), 8 direct BYOK Google key (gemini), 9 BYOK through the
+ * proxy (gemini, Google). */
+#define NROUTES 10
 static void payload_for(int route, kr_env *out)
 {
     kr_store *st = kr_test_store();
@@ -33,7 +35,9 @@ static void payload_for(int route, kr_env *out)
     kr_org o;
     kr_workspace w;
     cr_assert_eq(kr_org_create(st, "o", "o", &o, NULL), 0);
-    const char *runtime = route == 3 || route == 4 || route == 6 ? "codex" : "claude-code";
+    const char *runtime = route == 3 || route == 4 || route == 6 ? "codex"
+                          : route >= 7                             ? "gemini"
+                                                                   : "claude-code";
     cr_assert_eq(kr_ws_create(st, o.id, "w", KR_WS_CONCIERGE, runtime, 0, &w, NULL), 0);
     if (route == 1) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "anthropic", NULL);
@@ -47,8 +51,11 @@ static void payload_for(int route, kr_env *out)
     } else if (route == 5) {
         kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "MODEL", "MiniMax-M2", NULL);
         kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "MINIMAX_API_KEY", MINIMAX_KEY, NULL);
+    } else if (route == 8 || route == 9) {
+        kr_secret_set(st, &mk, &pol, KR_SCOPE_WORKSPACE, w.id, "LLM_PROVIDER", "google", NULL);
+        kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "GEMINI_API_KEY", GOOGLE_KEY, NULL);
     }
-    if (route >= 1 && route <= 3) /* direct BYOK is chosen explicitly */
+    if ((route >= 1 && route <= 3) || route == 8) /* direct BYOK is chosen explicitly */
         kr_secret_set(st, &mk, &pol, KR_SCOPE_ORG, o.id, "BYOK_ROUTE", "direct", NULL);
     kr_provision_result r;
     kr_diag d = {{0}};
@@ -202,6 +209,51 @@ Test(launcher, codex_gets_a_private_provider_and_claude_its_settings)
     kr_env_free(&inh);
 }
 
+Test(launcher, gemini_gets_a_private_home_and_only_the_workspace_token)
+{
+    kr_env p, inh = {0};
+    payload_for(7, &p);
+    kr_env_set(&inh, "GEMINI_API_KEY", GOOGLE_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GOOGLE_API_KEY", GOOGLE_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GOOGLE_GEMINI_BASE_URL", "https://evil.example.net", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GEMINI_CLI_CUSTOM_HEADERS", "x-goog-api-key: " GOOGLE_KEY, KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GEMINI_CLI_HOME", "/home/agent", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GEMINI_CLI_SYSTEM_SETTINGS_PATH", "/repo/evil.json", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GEMINI_CLI_TRUST_WORKSPACE", "true", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GOOGLE_GENAI_USE_VERTEXAI", "true", KR_ORIGIN_INHERITED);
+    char *argv[] = {"/usr/local/bin/gemini", "-p", "hi", NULL};
+    kr_launch l;
+    kr_diag d = {{0}};
+    cr_assert_eq(compute(&p, &inh, ws_token, PROXY_ORIGIN, argv, 3, &l, &d), 0, "%s", d.msg);
+    cr_assert_str_eq(kr_env_get(&l.env, "GEMINI_API_KEY")->value, ws_token);
+    cr_assert_str_eq(kr_env_get(&l.env, "GOOGLE_GEMINI_BASE_URL")->value, PROXY "/gemini");
+    cr_assert_str_eq(l.proto[KR_PROTO_GEMINI].cred_var, "GEMINI_API_KEY");
+    cr_assert(l.proto[KR_PROTO_GEMINI].to_proxy);
+    const char *gone[] = {"GOOGLE_API_KEY", "GEMINI_CLI_CUSTOM_HEADERS", "GEMINI_CLI_SYSTEM_SETTINGS_PATH",
+                          "GEMINI_CLI_TRUST_WORKSPACE", "GOOGLE_GENAI_USE_VERTEXAI"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        cr_assert_null(kr_env_get(&l.env, gone[i]), "%s passed", gone[i]);
+    const kr_env_var *home = kr_env_get(&l.env, "GEMINI_CLI_HOME");
+    cr_assert(home && !strncmp(home->value, "/state/gemini-", 14), "%s", home ? home->value : "-");
+    const kr_launch_file *f = NULL;
+    for (size_t i = 0; i < l.nfiles; i++)
+        if (!strcmp(l.files[i].rt->name, "gemini")) f = &l.files[i];
+    cr_assert_not_null(f);
+    char want[700];
+    snprintf(want, sizeof want, "%s/.gemini/settings.json", home->value);
+    cr_assert_str_eq(f->path, want);
+    cr_assert(strstr(f->content.data, "\"enforcedType\": \"gemini-api-key\"") != NULL, "%s", f->content.data);
+    cr_assert(strstr(f->content.data, "\"ignoreLocalEnv\": true") != NULL);
+    cr_assert_null(strstr(f->content.data, ws_token + 5), "a credential was written to a file");
+    /* the headless CLI runs untrusted workspaces only with --skip-trust */
+    cr_assert_eq(l.argc, 4);
+    cr_assert_str_eq(l.argv[1], "--skip-trust");
+    cr_assert_str_eq(l.argv[2], "-p");
+    kr_launch_free(&l);
+    kr_env_free(&p);
+    kr_env_free(&inh);
+}
+
 Test(launcher, confined_the_proxy_goes_through_the_relay_and_the_rest_through_the_gate)
 {
     kr_env p, inh = {0};
@@ -243,7 +295,7 @@ Test(launcher, confined_the_proxy_goes_through_the_relay_and_the_rest_through_th
 
 static const char *const shapes[] = {
     OAUTH_TOKEN, ANTHROPIC_KEY, OPENAI_KEY, NULL /* ws token */, "garbage-credential-value",
-    "x-api-key: " ANTHROPIC_KEY, "https://evil.example.net", DEEPSEEK_KEY,
+    "x-api-key: " ANTHROPIC_KEY, "https://evil.example.net", DEEPSEEK_KEY, GOOGLE_KEY,
 };
 #define NSHAPES (sizeof shapes / sizeof shapes[0])
 
@@ -290,11 +342,13 @@ static void check(const kr_launch *l, const kr_env *payload, const char *label)
         if (role == KR_RTVAR_HEADERS || role == KR_RTVAR_PROVIDER)
             cr_assert(from_payload(payload, v->key, v->value), "%s: inherited %s passed", label, v->key);
         /* a credential of a known shape sits only in a protocol's one credential variable */
-        if (kr_cred_find(v->value, strlen(v->value), NULL, NULL) != KR_CRED_NONE)
-            cr_assert(!strcmp(v->key, l->proto[0].cred_var) || !strcmp(v->key, l->proto[1].cred_var),
-                      "%s: %s holds a credential", label, v->key);
+        if (kr_cred_find(v->value, strlen(v->value), NULL, NULL) != KR_CRED_NONE) {
+            bool one = false;
+            for (int p = 0; p < KR_PROTO__COUNT; p++) one |= !strcmp(v->key, l->proto[p].cred_var);
+            cr_assert(one, "%s: %s holds a credential", label, v->key);
+        }
     }
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < KR_PROTO__COUNT; p++) {
         size_t n = 0;
         const char *var = NULL;
         for (size_t r = 0; r < rts->n; r++) {
@@ -333,8 +387,12 @@ static void check(const kr_launch *l, const kr_env *payload, const char *label)
             if ((int)f->rt->proto != p) continue;
             char q[600];
             quoted(q, sizeof q, base);
-            cr_assert(strstr(f->content.data, q) != NULL, "%s: %s's file does not call %s", label,
-                      f->rt->name, base);
+            bool names_base = false;
+            for (size_t k = 0; k < f->rt->nlines; k++)
+                if (strstr(f->rt->lines[k], "${base_url}")) names_base = true;
+            if (names_base)
+                cr_assert(strstr(f->content.data, q) != NULL, "%s: %s's file does not call %s", label,
+                          f->rt->name, base);
             cr_assert_eq(kr_cred_find(f->content.data, f->content.len, NULL, NULL), KR_CRED_NONE,
                          "%s: a credential in %s's file", label, f->rt->name);
             quoted(q, sizeof q, var ? var : f->rt->set_bearer);
@@ -374,7 +432,8 @@ static void check(const kr_launch *l, const kr_env *payload, const char *label)
 
 static void run_one(const kr_env *payload, const kr_env *inh, int srv, int cmd, const char *label)
 {
-    static char *cmds[][3] = {{"claude", "-p", "hi"}, {"codex", "exec", "hi"}, {"bash", "-c", "x"}};
+    static char *cmds[][3] = {
+        {"claude", "-p", "hi"}, {"codex", "exec", "hi"}, {"gemini", "-p", "hi"}, {"bash", "-c", "x"}};
     kr_launch l;
     kr_diag d = {{0}};
     int rc = compute(payload, inh, ws_token, srv ? PROXY_ORIGIN : NULL, cmds[cmd], 3, &l, &d);
@@ -409,7 +468,7 @@ Test(launcher, generated_every_profile_variable, .timeout = 300)
                     kr_env inh = base_inherited();
                     kr_env_set(&inh, vars[v], shape(k), KR_ORIGIN_INHERITED);
                     snprintf(label, sizeof label, "route=%d server=%d %s=shape%zu", r, srv, vars[v], k);
-                    run_one(&payloads[r], &inh, srv, (int)(v % 3), label);
+                    run_one(&payloads[r], &inh, srv, (int)(v % 4), label);
                     kr_env_free(&inh);
                     combos++;
                 }
@@ -418,7 +477,7 @@ Test(launcher, generated_every_profile_variable, .timeout = 300)
                 kr_env inh = base_inherited();
                 for (size_t v = 0; v < nv; v++) kr_env_set(&inh, vars[v], shape(k), KR_ORIGIN_INHERITED);
                 snprintf(label, sizeof label, "route=%d server=%d all=shape%zu", r, srv, k);
-                for (int cmd = 0; cmd < 3; cmd++) run_one(&payloads[r], &inh, srv, cmd, label);
+                for (int cmd = 0; cmd < 4; cmd++) run_one(&payloads[r], &inh, srv, cmd, label);
                 kr_env_free(&inh);
                 combos++;
             }
@@ -435,7 +494,7 @@ Test(launcher, generated_every_profile_variable, .timeout = 300)
                     }
                 }
                 snprintf(label, sizeof label, "route=%d server=%d mix=%d (%zu vars)", r, srv, t, nset);
-                run_one(&payloads[r], &inh, srv, t % 3, label);
+                run_one(&payloads[r], &inh, srv, t % 4, label);
                 kr_env_free(&inh);
                 combos++;
             }

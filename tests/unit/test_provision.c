@@ -651,16 +651,16 @@ Test(rules, token_fills_the_placeholder)
 enum { V_ABSENT = -1, V_UNREADABLE = -2 };
 
 static const char *const payload_models[] = {NULL, "", "claude-sonnet-4-5", "MiniMax-M2",
-                                             "gpt-4o", "deepseek-chat", "nope-1"};
+                                             "gpt-4o", "deepseek-chat", "gemini-2.5-flash", "nope-1"};
 static const char *const stored_models[] = {NULL, "", "claude-haiku-4-5", "MiniMax-M2",
                                             (const char *)1 /* unreadable */};
 static const char *const stored_providers[] = {NULL, "platform", "minimax", "anthropic", "bogus",
                                                (const char *)1};
-static const char *const org_sets[][4] = {
+static const char *const org_sets[][5] = {
     {NULL},
     {"CLAUDE_CODE_OAUTH_TOKEN", NULL},
     {"CLAUDE_CODE_OAUTH_TOKEN", "MINIMAX_API_KEY", NULL},
-    {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", NULL},
+    {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"},
 };
 
 static const char *value_for(const char *key)
@@ -669,6 +669,7 @@ static const char *value_for(const char *key)
     if (!strcmp(key, "ANTHROPIC_API_KEY")) return ANTHROPIC_KEY;
     if (!strcmp(key, "OPENAI_API_KEY")) return OPENAI_KEY;
     if (!strcmp(key, "MINIMAX_API_KEY")) return MINIMAX_KEY;
+    if (!strcmp(key, "GEMINI_API_KEY")) return GOOGLE_KEY;
     return "sk-deepseekTESTxxxxxxxxxxxxxxxx";
 }
 
@@ -681,7 +682,7 @@ static void render(const kr_provision_result *r, kr_buf *b)
 }
 
 /* The environment invariants every successful provision must hold: one
- * credential per configured protocol (both on the platform route, the
+ * credential per configured protocol (every protocol on the platform route, the
  * provider's on BYOK), and no vendor credential on the platform route. */
 static void check_env_invariants(const kr_provision_result *r, const char *label)
 {
@@ -695,7 +696,7 @@ static void check_env_invariants(const kr_provision_result *r, const char *label
             cr_assert_not(kr_cred_is_vendor(v->cls), "%s: platform env has vendor credential %s",
                           label, v->key);
     }
-    size_t want = r->res.route == KR_ROUTE_PLATFORM ? 2 : 1;
+    size_t want = r->res.route == KR_ROUTE_PLATFORM ? KR_PROTO__COUNT : 1;
     cr_assert_eq(creds, want, "%s: %zu credentials in the environment", label, creds);
 }
 
@@ -771,7 +772,7 @@ Test(generated, rebuild_resolves_exactly_like_fresh_create, .timeout = 240)
                             free(before);
                             kr_store_close(f.st);
                         }
-    cr_assert_eq(combos, 2 * 7 * 5 * 6 * 4 * 2);
+    cr_assert_eq(combos, 2 * 8 * 5 * 6 * 4 * 2);
     cr_assert_gt(ok, combos / 10, "too few successful combinations (%zu): the generator is broken", ok);
     kr_registry_free(reg);
 }

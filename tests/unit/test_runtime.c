@@ -32,6 +32,15 @@ Test(runtime, shipped_profiles)
     cr_assert_not(kr_runtimes_names(r, "OPENAI_API_KEY", KR_RTVAR_CREDENTIAL, KR_PROTO_ANTHROPIC));
     cr_assert_str_eq(cx->dir_env, "CODEX_HOME");
     cr_assert_str_eq(cc->args[0], "--settings");
+    const kr_runtime *g = kr_runtimes_find(r, "gemini-cli");
+    cr_assert(g && !strcmp(g->name, "gemini"));
+    cr_assert_eq(g->proto, KR_PROTO_GEMINI);
+    cr_assert_eq(kr_runtimes_for_command(r, "/usr/bin/gemini"), g);
+    cr_assert_str_eq(g->file, ".gemini/settings.json");
+    cr_assert_str_eq(g->dir_env, "GEMINI_CLI_HOME");
+    cr_assert_eq(kr_runtimes_role(r, "GEMINI_CLI_CUSTOM_HEADERS"), KR_RTVAR_HEADERS);
+    cr_assert_eq(kr_runtimes_role(r, "GEMINI_CLI_SYSTEM_SETTINGS_PATH"), KR_RTVAR_PROVIDER);
+    cr_assert_eq(kr_runtimes_role(r, "GOOGLE_API_KEY"), KR_RTVAR_CREDENTIAL);
 }
 
 Test(runtime, refuses_what_it_cannot_honour)
@@ -42,7 +51,12 @@ Test(runtime, refuses_what_it_cannot_honour)
         ONE "set_api_key = NOT_A_CREDENTIAL_VAR\n",                     /* not in credential_env */
         "[runtime x]\nprotocol = openai\nbase_url_env = B\ncredential_env = C\n"
         "set_base_url = OTHER\nset_bearer = C\n",                       /* not in base_url_env */
-        ONE "file = ../x\nformat = toml\nline = a\n",                   /* a path */
+        ONE "file = ../x\nformat = toml\nline = a\n",                   /* out of its directory */
+        ONE "file = /etc/x\nformat = toml\nline = a\n",                 /* absolute */
+        ONE "file = a/../../x\nformat = toml\nline = a\n",              /* out of its directory */
+        ONE "file = a//x\nformat = toml\nline = a\n",                   /* empty component */
+        ONE "file = a/\nformat = toml\nline = a\n",                     /* a directory */
+        ONE "file = f\nformat = toml\nline = a\nremove_files = ../auth.json\n",
         ONE "file = f\nformat = toml\nline = a = ${secret}\n",          /* unknown placeholder */
         ONE "file = f\nformat = toml\nline = a = 1${blank_env}\n",      /* json only */
         ONE "file = f\nformat = toml\nline = k = \"sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAA\"\n",
