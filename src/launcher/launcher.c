@@ -459,6 +459,20 @@ static int runtime_files(kr_launch *l, const kr_launch_in *in, kr_diag *d)
                    cred);
         }
     }
+    /* the profiles' fixed settings, over whatever was inherited */
+    for (size_t i = 0; i < rts->n; i++) {
+        const kr_runtime *rt = &rts->rt[i];
+        for (size_t j = 0; j < rt->set_env.n; j++) {
+            char name[64];
+            const char *eq = strchr(rt->set_env.v[j], '=');
+            kr_memlcpy(name, sizeof name, rt->set_env.v[j], (size_t)(eq - rt->set_env.v[j]));
+            const kr_env_var *old = kr_env_get(&l->env, name);
+            if (old && strcmp(old->value, eq + 1))
+                decide(l, rts, name, KR_ACT_DROP, old, "L8", "replaced by %s's fixed setting", rt->name);
+            kr_env_set(&l->env, name, eq + 1, KR_ORIGIN_LAUNCHER);
+            decide(l, rts, name, KR_ACT_SET, NULL, "L8", "%s's fixed setting", rt->name);
+        }
+    }
     if (!in->argv || in->argc < 1) return 0;
     l->agent = kr_runtimes_for_command(rts, in->argv[0]);
     const kr_launch_file *af = NULL;

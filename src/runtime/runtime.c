@@ -143,6 +143,21 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             return kr_fail(d, KR_EPARSE, "line %d: template line too long", line);
     } else if (!strcmp(key, "args")) {
         return split(value, rt->args[0], 128, KR_RT_MAX_ARGS, &rt->nargs, false, d, line);
+    } else if (!strcmp(key, "set_env")) {
+        int rc = split(value, rt->set_env.v[0], 64, KR_RT_MAX_NAMES, &rt->set_env.n, false, d, line);
+        for (size_t i = 0; !rc && i < rt->set_env.n; i++) {
+            char *e = rt->set_env.v[i], *eq = strchr(e, '=');
+            if (eq) *eq = 0;
+            bool ok = eq && env_name_ok(e) && strncmp(e, "KEYRAIL_", 8) &&
+                      kr_cred_find(eq + 1, strlen(eq + 1), NULL, NULL) == KR_CRED_NONE;
+            if (eq) *eq = '=';
+            if (!ok)
+                rc = kr_fail(d, KR_EPARSE,
+                             "line %d: set_env takes NAME=VALUE, never keyrail's own variables "
+                             "or a credential",
+                             line);
+        }
+        return rc;
     } else if (!strcmp(key, "remove_files")) {
         int rc = split(value, rt->remove_files.v[0], 64, KR_RT_MAX_NAMES, &rt->remove_files.n,
                        false, d, line);

@@ -65,6 +65,7 @@ typedef struct kr_runtime {
     char args[KR_RT_MAX_ARGS][128];
     size_t nargs;
     kr_rt_list remove_files;
+    kr_rt_list set_env; /* "NAME=VALUE": set at every launch */
 } kr_runtime;
 
 typedef struct kr_runtimes {

@@ -38,9 +38,13 @@ TENANT_OPENROUTER_KEY = "sk-or-v1-CANARYTENANTOPENROUTER0000000000000"
 # an OpenAI key in the legacy shape (sk-…): its shape names no issuer, so the
 # launcher lets the payload pair it with the fake vendor standing in for OpenAI
 TENANT_OPENAI_LEGACY_KEY = "sk-CANARYTENANTOPENAILEGACY000000000000000000"
+PLATFORM_GOOGLE_KEY = "AIzaSyCANARYPLATFORMGOOGLE00000000000000"
+TENANT_GOOGLE_KEY = "AIzaSyCANARYTENANTGOOGLE0000000000000000"
+TENANT_GOOGLE_DIRECT_KEY = "gk-CANARYTENANTGOOGLEDIRECT000000000000"  # no vendor shape
 CANARIES = [PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, TENANT_ANTHROPIC_KEY,
             TENANT_OPENAI_KEY, TENANT_MINIMAX_KEY, TENANT_OPENAI_LEGACY_KEY, TENANT_DEEPSEEK_KEY,
-            TENANT_MOONSHOT_KEY, TENANT_OPENROUTER_KEY]
+            TENANT_MOONSHOT_KEY, TENANT_OPENROUTER_KEY, PLATFORM_GOOGLE_KEY, TENANT_GOOGLE_KEY,
+            TENANT_GOOGLE_DIRECT_KEY]
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "UndefinedBehaviorSanitizer", "AddressSanitizer:")
@@ -402,6 +406,16 @@ platform_key_env = KEYRAIL_OPENAI_KEY
 model_prefixes = gpt-
 key_prefixes = sk-proj-
 
+[provider google]
+protocol = gemini
+base_url = {fv}/google
+credential_env = GEMINI_API_KEY, GOOGLE_API_KEY
+header = x-goog-api-key
+platform = true
+platform_key_env = KEYRAIL_GOOGLE_KEY
+model_prefixes = gemini-
+key_prefixes = AIza
+
 [provider minimax]
 protocol = anthropic
 base_url = {fv}/minimax/anthropic
@@ -494,6 +508,42 @@ provider = openai
 price_input = 2.00
 price_output = 10.00
 price_cache_read = 0.10
+
+# Gemini: the models the tests ask for, and the ones Gemini CLI 0.61.0 calls
+# on its own (its main model, the router's classifier and its utilities)
+[model gemini-2.5-flash]
+provider = google
+aliases = gflash
+price_input = 0.30
+price_output = 2.50
+price_cache_read = 0.03
+
+[model gemini-2.5-pro]
+provider = google
+price_input = 1.25
+price_output = 10.00
+price_cache_read = 0.125
+
+[model gemini-2.5-flash-lite]
+provider = google
+price_input = 0.10
+price_output = 0.40
+price_cache_read = 0.01
+
+[model gemini-3.1-pro-preview]
+provider = google
+price_input = 2.00
+price_output = 12.00
+price_cache_read = 0.20
+
+[model gemini-3.5-flash-lite]
+provider = google
+price_input = 0.10
+price_output = 0.40
+price_cache_read = 0.01
+
+[model gemini-unpriced]
+provider = google
 """
 
 
@@ -560,6 +610,7 @@ log_flush_ms = 0
             e["KEYRAIL_UPSTREAM_CLIENT"] = os.environ["KR_TEST_UPSTREAM_CLIENT"]
         e["KEYRAIL_ANTHROPIC_KEY"] = PLATFORM_ANTHROPIC_KEY
         e["KEYRAIL_OPENAI_KEY"] = PLATFORM_OPENAI_KEY
+        e["KEYRAIL_GOOGLE_KEY"] = PLATFORM_GOOGLE_KEY
         return e
 
     def cli(self, *args, input=None, check=True):

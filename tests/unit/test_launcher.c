@@ -220,6 +220,7 @@ Test(launcher, gemini_gets_a_private_home_and_only_the_workspace_token)
     kr_env_set(&inh, "GEMINI_CLI_HOME", "/home/agent", KR_ORIGIN_INHERITED);
     kr_env_set(&inh, "GEMINI_CLI_SYSTEM_SETTINGS_PATH", "/repo/evil.json", KR_ORIGIN_INHERITED);
     kr_env_set(&inh, "GEMINI_CLI_TRUST_WORKSPACE", "true", KR_ORIGIN_INHERITED);
+    kr_env_set(&inh, "GEMINI_RESTRICTED_MODE", "false", KR_ORIGIN_INHERITED);
     kr_env_set(&inh, "GOOGLE_GENAI_USE_VERTEXAI", "true", KR_ORIGIN_INHERITED);
     char *argv[] = {"/usr/local/bin/gemini", "-p", "hi", NULL};
     kr_launch l;
@@ -245,10 +246,11 @@ Test(launcher, gemini_gets_a_private_home_and_only_the_workspace_token)
     cr_assert(strstr(f->content.data, "\"enforcedType\": \"gemini-api-key\"") != NULL, "%s", f->content.data);
     cr_assert(strstr(f->content.data, "\"ignoreLocalEnv\": true") != NULL);
     cr_assert_null(strstr(f->content.data, ws_token + 5), "a credential was written to a file");
-    /* the headless CLI runs untrusted workspaces only with --skip-trust */
-    cr_assert_eq(l.argc, 4);
-    cr_assert_str_eq(l.argv[1], "--skip-trust");
-    cr_assert_str_eq(l.argv[2], "-p");
+    /* the workspace is never trusted: its settings and .env are never read */
+    cr_assert_str_eq(kr_env_get(&l.env, "GEMINI_RESTRICTED_MODE")->value, "true");
+    cr_assert(strstr(f->content.data, "\"folderTrust\": {\"enabled\": false}") != NULL);
+    cr_assert_eq(l.argc, 3);
+    cr_assert_str_eq(l.argv[1], "-p");
     kr_launch_free(&l);
     kr_env_free(&p);
     kr_env_free(&inh);

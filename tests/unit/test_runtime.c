@@ -67,6 +67,9 @@ Test(runtime, refuses_what_it_cannot_honour)
         ONE "aliases = y\n[runtime y]\nprotocol = openai\nbase_url_env = B\ncredential_env = C\n"
             "set_base_url = B\nset_bearer = C\n",                       /* alias taken */
         ONE "credential_env = 1BAD\n",                                  /* not a name */
+        ONE "set_env = NOVALUE\n",                                      /* no = */
+        ONE "set_env = KEYRAIL_X=1\n",                                  /* keyrail's own */
+        ONE "set_env = X=sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAA\n",     /* a credential */
         "[provider x]\n",                                               /* wrong section */
         "",                                                             /* nothing */
     };
