@@ -282,11 +282,43 @@ static bool auth_ok(kr_req *r, const kr_auth_info *a, bool need_platform)
 
 /* ---- local endpoints ---- */
 
+/* A model this workspace may call: on BYOK its provider's, else a priced
+ * platform model; of the route's protocol. */
+static bool model_listed(const kr_req *r, const kr_model *m)
+{
+    const kr_provider *p = &r->px->p.reg->providers[m->provider];
+    bool byok = r->auth.route == KR_ROUTE_BYOK;
+    if (byok ? strcmp(p->name, r->auth.provider) : (!p->platform || !m->priced)) return false;
+    return p->proto == r->proto;
+}
+
+static void gemini_model_json(kr_buf *b, const kr_model *m)
+{
+    kr_buf_printf(b,
+                  "{\"name\":\"models/%s\",\"displayName\":\"%s\","
+                  "\"supportedGenerationMethods\":[\"generateContent\","
+                  "\"streamGenerateContent\",\"countTokens\"]}",
+                  m->id, m->id);
+}
+
 static void respond_models(kr_req *r)
 {
     kr_buf b = KR_BUF_INIT(1 << 20);
     const kr_registry *reg = r->px->p.reg;
     bool first = true;
+    if (r->proto == KR_PROTO_GEMINI && r->path_model[0]) { /* GET .../models/{model} */
+        for (size_t i = 0; i < reg->nmodels; i++)
+            if (!strcmp(reg->models[i].id, r->path_model) && model_listed(r, &reg->models[i])) {
+                gemini_model_json(&b, &reg->models[i]);
+                kr_respond_json(r, 200, b.data, b.len, NULL);
+                kr_buf_free(&b);
+                return;
+            }
+        kr_buf_free(&b);
+        kr_respond_error(r, 404, "not_found_error", "model '%s' is not served to this workspace",
+                         r->path_model);
+        return;
+    }
     if (r->proto == KR_PROTO_ANTHROPIC)
         kr_buf_puts(&b, "{\"data\":[");
     else if (r->proto == KR_PROTO_GEMINI)
@@ -297,9 +329,7 @@ static void respond_models(kr_req *r)
     for (size_t i = 0; i < reg->nmodels; i++) {
         const kr_model *m = &reg->models[i];
         const kr_provider *p = &reg->providers[m->provider];
-        bool byok = r->auth.route == KR_ROUTE_BYOK;
-        if (byok ? strcmp(p->name, r->auth.provider) : (!p->platform || !m->priced)) continue;
-        if (p->proto != r->proto) continue;
+        if (!model_listed(r, m)) continue;
         if (!first) kr_buf_putc(&b, ',');
         first = false;
         if (!first_id) first_id = m->id;
@@ -310,11 +340,7 @@ static void respond_models(kr_req *r)
                           "\"created_at\":\"2025-01-01T00:00:00Z\"}",
                           m->id, m->id);
         else if (r->proto == KR_PROTO_GEMINI)
-            kr_buf_printf(&b,
-                          "{\"name\":\"models/%s\",\"displayName\":\"%s\","
-                          "\"supportedGenerationMethods\":[\"generateContent\","
-                          "\"streamGenerateContent\",\"countTokens\"]}",
-                          m->id, m->id);
+            gemini_model_json(&b, m);
         else
             kr_buf_printf(&b,
                           "{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"%s\"}",
@@ -461,6 +487,8 @@ static const kr_route_def gemini_routes[] = {
      KR_PROTO_GEMINI, KR_RK_UPSTREAM, KR_WIRE_GEMINI, ":countTokens", false},
     {"/gemini/{version}/models", "GET", KR_ROUTE_GEMINI_MODELS, KR_PROTO_GEMINI, KR_RK_MODELS, 0,
      NULL, false},
+    {"/gemini/{version}/models/{model}", "GET", KR_ROUTE_GEMINI_MODELS, KR_PROTO_GEMINI,
+     KR_RK_MODELS, 0, NULL, false},
 };
 
 static bool model_char(char c)
@@ -486,9 +514,10 @@ static const kr_route_def *gemini_route(kr_req *r, kr_slice path)
     const char *m = p;
     while (p < e && model_char(*p)) p++;
     size_t mn = (size_t)(p - m);
-    if (!mn || mn >= sizeof r->path_model || p == e || *p != ':') return NULL;
+    if (!mn || mn >= sizeof r->path_model || (p < e && *p != ':')) return NULL;
     memcpy(r->path_model, m, mn);
     r->path_model[mn] = 0;
+    if (p == e) return &gemini_routes[4]; /* one model */
     kr_slice action = {p, (size_t)(e - p)};
     for (size_t i = 0; i < 3; i++)
         if (kr_slice_eq(action, gemini_routes[i].upstream)) return &gemini_routes[i];

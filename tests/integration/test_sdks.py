@@ -3,7 +3,7 @@ import json
 import os
 import subprocess
 
-from conftest import ROOT, sha256, PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY
+from conftest import ROOT, sha256, PLATFORM_ANTHROPIC_KEY, PLATFORM_GOOGLE_KEY, PLATFORM_OPENAI_KEY
 
 JS = os.path.join(ROOT, "tests", "js")
 
@@ -44,3 +44,28 @@ def test_openai_sdk_stream_and_non_stream(kr, vendor):
     rows = kr.usage()
     assert [(r["input"], r["output"]) for r in rows] == [(333, 7), (444, 9)]
     assert all(r["auth_sha256"] == sha256(PLATFORM_OPENAI_KEY) for r in vendor.requests())
+
+
+def test_google_genai_sdk_through_the_gemini_routes(kr, vendor):
+    tok = kr.setup_org()
+    kr.start()
+    out = run_node("sdk_gemini.mjs", dict(os.environ, KR_BASE_URL=f"http://127.0.0.1:{kr.port}/gemini",
+                                          KR_TOKEN=tok, KR_CMD="echo 'hi there'"))
+    assert out["text"] == "Hello from fakevendor." and out["finish_reason"] == "STOP"
+    assert out["usage"]["promptTokenCount"] == 333 and out["usage"]["candidatesTokenCount"] == 7
+    assert out["streamed"] == "Hello from fakevendor."
+    assert out["stream_usage"][-1]["thoughtsTokenCount"] == 2
+    assert out["count"]["totalTokens"] == 61
+    assert "models/gemini-2.5-flash" in out["models"] and "models/claude-sonnet-4-5" not in out["models"]
+    assert out["model"]["name"] == "models/gemini-2.5-pro"
+    assert out["tool"]["function_calls"][0]["args"]["command"] == "echo 'hi there'"
+    assert out["tool_stream"]["function_calls"][0]["name"] == "run_shell_command"
+    assert out["refused"]["is_api_error"] and out["refused"]["status"] == 429
+    rows = kr.usage()
+    # generateContent, the stream (input: 444 + the 4 tool-use prompt tokens; output 9 with 2
+    # thoughts; 5 cached), two tool calls; countTokens is not billed; the 429 costs nothing
+    assert [(r["input"], r["output"], r["cache_read"]) for r in rows[:2]] == [(333, 7, 0), (448, 9, 5)]
+    assert all(r["status"] == "complete" for r in rows[:4])
+    assert rows[-1]["cost_micros"] == 0 and rows[-1]["status"] == "error"
+    assert all(r["auth_sha256"] == sha256(PLATFORM_GOOGLE_KEY) for r in vendor.requests())
+    assert tok not in json.dumps(vendor.requests())
