@@ -560,7 +560,10 @@ static int gemini_body(const char *body, size_t n, kr_usage *u, char *model, siz
         while (!kr_json_array_next(&arr, &pos, &e)) {
             if (e.type != KR_JSON_OBJECT) continue;
             kr_usage one = {0};
-            if (gemini_response(e.p, e.n, &one, model, modelcap, NULL, NULL)) return KR_EPARSE;
+            if (gemini_response(e.p, e.n, &one, model, modelcap, NULL, NULL)) {
+                rc = KR_EPARSE; /* nothing of the earlier elements is kept */
+                break;
+            }
             if (one.seen) *u = one, rc = 0;
         }
     } else {

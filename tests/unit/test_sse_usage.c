@@ -919,4 +919,10 @@ Test(sse_usage, from_json_gemini_object_and_array)
     cr_expect_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, "{\"usageMetadata\":{\"promptTokenCount\":-1}}",
                                          41, &u, NULL, 0),
                  KR_EPARSE);
+    /* a bad element after a good one: an error, and nothing of the good one
+     * is kept (found by fuzz_sse_usage) */
+    const char *bad = "[{\"usageMetadata\":{\"promptTokenCount\":50,\"candidatesTokenCount\":1}},"
+                      "{\"usageMetadata\":{\"promptTokenCount\":-1}}]";
+    cr_expect_eq(kr_usage_from_json_wire(KR_WIRE_GEMINI, bad, strlen(bad), &u, NULL, 0), KR_EPARSE);
+    cr_expect(!u.seen && !u.input_tokens && !u.output_tokens);
 }
