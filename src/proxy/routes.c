@@ -5,6 +5,7 @@
  * forwarding and the relay are forward.c.
  */
 #include "proxy/proxy.h"
+#include "proxy/gemini_path.h"
 #include "core/cred.h"
 #include "core/log.h"
 
@@ -478,6 +479,7 @@ static const kr_route_def routes[] = {
 /* The Gemini API: /gemini/{v1beta|v1}/models/{model}:{action}, and the model
  * list. The model and the version come from the path; the upstream path is
  * made from them in forward.c (upstream: the action). */
+/* indexed by kr_gem_action (gemini_path.h) */
 static const kr_route_def gemini_routes[] = {
     {"/gemini/{version}/models/{model}:generateContent", "POST", KR_ROUTE_GEMINI_GENERATE,
      KR_PROTO_GEMINI, KR_RK_UPSTREAM, KR_WIRE_GEMINI, ":generateContent", true},
@@ -491,64 +493,30 @@ static const kr_route_def gemini_routes[] = {
      KR_RK_MODELS, 0, NULL, false},
 };
 
-static bool model_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_';
-}
-
 /* Matches a Gemini path into r (the version, the model); NULL when none. */
 static const kr_route_def *gemini_route(kr_req *r, kr_slice path)
 {
-    const char *p = path.p + 8, *e = path.p + path.n; /* after "/gemini/" */
-    const char *ver = p;
-    while (p < e && *p != '/') p++;
-    size_t vn = (size_t)(p - ver);
-    if (!((vn == 6 && !memcmp(ver, "v1beta", 6)) || (vn == 2 && !memcmp(ver, "v1", 2)))) return NULL;
-    memcpy(r->api_version, ver, vn);
-    r->api_version[vn] = 0;
-    if ((size_t)(e - p) < 7 || memcmp(p, "/models", 7)) return NULL;
-    p += 7;
-    if (p == e) return &gemini_routes[3]; /* the list */
-    if (*p++ != '/') return NULL;
-    const char *m = p;
-    while (p < e && model_char(*p)) p++;
-    size_t mn = (size_t)(p - m);
-    if (!mn || mn >= sizeof r->path_model || (p < e && *p != ':')) return NULL;
-    memcpy(r->path_model, m, mn);
-    r->path_model[mn] = 0;
-    if (p == e) return &gemini_routes[4]; /* one model */
-    kr_slice action = {p, (size_t)(e - p)};
-    for (size_t i = 0; i < 3; i++)
-        if (kr_slice_eq(action, gemini_routes[i].upstream)) return &gemini_routes[i];
-    return NULL;
+    kr_gem_path g;
+    if (kr_gemini_path_parse(path.p, path.n, &g)) return NULL;
+    memcpy(r->api_version, g.version, sizeof r->api_version);
+    kr_strlcpy(r->path_model, g.model, sizeof r->path_model);
+    return &gemini_routes[g.action];
 }
 
 /* Gemini queries: alt (sse, or json: the chunks as one JSON array) on the
- * stream route, and key= (a credential, taken like a header). Anything else
- * is refused rather than silently dropped. */
+ * stream route, and key= (a credential, taken like a header). */
 static bool gemini_query(kr_req *r)
 {
     const kr_http_req *h = r->x.http;
-    const char *p = h->query.p, *e = p + h->query.n;
-    while (p < e) {
-        const char *amp = memchr(p, '&', (size_t)(e - p));
-        if (!amp) amp = e;
-        kr_slice kv = {p, (size_t)(amp - p)};
-        if (kr_slice_eq(kv, "alt=sse") && r->rd->id == KR_ROUTE_GEMINI_STREAM) {
-            r->alt_sse = true;
-        } else if (kr_slice_eq(kv, "alt=json") && r->rd->id == KR_ROUTE_GEMINI_STREAM) {
-            r->alt_sse = false;
-        } else if (kv.n > 4 && !memcmp(kv.p, "key=", 4) && !r->query_key.p) {
-            r->query_key = (kr_slice){kv.p + 4, kv.n - 4};
-        } else {
-            /* never echoed: a query may hold a credential */
-            kr_respond_error(r, 400, "invalid_request_error",
-                             "unsupported query parameter (Gemini routes take alt=sse and key=)");
-            return false;
-        }
-        p = amp < e ? amp + 1 : e;
+    kr_gem_query q;
+    if (kr_gemini_query_parse(h->query.p, h->query.n, r->rd->id == KR_ROUTE_GEMINI_STREAM, &q)) {
+        /* never echoed: a query may hold a credential */
+        kr_respond_error(r, 400, "invalid_request_error",
+                         "unsupported query parameter (Gemini routes take alt=sse and key=)");
+        return false;
     }
+    r->alt_sse = q.alt_sse;
+    if (q.key) r->query_key = (kr_slice){q.key, q.key_n};
     return true;
 }
 
