@@ -178,7 +178,7 @@ int kr_cmd_ws(int argc, char **argv)
     if (kr_cli_init(&c, &a)) return 1;
     int rc = 1;
     cJSON *p = cJSON_CreateObject(), *out;
-    char b1[300], b2[300], b3[300];
+    char b1[300], b2[300], b3[300], b4[300];
     if (!strcmp(a.pos[0], "create") && a.npos == 3) {
         cJSON_AddStringToObject(p, "org", a.pos[1]);
         cJSON_AddStringToObject(p, "ws", a.pos[2]);
@@ -209,7 +209,7 @@ int kr_cmd_ws(int argc, char **argv)
             printf("%s %s/%s created (id %.0f): route %s, provider %s%s%s\n",
                    kr_cli_jstr(w, "kind"), E(w, "org", b1, sizeof b1), E(w, "name", b2, sizeof b2),
                    num(w, "id"), kr_cli_jstr(out, "route"), E(out, "provider", b3, sizeof b3),
-                   strcmp(model, "-") ? ", model " : "", strcmp(model, "-") ? E(out, "model", b1, sizeof b1) : "");
+                   strcmp(model, "-") ? ", model " : "", strcmp(model, "-") ? E(out, "model", b4, sizeof b4) : "");
         }
         kr_ops_params_free(out);
     } else if (!strcmp(a.pos[0], "list") && a.npos <= 2) {

@@ -13,7 +13,16 @@ def explain(kr, ref):
 
 
 def runtime_line(text, name):
-    lines = [l for l in text.splitlines() if l.startswith(f"  {name} ")]
+    """The line of one runtime in the "runtimes (...)" block (the upstream
+    block below it also starts lines with a protocol name: gemini)."""
+    all_lines = text.splitlines()
+    start = next(i for i, l in enumerate(all_lines) if l.startswith("runtimes ("))
+    block = []
+    for l in all_lines[start + 1:]:
+        if not l.startswith("  "):
+            break
+        block.append(l)
+    lines = [l for l in block if l.startswith(f"  {name} ")]
     assert len(lines) == 1, (name, text)
     return lines[0]
 

@@ -230,10 +230,12 @@ Test(launcher, gemini_gets_a_private_home_and_only_the_workspace_token)
     cr_assert_str_eq(kr_env_get(&l.env, "GOOGLE_GEMINI_BASE_URL")->value, PROXY "/gemini");
     cr_assert_str_eq(l.proto[KR_PROTO_GEMINI].cred_var, "GEMINI_API_KEY");
     cr_assert(l.proto[KR_PROTO_GEMINI].to_proxy);
-    const char *gone[] = {"GOOGLE_API_KEY", "GEMINI_CLI_CUSTOM_HEADERS", "GEMINI_CLI_SYSTEM_SETTINGS_PATH",
-                          "GEMINI_CLI_TRUST_WORKSPACE", "GOOGLE_GENAI_USE_VERTEXAI"};
+    const char *gone[] = {"GOOGLE_API_KEY", "GEMINI_CLI_CUSTOM_HEADERS", "GEMINI_CLI_TRUST_WORKSPACE",
+                          "GOOGLE_GENAI_USE_VERTEXAI"};
     for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
         cr_assert_null(kr_env_get(&l.env, gone[i]), "%s passed", gone[i]);
+    /* no system settings layer above keyrail's, whatever the environment named */
+    cr_assert_str_eq(kr_env_get(&l.env, "GEMINI_CLI_SYSTEM_SETTINGS_PATH")->value, "/dev/null/keyrail-none");
     const kr_env_var *home = kr_env_get(&l.env, "GEMINI_CLI_HOME");
     cr_assert(home && !strncmp(home->value, "/state/gemini-", 14), "%s", home ? home->value : "-");
     const kr_launch_file *f = NULL;

@@ -39,7 +39,8 @@ Test(runtime, shipped_profiles)
     cr_assert_str_eq(g->file, ".gemini/settings.json");
     cr_assert_str_eq(g->dir_env, "GEMINI_CLI_HOME");
     cr_assert_eq(kr_runtimes_role(r, "GEMINI_CLI_CUSTOM_HEADERS"), KR_RTVAR_HEADERS);
-    cr_assert_eq(kr_runtimes_role(r, "GEMINI_CLI_SYSTEM_SETTINGS_PATH"), KR_RTVAR_PROVIDER);
+    cr_assert_eq(kr_runtimes_role(r, "GEMINI_CLI_TRUST_WORKSPACE"), KR_RTVAR_PROVIDER);
+    cr_assert_eq(g->set_env.n, 3);
     cr_assert_eq(kr_runtimes_role(r, "GOOGLE_API_KEY"), KR_RTVAR_CREDENTIAL);
 }
 
