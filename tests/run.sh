@@ -54,11 +54,12 @@ done
 
 # ---- integration and end-to-end (pytest; one run per directory, since each
 # has its own conftest) ----
-for d in tests/integration tests/e2e; do
-  compgen -G "$d/test_*.py" >/dev/null || continue
-  name=$(basename "$d")
-  KEYRAIL_BUILD=$ROOT/$BUILD /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    --basetemp="$OUT/tmp-$name" --junitxml="$OUT/pytest-$name.xml" "$d" >"$OUT/pytest-$name.log" 2>&1
+# run_pytest NAME BUILD ARGS...: one pytest run against BUILD's binaries,
+# counted from its JUnit report (a skipped test counts as failed)
+run_pytest() {
+  local name=$1 build=$2; shift 2
+  KEYRAIL_BUILD=$ROOT/$build /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    --basetemp="$OUT/tmp-$name" --junitxml="$OUT/pytest-$name.xml" "$@" >"$OUT/pytest-$name.log" 2>&1
   read -r p f < <(/usr/bin/python3 - "$OUT/pytest-$name.xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
@@ -75,7 +76,28 @@ PY
   passed=$((passed + p)); failed=$((failed + f))
   if [ "$f" -gt 0 ]; then echo "FAIL pytest $name: $p passed, $f failed"; grep -E "^(FAILED|ERROR)" "$OUT/pytest-$name.log" | head -40
   else echo "ok   pytest $name: $p passed"; fi
+}
+for d in tests/integration tests/e2e; do
+  compgen -G "$d/test_*.py" >/dev/null || continue
+  run_pytest "$(basename "$d")" "$BUILD" "$d"
 done
+
+# ---- ThreadSanitizer: the suites that drive several event loops at once,
+# the usage writer and the shared admission state, against a TSan build of
+# the binaries (server.workers = 2 in every test, 4 in test_workers) ----
+if [ "${KEYRAIL_SKIP_TSAN:-0}" != 1 ]; then
+  TSAN_BUILD=build/tsan
+  if [ ! -f $TSAN_BUILD/build.ninja ]; then
+    meson setup $TSAN_BUILD -Db_sanitize=thread -Db_lundef=false -Dtests=false --buildtype=debug >/dev/null || exit 1
+  fi
+  if ninja -C $TSAN_BUILD >"$OUT/tsan-build.log" 2>&1; then
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ASAN_OPTIONS= \
+      run_pytest tsan $TSAN_BUILD tests/integration/test_workers.py tests/integration/test_proxy.py \
+      tests/integration/test_limits.py tests/integration/test_crash.py
+  else
+    failed=$((failed + 1)); echo "FAIL tsan build"; tail -30 "$OUT/tsan-build.log"
+  fi
+fi
 
 # ---- secret hygiene: no canary byte in any log, response body or store file ----
 if tests/hygiene.sh "$OUT"/tmp-* >"$OUT/hygiene.log" 2>&1; then passed=$((passed + 1)); echo "ok   hygiene"

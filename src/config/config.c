@@ -106,8 +106,14 @@ static const opt opts[] = {
       "Upstream silent this long (no header or body byte) is abandoned (504, or the stream ends)."),
     I("server", "shutdown_grace_ms", shutdown_grace_ms, "30000", 0, 3600000,
       "On SIGTERM, running requests get this long to finish."),
+    I("server", "workers", workers, "0", 0, 64,
+      "Event loops serving the proxy, each on its own thread with its own listening socket on "
+      "the same port (SO_REUSEPORT), upstream connections, token cache and store workers. 0: "
+      "one per CPU this process may run on. Admission state and the usage writer are shared "
+      "(docs/PERFORMANCE.md)."),
     I("server", "max_connections", max_connections, "10000", 1, 1000000,
-      "Client connections beyond this are refused."),
+      "Client connections beyond this are refused (counted per instance: each loop takes its "
+      "share)."),
     I("server", "token_cache_ms", token_cache_ms, "1000", 0, 600000,
       "How long a token lookup is cached; bounds how late a revocation on another instance is "
       "seen. 0 disables the cache."),

@@ -43,6 +43,7 @@ typedef struct kr_config {
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_timeout_ms;
     int64_t shutdown_grace_ms;
+    int64_t workers; /* event loops; 0: one per CPU */
     int64_t max_connections;
     int64_t token_cache_ms;
     int64_t usage_sync;

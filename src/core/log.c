@@ -7,12 +7,15 @@
 #include <string.h>
 #include <time.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 int kr_log_level = KR_LOG_INFO;
 static FILE *log_fp;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static bool log_buffered; /* request lines wait for kr_log_flush() */
-static kr_buf log_pending = KR_BUF_INIT(1u << 20);
+static atomic_bool log_buffered; /* request lines wait for kr_log_flush() */
+/* Each thread collects its buffered lines apart (several event loops log
+ * without a lock between them); log_mu is taken only to write a batch. */
+static _Thread_local kr_buf log_pending = KR_BUF_INIT(1u << 20);
 
 static void flush_locked(void)
 {
@@ -25,17 +28,22 @@ static void flush_locked(void)
 
 void kr_log_set_buffered(bool on)
 {
-    pthread_mutex_lock(&log_mu);
-    log_buffered = on;
-    if (!on) flush_locked();
-    pthread_mutex_unlock(&log_mu);
+    atomic_store(&log_buffered, on);
+    if (!on) kr_log_flush();
 }
 
 void kr_log_flush(void)
 {
+    if (!log_pending.len) return;
     pthread_mutex_lock(&log_mu);
     flush_locked();
     pthread_mutex_unlock(&log_mu);
+}
+
+void kr_log_thread_end(void)
+{
+    kr_log_flush();
+    kr_buf_free(&log_pending);
 }
 
 int kr_log_open(const char *path)
@@ -58,7 +66,7 @@ bool kr_log_is_stderr(void)
 
 void kr_log_close(void)
 {
-    kr_log_flush();
+    kr_log_thread_end();
     if (log_fp) fclose(log_fp);
     log_fp = NULL;
 }
@@ -175,16 +183,14 @@ size_t kr_redact(const char *in, size_t n, kr_buf *out)
 static void emit(kr_buf *line, bool may_wait)
 {
     const char *in = line->data ? line->data : "";
-    pthread_mutex_lock(&log_mu);
-    if (may_wait && log_buffered && log_pending.len + line->len * 5 + 256 < log_pending.max) {
-        /* redact straight into the pending batch: no copy per line */
+    if (may_wait && atomic_load_explicit(&log_buffered, memory_order_relaxed) &&
+        log_pending.len + line->len * 5 + 256 < log_pending.max) {
+        /* redact straight into this thread's pending batch: no copy per line */
         kr_redact(in, line->len, &log_pending);
         kr_buf_putc(&log_pending, '\n');
-        if (log_pending.len > (64u << 10)) flush_locked();
-        pthread_mutex_unlock(&log_mu);
+        if (log_pending.len > (64u << 10)) kr_log_flush();
         return;
     }
-    pthread_mutex_unlock(&log_mu);
     kr_buf red = KR_BUF_INIT(line->len * 5 + 256); /* a replacement is at most ~4.5x its token */
     kr_redact(in, line->len, &red);
     kr_buf_putc(&red, '\n');

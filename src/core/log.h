@@ -28,11 +28,16 @@ bool kr_log_is_stderr(void);
 int kr_log_level_parse(const char *s);
 
 void kr_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Buffered mode: info and request lines collect in memory until
- * kr_log_flush() (the server calls it every server.log_flush_ms) or 64 KiB;
- * warnings and errors are written at once, after what is pending. */
+/* Buffered mode: info and request lines collect in memory, per thread,
+ * until that thread calls kr_log_flush() (each event loop does every
+ * server.log_flush_ms) or 64 KiB; warnings and errors are written at once,
+ * after what the same thread has pending. Lines of different loops are in
+ * the order their batches were written. */
 void kr_log_set_buffered(bool on);
 void kr_log_flush(void);
+/* Flushes and frees the calling thread's pending lines (a thread that
+ * logged buffered lines calls it before it ends). */
+void kr_log_thread_end(void);
 /* Writes an already-built JSON object line (without newline); it is redacted. */
 void kr_log_json_line(kr_buf *line);
 /* The log's UTC timestamp, "2026-11-28T17:51:04.123Z"; returns its length. */

@@ -23,7 +23,9 @@
  * fuzz drivers and unit tests include them); a handler needs this header
  * and, if it forwards, upstream.h.
  *
- * Everything here runs on one loop thread.
+ * Everything here runs on the loop thread of its kr_http_server; `keyrail
+ * serve` runs one server per event loop (server.workers), each with its own
+ * listening sockets on the same ports.
  *
  * The life of a request: a connection reads and feeds the parser; when a
  * request is complete the server picks the first mount of the listener
@@ -99,6 +101,8 @@ struct kr_http_server {
     kr_http_refusal_fn refusal;
     void *refusal_ctx;
     bool draining;    /* no new connections; keep-alive ends after the current request */
+    int worker;       /* the event loop's index in request lines; -1: the only loop */
+    int64_t max_connections; /* this server's share of server.max_connections */
     uint64_t reqseq;
     char instance[17]; /* random per process: request ids are unique across instances */
 };
@@ -132,9 +136,11 @@ struct kr_conn {
  * cfg's server.* settings) and picks the instance id. */
 void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cfg);
 /* Binds and listens on addr ("HOST:PORT", IPv4 or [IPv6]) with its own
- * mount table (kept by reference: it must outlive the listener). */
-int kr_http_listen(kr_http_server *s, const char *addr, int backlog, const kr_http_mount *mounts,
-                   size_t nmounts, kr_http_listener **out, kr_diag *d);
+ * mount table (kept by reference: it must outlive the listener). port > 0
+ * replaces addr's port; reuseport: SO_REUSEPORT, so that each of several
+ * loops can listen on the same port (the kernel spreads connections). */
+int kr_http_listen(kr_http_server *s, const char *addr, int port, bool reuseport, int backlog,
+                   const kr_http_mount *mounts, size_t nmounts, kr_http_listener **out, kr_diag *d);
 /* The same on a socket already bound and listening (keyrail run's relay:
  * bound inside the agent's network namespace, served from outside). */
 int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
@@ -148,6 +154,9 @@ void kr_http_close_all(kr_http_server *s);
 /* A new request id, unique across instances (random instance id +
  * sequence): every response carries one, those refused before routing too. */
 void kr_http_request_id(kr_http_server *s, char *out, size_t cap);
+
+/* Frees the calling thread's reused buffers (a loop thread that ends). */
+void kr_http_thread_end(void);
 
 /* "HOST:PORT" -> an address (IPv4, or IPv6 in brackets). */
 int kr_http_parse_listen(const char *listen, struct sockaddr_storage *ss, kr_diag *d);

@@ -41,6 +41,31 @@ void kr_metrics_request(kr_metrics *m, kr_route_id route, int status)
     m->requests[route][KR_METRICS_STATUSES - 1].count++;
 }
 
+void kr_metrics_add(kr_metrics *dst, const kr_metrics *src)
+{
+    for (int r = 0; r < KR_ROUTE__COUNT; r++)
+        for (int i = 0; i < KR_METRICS_STATUSES && src->requests[r][i].status; i++) {
+            int st = src->requests[r][i].status, j = 0;
+            while (j < KR_METRICS_STATUSES - 1 && dst->requests[r][j].status &&
+                   dst->requests[r][j].status != st)
+                j++;
+            if (!dst->requests[r][j].status) dst->requests[r][j].status = st;
+            dst->requests[r][j].count += src->requests[r][i].count;
+        }
+    for (int i = 0; i < KR_LATENCY_BUCKETS; i++)
+        dst->upstream_buckets[i] += src->upstream_buckets[i];
+    dst->upstream_count += src->upstream_count;
+    dst->upstream_sum += src->upstream_sum;
+    for (int i = 0; i < 4; i++)
+        dst->tokens[i] += src->tokens[i];
+    dst->upstream_errors += src->upstream_errors;
+    dst->open_streams += src->open_streams;
+    dst->open_connections += src->open_connections;
+    dst->inflight += src->inflight;
+    dst->client_disconnects += src->client_disconnects;
+    dst->usage_unreadable += src->usage_unreadable;
+}
+
 void kr_metrics_upstream_latency(kr_metrics *m, double s)
 {
     for (int i = 0; i < KR_LATENCY_BUCKETS; i++)

@@ -2,8 +2,9 @@
  * metrics.h -- the server's counters, rendered in Prometheus text format at
  * /metrics: requests by route and status and the connection gauges (counted
  * by the transport as each request ends), upstream latency, tokens and
- * streams (counted by the proxy). Updated on the loop thread only, so plain
- * integers suffice. The route ids are the metrics and log labels of every
+ * streams (counted by the proxy). Each event loop keeps its own, updated on
+ * its thread only, so plain integers suffice; /metrics sums them
+ * (kr_metrics_add) from copies each loop makes on its own thread. The route ids are the metrics and log labels of every
  * handler's routes.
  */
 #ifndef KR_METRICS_H
@@ -59,6 +60,8 @@ const char *kr_route_label(kr_route_id r);
 void kr_metrics_request(kr_metrics *m, kr_route_id route, int status);
 void kr_metrics_upstream_latency(kr_metrics *m, double seconds);
 void kr_metrics_tokens(kr_metrics *m, const kr_usage *u);
+/* dst += src (requests matched by route and status). */
+void kr_metrics_add(kr_metrics *dst, const kr_metrics *src);
 /* extra: gauges owned by others (usage queue depth, …) appended verbatim */
 void kr_metrics_render(const kr_metrics *m, const char *extra, kr_buf *out);
 

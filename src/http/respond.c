@@ -100,6 +100,10 @@ void kr_x_log_begin(const kr_exchange *x, kr_buf *b)
     kr_buf_puts(b, kr_route_label(x->route));
     kr_buf_puts(b, "\",\"status\":");
     kr_buf_put_i64(b, x->status);
+    if (x->srv && x->srv->worker >= 0) {
+        kr_buf_puts(b, ",\"worker\":");
+        kr_buf_put_i64(b, x->srv->worker);
+    }
     if (x->cred_class[0]) {
         kr_buf_puts(b, ",\"credential\":\"");
         kr_buf_puts(b, x->cred_class);
@@ -125,12 +129,18 @@ void kr_x_log_end(const kr_exchange *x, kr_buf *b, uint64_t t_up_ns)
     kr_log_json_line(b);
 }
 
+/* one line per request: appends into a reused buffer, no printf */
+static _Thread_local kr_buf log_line = KR_BUF_INIT(4096);
+
 void kr_x_log(kr_exchange *x)
 {
     if (kr_log_level > KR_LOG_INFO) return;
-    /* one line per request: appends into a reused buffer, no printf */
-    static _Thread_local kr_buf b = KR_BUF_INIT(4096);
-    kr_buf_reset(&b);
-    kr_x_log_begin(x, &b);
-    kr_x_log_end(x, &b, 0);
+    kr_buf_reset(&log_line);
+    kr_x_log_begin(x, &log_line);
+    kr_x_log_end(x, &log_line, 0);
+}
+
+void kr_http_thread_end(void)
+{
+    kr_buf_free(&log_line);
 }

@@ -18,7 +18,9 @@
 #include "http/http.h"
 #include "core/log.h"
 
+#include <errno.h>
 #include <sodium.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,8 @@
 
 #define PENDING_CAP (64 * 1024)
 
-static char read_buf[64 * 1024];
+/* each loop thread reads into its own */
+static _Thread_local char read_buf[64 * 1024];
 
 static void conn_process(kr_conn *c);
 static void conn_feed_direct(kr_conn *c, const char *p, size_t left);
@@ -456,7 +459,7 @@ static void on_connection(uv_stream_t *ls, int status)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->metrics.open_connections++;
-    if (s->draining || s->metrics.open_connections > s->cfg->max_connections) {
+    if (s->draining || s->metrics.open_connections > s->max_connections) {
         kr_conn_close(c);
         return;
     }
@@ -575,7 +578,7 @@ int kr_http_parse_listen(const char *listen, struct sockaddr_storage *ss, kr_dia
 
 /* A listener slot with its mount table; its handle is initialised. */
 static kr_http_listener *listener_add(kr_http_server *s, const kr_http_mount *mounts, size_t nmounts,
-                                      kr_diag *d)
+                                      int family, kr_diag *d)
 {
     if (s->nlisteners == KR_HTTP_MAX_LISTENERS) {
         kr_fail(d, KR_ECONFIG, "more than %d listeners", KR_HTTP_MAX_LISTENERS);
@@ -585,7 +588,9 @@ static kr_http_listener *listener_add(kr_http_server *s, const kr_http_mount *mo
     l->srv = s;
     l->mounts = mounts;
     l->nmounts = nmounts;
-    uv_tcp_init(s->loop, &l->tcp);
+    /* with a family the socket is made now (so options can be set on it) */
+    if (family) uv_tcp_init_ex(s->loop, &l->tcp, (unsigned)family);
+    else uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
     l->open = true;
     return l;
@@ -594,7 +599,7 @@ static kr_http_listener *listener_add(kr_http_server *s, const kr_http_mount *mo
 int kr_http_listen_fd(kr_http_server *s, int fd, const kr_http_mount *mounts, size_t nmounts,
                       kr_diag *d)
 {
-    kr_http_listener *l = listener_add(s, mounts, nmounts, d);
+    kr_http_listener *l = listener_add(s, mounts, nmounts, 0, d);
     if (!l) return KR_ECONFIG;
     int rc;
     if ((rc = uv_tcp_open(&l->tcp, fd)) || (rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection)))
@@ -606,6 +611,8 @@ void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cf
 {
     memset(s, 0, sizeof *s);
     s->loop = loop;
+    s->worker = -1;
+    s->max_connections = cfg->max_connections;
     s->cfg = cfg;
     s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,
                                  (uint64_t)cfg->max_body_bytes};
@@ -614,14 +621,29 @@ void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cf
     kr_hex(inst, sizeof inst, s->instance);
 }
 
-int kr_http_listen(kr_http_server *s, const char *addr, int backlog, const kr_http_mount *mounts,
-                   size_t nmounts, kr_http_listener **out, kr_diag *d)
+int kr_http_listen(kr_http_server *s, const char *addr, int port, bool reuseport, int backlog,
+                   const kr_http_mount *mounts, size_t nmounts, kr_http_listener **out, kr_diag *d)
 {
     struct sockaddr_storage ss;
     int rc;
     if ((rc = kr_http_parse_listen(addr, &ss, d))) return rc;
-    kr_http_listener *l = listener_add(s, mounts, nmounts, d);
+    if (port > 0) {
+        if (ss.ss_family == AF_INET6) ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        else ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    }
+    /* several loops, one listening socket each on the same port: the kernel
+     * spreads new connections over them (libuv 1.44 has no flag for it, so
+     * the socket is made first and set before the bind) */
+    kr_http_listener *l = listener_add(s, mounts, nmounts, reuseport ? ss.ss_family : 0, d);
     if (!l) return KR_ECONFIG;
+    if (reuseport) {
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)&l->tcp, &fd) ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+            return kr_fail(d, KR_ECONFIG, "cannot listen on %s: SO_REUSEPORT: %s", addr,
+                           strerror(errno));
+    }
     if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
         (rc = uv_listen((uv_stream_t *)&l->tcp, backlog, on_connection)))
         return kr_fail(d, KR_ECONFIG, "cannot listen on %s: %s", addr, uv_strerror(rc));

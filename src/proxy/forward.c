@@ -346,6 +346,15 @@ static bool upstream_url(kr_req *r, char *url, size_t cap)
     return true;
 }
 
+/* the upstream request's headers, in a buffer each loop thread reuses: no
+ * allocation per request */
+static _Thread_local kr_buf hb = KR_BUF_INIT(2u << 20);
+
+void kr_req_forward_thread_end(void)
+{
+    kr_buf_free(&hb);
+}
+
 void kr_req_forward(kr_req *r)
 {
     kr_proxy *s = r->px;
@@ -384,7 +393,6 @@ void kr_req_forward(kr_req *r)
     const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     /* the headers: what passes of the client's, then keyrail's own and the
      * platform key, in one block either client takes */
-    static _Thread_local kr_buf hb = KR_BUF_INIT(2u << 20); /* reused: no allocation per request */
     kr_buf_reset(&hb);
     for (unsigned i = 0; i < h->nheaders; i++) {
         const kr_http_header *f = &h->headers[i];
@@ -677,7 +685,7 @@ static void record_usage(kr_req *r, const char *status)
     int64_t now = kr_now_ms();
     rec.finished_at = now;
     rec.started_at = now - (int64_t)((kr_mono_ns() - r->x.t0_ns) / 1000000);
-    kr_meter_submit(r->px->meter, &rec, byok ? NULL : on_metered, r->px);
+    kr_meter_submit(r->px->port, &rec, byok ? NULL : on_metered, r->px);
 }
 
 /* The transfer ended (the client reports it once, with its handle back). */

@@ -21,6 +21,14 @@
  * already admitted when it crossed (in flight, on all instances) plus what
  * other instances admit before the next sync; a window can be exceeded by
  * what other instances admit within one sync interval.
+ *
+ * Within an instance the state is one for all its event loops
+ * (server.workers): 16 shards, each a mutex over its own tables, an owner's
+ * windows and an org's credits always in the shard of its id. A request
+ * takes the shards of its workspace and its org (in shard order), so two
+ * loops wait on each other only for the same org or workspace, or for a
+ * shard collision (/metrics: keyrail_lock_contended_total{lock="limits"}).
+ * The sync runs on one loop.
  */
 #ifndef KR_LIMITS_H
 #define KR_LIMITS_H
@@ -30,8 +38,11 @@
 
 #include "core/usage.h"
 
+#include <pthread.h>
+
 #define KR_LIMITS_SYNC_MS 200
-#define KR_LIMITS_SLOTS 4096
+#define KR_LIMITS_SHARDS 16
+#define KR_LIMITS_SLOTS 256 /* per shard */
 
 typedef struct kr_proxy kr_proxy;
 typedef struct kr_req kr_req;
@@ -54,16 +65,23 @@ typedef struct kr_credit {
     uint64_t seen_ns;
 } kr_credit;
 
+typedef struct kr_limits_shard {
+    pthread_mutex_t mu;
+    kr_window win[KR_LIMITS_SLOTS];
+    kr_credit cred[KR_LIMITS_SLOTS];
+} __attribute__((aligned(64))) kr_limits_shard;
+
 typedef struct kr_limits {
-    kr_window *win;
-    kr_credit *cred;
+    kr_limits_shard shard[KR_LIMITS_SHARDS];
+    /* the sync's own (the loop that runs it) */
     bool syncing;
     uint64_t syncs, sync_failures;
 } kr_limits;
 
-void kr_limits_init(kr_limits *l);
+kr_limits *kr_limits_new(void);
 void kr_limits_free(kr_limits *l);
-/* Starts the periodic sync (on the server's loop). */
+/* Starts the periodic sync on the proxy's loop (one proxy of the instance
+ * runs it). */
 void kr_limits_start(kr_proxy *s);
 void kr_limits_stop(kr_proxy *s);
 

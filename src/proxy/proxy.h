@@ -22,8 +22,11 @@
  *               (meter.h)
  *   errors.c    error bodies in each protocol's own shape
  *
- * Everything here runs on the one loop thread except the work done inside
- * workq/meter jobs.
+ * `keyrail serve` runs one kr_proxy per event loop (server.workers); each
+ * runs on its loop's thread with its own upstream client, token cache, store
+ * workers and usage-writer port. What they share: the registry, profiles,
+ * policy and master key (read-only), the admission state (limits.h, under
+ * its shard locks; one proxy runs its sync) and the usage writer (meter.h).
  */
 #ifndef KR_PROXY_H
 #define KR_PROXY_H
@@ -102,8 +105,12 @@ bool kr_auth_lookup(kr_proxy *s, kr_req *r, const char *tok, size_t n, kr_auth_c
  * outlive it; the platform keys are its own. */
 typedef struct kr_proxy_env {
     kr_plane p;
-    kr_workq *workers;
-    kr_meter *meter;
+    kr_workq *workers;    /* the loop's own */
+    kr_meter *meter;      /* the instance's */
+    kr_meter_port *port;  /* the loop's port of it */
+    kr_limits *limits;    /* the instance's admission state */
+    bool limits_sync;     /* this proxy runs the admission sync */
+    int index;            /* the loop's index (0 says what is loaded) */
 } kr_proxy_env;
 
 struct kr_proxy {
@@ -114,11 +121,13 @@ struct kr_proxy {
     const kr_config *cfg; /* p.cfg */
     kr_workq *workers;
     kr_meter *meter;
+    kr_meter_port *port;
     /* platform credentials, one per registry provider (NULL: none) */
     char *platform_auth[KR_REGISTRY_MAX_PROVIDERS]; /* full header line */
     kr_upstream up;
-    kr_auth_cache auth;
-    kr_limits adm; /* admission control state (limits.c) */
+    kr_auth_cache auth; /* this loop's (a revocation reaches each within its lifetime) */
+    kr_limits *lim;     /* admission control state (limits.c), shared */
+    bool limits_sync;
     uv_timer_t limits_timer;
     kr_req *dirty; /* requests with staged output, flushed after each upstream event */
 };
@@ -130,6 +139,9 @@ int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, k
 void kr_proxy_stop(kr_proxy *px);
 /* Frees what stop left (the caches) and wipes the platform keys. */
 void kr_proxy_free(kr_proxy *px);
+/* Frees the calling loop thread's reused buffers (before the thread ends). */
+void kr_proxy_thread_end(void);
+void kr_req_forward_thread_end(void);
 
 /* Mount entry points (kr_http_start_fn): the gateway's routes, and a 404
  * for the admin API's paths on a listener that does not serve it. */

@@ -84,37 +84,40 @@ static void req_abort(kr_exchange *x)
 
 /* ---- the log line and the end of a request ---- */
 
+/* one line per request on the hot path: appends into a buffer each loop
+ * thread reuses, no printf */
+static _Thread_local kr_buf log_line = KR_BUF_INIT(4096);
+
 void kr_req_log(kr_req *r, const kr_usage *u, int64_t cost)
 {
     if (kr_log_level > KR_LOG_INFO) return;
-    /* one line per request on the hot path: appends, no printf */
-    static _Thread_local kr_buf b = KR_BUF_INIT(4096); /* reused: no allocation per line */
-    kr_buf_reset(&b);
-    kr_x_log_begin(&r->x, &b);
+    kr_buf *b = &log_line;
+    kr_buf_reset(b);
+    kr_x_log_begin(&r->x, b);
     if (r->auth.ws_id) {
-        kr_buf_puts(&b, ",\"workspace_id\":");
-        kr_buf_put_i64(&b, r->auth.ws_id);
-        kr_buf_puts(&b, ",\"org_id\":");
-        kr_buf_put_i64(&b, r->auth.org_id);
+        kr_buf_puts(b, ",\"workspace_id\":");
+        kr_buf_put_i64(b, r->auth.ws_id);
+        kr_buf_puts(b, ",\"org_id\":");
+        kr_buf_put_i64(b, r->auth.org_id);
     }
     if (r->model_id[0]) {
-        kr_buf_puts(&b, ",\"model\":\"");
-        kr_buf_json_str(&b, r->model_id, strlen(r->model_id));
-        kr_buf_puts(&b, r->stream ? "\",\"stream\":true" : "\",\"stream\":false");
+        kr_buf_puts(b, ",\"model\":\"");
+        kr_buf_json_str(b, r->model_id, strlen(r->model_id));
+        kr_buf_puts(b, r->stream ? "\",\"stream\":true" : "\",\"stream\":false");
     }
     if (u) {
-        kr_buf_puts(&b, ",\"input_tokens\":");
-        kr_buf_put_u64(&b, u->input_tokens);
-        kr_buf_puts(&b, ",\"output_tokens\":");
-        kr_buf_put_u64(&b, u->output_tokens);
-        kr_buf_puts(&b, ",\"cache_read_tokens\":");
-        kr_buf_put_u64(&b, u->cache_read_tokens);
-        kr_buf_puts(&b, ",\"cache_write_tokens\":");
-        kr_buf_put_u64(&b, u->cache_write_tokens);
-        kr_buf_puts(&b, ",\"cost_micros\":");
-        kr_buf_put_i64(&b, cost);
+        kr_buf_puts(b, ",\"input_tokens\":");
+        kr_buf_put_u64(b, u->input_tokens);
+        kr_buf_puts(b, ",\"output_tokens\":");
+        kr_buf_put_u64(b, u->output_tokens);
+        kr_buf_puts(b, ",\"cache_read_tokens\":");
+        kr_buf_put_u64(b, u->cache_read_tokens);
+        kr_buf_puts(b, ",\"cache_write_tokens\":");
+        kr_buf_put_u64(b, u->cache_write_tokens);
+        kr_buf_puts(b, ",\"cost_micros\":");
+        kr_buf_put_i64(b, cost);
     }
-    kr_x_log_end(&r->x, &b, r->t_up_ns);
+    kr_x_log_end(&r->x, b, r->t_up_ns);
 }
 
 /* At the end of every request; a metered one logs with its usage instead
@@ -602,14 +605,15 @@ void kr_proxy_start(void *ctx, kr_conn *c, const kr_http_req *h)
 
 /* The platform keys, one header line per provider, from the environment
  * variables the registry names; a missing one makes its models answer 503. */
-static void load_platform_keys(kr_proxy *s)
+static void load_platform_keys(kr_proxy *s, bool quiet)
 {
     for (size_t i = 0; i < s->p.reg->nproviders; i++) {
         const kr_provider *p = &s->p.reg->providers[i];
         if (!p->platform) continue;
         const char *k = getenv(p->platform_key_env);
         if (!k || !*k) {
-            KR_WARN("platform provider '%s': %s is not set; its models will answer 503",
+            if (!quiet)
+                KR_WARN("platform provider '%s': %s is not set; its models will answer 503",
                     p->name, p->platform_key_env);
             continue;
         }
@@ -619,6 +623,7 @@ static void load_platform_keys(kr_proxy *s)
             continue;
         }
         s->platform_auth[i] = kr_buf_steal(&b);
+        if (quiet) continue;
         char fp[KR_FP_LEN];
         kr_cred_fingerprint(k, strlen(k), fp);
         KR_INFO("platform provider '%s': key loaded (%s %s)", p->name,
@@ -636,25 +641,32 @@ int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, k
     px->cfg = env->p.cfg;
     px->workers = env->workers;
     px->meter = env->meter;
-    load_platform_keys(px);
+    px->port = env->port;
+    px->lim = env->limits;
+    px->limits_sync = env->limits_sync;
+    load_platform_keys(px, env->index > 0); /* said once, by the first loop */
     if (kr_upstream_init(&px->up, px->loop, px->cfg, kr_proxy_flush_dirty, px))
         return kr_fail(d, KR_ECONFIG, "the upstream client could not be created");
     kr_auth_init(&px->auth, px->cfg->token_cache_ms);
-    kr_limits_init(&px->adm);
-    kr_limits_start(px);
+    if (px->limits_sync) kr_limits_start(px);
     return 0;
 }
 
 void kr_proxy_stop(kr_proxy *px)
 {
-    kr_limits_stop(px);
+    if (px->limits_sync) kr_limits_stop(px);
     kr_upstream_free(&px->up);
+}
+
+void kr_proxy_thread_end(void)
+{
+    kr_req_forward_thread_end();
+    kr_buf_free(&log_line);
 }
 
 void kr_proxy_free(kr_proxy *px)
 {
     kr_auth_free(&px->auth);
-    kr_limits_free(&px->adm);
     for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
         if (px->platform_auth[i]) {
             sodium_memzero(px->platform_auth[i], strlen(px->platform_auth[i]));

@@ -1,5 +1,6 @@
 /*
- * serve.c -- `keyrail serve`: start, mounts, signals, drain, stop (serve.h).
+ * serve.c -- `keyrail serve`: start, each loop's parts and mounts, the
+ * stop (serve.h; the loops themselves run in serve_loops.c).
  */
 #include "serve/serve.h"
 #include "core/log.h"
@@ -12,65 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- shutdown ---- */
-
-static void stop_everything(kr_serve *s)
-{
-    if (s->stopped) return;
-    s->stopped = true;
-    kr_http_close_all(&s->http);
-    uv_timer_stop(&s->drain_timer);
-    uv_close((uv_handle_t *)&s->drain_timer, NULL);
-    if (s->cfg->log_flush_ms > 0) {
-        uv_timer_stop(&s->log_timer);
-        uv_close((uv_handle_t *)&s->log_timer, NULL);
-    }
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    kr_proxy_stop(&s->proxy);
-    kr_workq_stop(s->workers);
-    s->workers = NULL;
-    kr_meter_stop(s->meter); /* flushes every usage row */
-    s->meter = NULL;
-}
-
-static void on_drain_tick(uv_timer_t *t)
-{
-    kr_serve *s = t->data;
-    uint64_t now = uv_now(s->loop);
-    if (!s->drain_deadline) s->drain_deadline = now + (uint64_t)s->cfg->shutdown_grace_ms;
-    /* idle keep-alive connections go now; busy ones finish */
-    if (kr_http_close_idle(&s->http) == 0) {
-        KR_INFO("drained: every request finished");
-        stop_everything(s);
-    } else if (now >= s->drain_deadline) {
-        KR_WARN("shutdown grace of %lld ms over: closing %lld connection(s)",
-                (long long)s->cfg->shutdown_grace_ms, (long long)s->http.metrics.open_connections);
-        stop_everything(s);
-    }
-}
-
-static void on_signal(uv_signal_t *sig, int signum)
-{
-    kr_serve *s = sig->data;
-    if (s->http.draining) {
-        KR_WARN("second signal: stopping now");
-        stop_everything(s);
-        return;
-    }
-    KR_INFO("signal %d: draining (no new connections, running requests may finish within %lld ms)",
-            signum, (long long)s->cfg->shutdown_grace_ms);
-    kr_http_drain(&s->http);
-    uv_timer_start(&s->drain_timer, on_drain_tick, 0, 50);
-}
-
 /* ---- start ---- */
-
-static void on_log_flush(uv_timer_t *t)
-{
-    (void)t;
-    kr_log_flush();
-}
 
 static const char *journal_path(const kr_config *cfg, char *buf, size_t cap)
 {
@@ -122,36 +65,109 @@ static int refuse_to_start(const char *fmt, ...)
     return 1;
 }
 
-/* What start read and derived: the proxy's platform keys (wiped), the
- * registry, the runtime profiles, the master key (wiped); then s itself. */
+/* What start read and derived: each loop's proxy (its platform keys,
+ * wiped) and the loop itself, the admission state, the registry, the
+ * runtime profiles, the master key (wiped); then s itself. */
 static void serve_free(kr_serve *s)
 {
-    kr_proxy_free(&s->proxy);
+    for (int i = 0; i < s->nloops; i++) {
+        kr_serve_loop *l = s->loops[i];
+        if (!l) continue;
+        kr_proxy_free(&l->proxy);
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+    }
+    kr_limits_free(s->limits);
     kr_registry_free(s->reg);
     kr_runtimes_free(s->rts);
     sodium_memzero(&s->mk, sizeof s->mk);
     free(s);
 }
 
-/* The mount tables (serve.h). */
-static void mount(kr_serve *s)
+/* A loop's mount tables (serve.h). */
+static void mount(kr_serve_loop *l)
 {
+    kr_serve *s = l->s;
     bool admin_main = !strcmp(s->cfg->admin_listen, "main");
     kr_http_start_fn adm = admin_main ? kr_admin_start : kr_proxy_not_here;
     kr_http_start_fn con = admin_main ? kr_console_start : kr_proxy_not_here;
-    void *actx = admin_main ? (void *)&s->admin : (void *)&s->proxy;
+    void *actx = admin_main ? (void *)&l->admin : (void *)&l->proxy;
     const kr_http_mount m[6] = {
-        {"/healthz", false, kr_serve_healthz, s},
-        {"/readyz", false, kr_serve_readyz, s},
-        {"/metrics", false, kr_serve_metrics, s},
+        {"/healthz", false, kr_serve_healthz, l},
+        {"/readyz", false, kr_serve_readyz, l},
+        {"/metrics", false, kr_serve_metrics, l},
         {"/admin", true, adm, actx},
         {"/console", true, con, actx},
-        {"", false, kr_proxy_start, &s->proxy},
+        {"", false, kr_proxy_start, &l->proxy},
     };
-    memcpy(s->main_mounts, m, sizeof m);
-    memcpy(s->admin_mounts, m, sizeof m);
-    s->admin_mounts[3] = (kr_http_mount){"/admin", true, kr_admin_start, &s->admin};
-    s->admin_mounts[4] = (kr_http_mount){"/console", true, kr_console_start, &s->admin};
+    memcpy(l->main_mounts, m, sizeof m);
+    memcpy(l->admin_mounts, m, sizeof m);
+    l->admin_mounts[3] = (kr_http_mount){"/admin", true, kr_admin_start, &l->admin};
+    l->admin_mounts[4] = (kr_http_mount){"/console", true, kr_console_start, &l->admin};
+}
+
+/* The number of event loops: server.workers, or one per CPU this process
+ * may run on. */
+static int loop_count(const kr_config *cfg)
+{
+    int64_t n = cfg->workers ? cfg->workers : (int64_t)uv_available_parallelism();
+    return n < 1 ? 1 : n > KR_SERVE_MAX_LOOPS ? KR_SERVE_MAX_LOOPS : (int)n;
+}
+
+/* Sets up loop i and its parts, on the main thread (the loop runs later,
+ * on its own). Loop 0 binds first (its port, when server.listen asks for
+ * port 0, is the one every other loop binds) and also serves the admin
+ * listener. */
+static int loop_up(kr_serve *s, int i, kr_diag *d)
+{
+    const kr_config *cfg = s->cfg;
+    kr_serve_loop *l = kr_xcalloc(1, sizeof *l);
+    s->loops[i] = l;
+    l->s = s;
+    l->index = i;
+    uv_loop_init(&l->loop);
+    l->loop_up = true;
+    kr_http_server_init(&l->http, &l->loop, cfg);
+    l->http.worker = s->nloops > 1 ? i : -1;
+    l->http.max_connections = (cfg->max_connections + s->nloops - 1) / s->nloops;
+    l->http.refusal = kr_proxy_refusal;
+    l->http.refusal_ctx = &l->proxy;
+    kr_serve_loop_init(l);
+    mount(l);
+    int rc;
+    kr_http_listener *main_l, *admin_l = NULL;
+    int port = i ? s->loops[0]->http.listeners[0].port : 0;
+    if ((rc = kr_http_listen(&l->http, cfg->listen, port, s->nloops > 1, 1024, l->main_mounts, 6,
+                             &main_l, d)))
+        return rc;
+    if (i == 0 && cfg->admin_listen[0] && strcmp(cfg->admin_listen, "main")) {
+        if ((rc = kr_http_listen(&l->http, cfg->admin_listen, 0, false, 128, l->admin_mounts, 6,
+                                 &admin_l, d))) {
+            kr_diag inner = *d;
+            return kr_fail(d, rc, "server.admin_listen: %s", inner.msg);
+        }
+        KR_INFO("admin API and console on %s port %d: /admin/v1, /console", cfg->admin_listen,
+                admin_l->port);
+    }
+    if ((rc = kr_workq_start(&l->workers, &l->loop, cfg->store_url, 2, d))) {
+        kr_diag inner = *d;
+        return kr_fail(d, rc, "store: %s", inner.msg);
+    }
+    l->port = kr_meter_attach(s->meter, i, &l->loop);
+    if (i == 0) {
+        if (cfg->public_url[0])
+            kr_strlcpy(s->proxy_url, cfg->public_url, sizeof s->proxy_url);
+        else
+            kr_snprintf(s->proxy_url, sizeof s->proxy_url, "http://127.0.0.1:%d", main_l->port);
+        size_t ul = strlen(s->proxy_url);
+        while (ul && s->proxy_url[ul - 1] == '/') s->proxy_url[--ul] = 0;
+    }
+    kr_plane plane = {cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
+    kr_proxy_env penv = {plane, l->workers, s->meter, l->port, s->limits, i == 0, i};
+    if ((rc = kr_proxy_init(&l->proxy, &l->http, &penv, d))) return rc;
+    l->proxy_up = true;
+    l->admin = (kr_admin){plane, l->workers};
+    return 0;
 }
 
 int kr_serve_run(const kr_config *cfg, bool dev)
@@ -166,10 +182,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
     }
     kr_serve *s = kr_xcalloc(1, sizeof *s);
     s->cfg = cfg;
-    s->loop = uv_default_loop();
-    kr_http_server_init(&s->http, s->loop, cfg);
-    s->http.refusal = kr_proxy_refusal;
-    s->http.refusal_ctx = &s->proxy;
+    s->nloops = loop_count(cfg);
     bool created = false;
     if ((rc = kr_master_key_load(cfg->master_key_file, dev, &s->mk, &created, &d))) {
         refuse_to_start("%s", d.msg);
@@ -221,60 +234,27 @@ int kr_serve_run(const kr_config *cfg, bool dev)
                         kr_diag_msg(&d, rc));
         goto refused;
     }
-    /* bound now, served from uv_run on: nothing is accepted before the rest */
-    mount(s);
-    kr_http_listener *main_l, *admin_l = NULL;
-    if ((rc = kr_http_listen(&s->http, cfg->listen, 1024, s->main_mounts, 6, &main_l, &d))) {
-        refuse_to_start("%s", d.msg);
-        goto refused;
-    }
-    if (cfg->admin_listen[0] && strcmp(cfg->admin_listen, "main") &&
-        (rc = kr_http_listen(&s->http, cfg->admin_listen, 128, s->admin_mounts, 6, &admin_l, &d))) {
-        refuse_to_start("server.admin_listen: %s", d.msg);
-        goto refused;
-    }
-    if ((rc = kr_workq_start(&s->workers, s->loop, cfg->store_url, 2, &d)) ||
-        (rc = kr_meter_start(&s->meter, s->loop, cfg->store_url, journal_path(cfg, journal, sizeof journal), &d))) {
+    if ((rc = kr_meter_start(&s->meter, cfg->store_url, journal_path(cfg, journal, sizeof journal),
+                             s->nloops, &d))) {
         refuse_to_start("store: %s", d.msg);
         goto refused;
     }
-    if (cfg->public_url[0]) kr_strlcpy(s->proxy_url, cfg->public_url, sizeof s->proxy_url);
-    else kr_snprintf(s->proxy_url, sizeof s->proxy_url, "http://127.0.0.1:%d", main_l->port);
-    size_t ul = strlen(s->proxy_url);
-    while (ul && s->proxy_url[ul - 1] == '/') s->proxy_url[--ul] = 0;
-    kr_plane plane = {cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
-    kr_proxy_env penv = {plane, s->workers, s->meter};
-    if ((rc = kr_proxy_init(&s->proxy, &s->http, &penv, &d))) {
-        refuse_to_start("%s", d.msg);
-        goto refused;
-    }
-    s->proxy_up = true;
-    s->admin = (kr_admin){plane, s->workers};
-    if (cfg->log_flush_ms > 0) {
-        kr_log_set_buffered(true);
-        uv_timer_init(s->loop, &s->log_timer);
-        uv_timer_start(&s->log_timer, on_log_flush, (uint64_t)cfg->log_flush_ms,
-                       (uint64_t)cfg->log_flush_ms);
-    }
-    uv_signal_init(s->loop, &s->sigterm);
-    uv_signal_init(s->loop, &s->sigint);
-    s->sigterm.data = s->sigint.data = s;
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
-    uv_timer_init(s->loop, &s->drain_timer);
-    s->drain_timer.data = s;
+    s->limits = kr_limits_new();
+    /* bound now, served once the loops run: nothing is accepted before the rest */
     signal(SIGPIPE, SIG_IGN);
-    KR_INFO("keyrail serving on %s port %d (store %s)", cfg->listen, main_l->port,
+    for (int i = 0; i < s->nloops; i++)
+        if ((rc = loop_up(s, i, &d))) {
+            refuse_to_start("%s", d.msg);
+            goto refused;
+        }
+    if (cfg->log_flush_ms > 0) kr_log_set_buffered(true);
+    KR_INFO("keyrail serving on %s port %d with %d event loop%s (store %s)", cfg->listen,
+            s->loops[0]->http.listeners[0].port, s->nloops, s->nloops == 1 ? "" : "s",
             strncmp(cfg->store_url, "postgres", 8) ? cfg->store_url : "postgres");
-    if (admin_l)
-        KR_INFO("admin API and console on %s port %d: /admin/v1, /console", cfg->admin_listen,
-                admin_l->port);
-    else if (!strcmp(cfg->admin_listen, "main"))
+    if (!strcmp(cfg->admin_listen, "main"))
         KR_INFO("admin API and console on the proxy's listener: /admin/v1, /console");
-    uv_run(s->loop, UV_RUN_DEFAULT);
-    uv_run(s->loop, UV_RUN_NOWAIT);
-    int loop_rc = uv_loop_close(s->loop);
-    if (loop_rc) KR_WARN("event loop closed with open handles");
+    kr_serve_loops_run(s);
+    kr_meter_stop(s->meter); /* writes every usage row */
     serve_free(s);
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
@@ -282,12 +262,9 @@ int kr_serve_run(const kr_config *cfg, bool dev)
 
 refused:
     /* undo what was started, so a refusal exits clean (and leak-free) */
-    if (s->proxy_up) kr_proxy_stop(&s->proxy);
+    for (int i = s->nloops - 1; i >= 0; i--)
+        if (s->loops[i] && s->loops[i]->loop_up) kr_serve_loop_teardown(s->loops[i]);
     kr_meter_stop(s->meter);
-    kr_workq_stop(s->workers);
-    kr_http_drain(&s->http);
-    uv_run(s->loop, UV_RUN_NOWAIT);
-    uv_loop_close(s->loop);
     serve_free(s);
     return 1;
 }

@@ -47,7 +47,7 @@ CANARIES = [PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, TENANT_AN
             TENANT_GOOGLE_DIRECT_KEY]
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                     "UndefinedBehaviorSanitizer", "AddressSanitizer:")
+                     "UndefinedBehaviorSanitizer", "AddressSanitizer:", "ThreadSanitizer")
 
 
 def sha256(s):
@@ -58,6 +58,12 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Each event loop has its own token cache (server.token_cache_ms = 200 in
+# these tests): once one loop refuses a revoked or expired token, every other
+# loop's cached entry has expired within this long too.
+CACHE_SETTLE = 0.3
 
 
 def wait_until(pred, timeout=15.0, what="condition"):
@@ -569,6 +575,9 @@ class Keyrail:
         if not os.path.exists(self.key_file):
             subprocess.run([KEYRAIL, "keygen", self.key_file], check=True, capture_output=True)
         self.extra_config = extra_config
+        # two event loops unless a test asks otherwise: every suite runs
+        # against the multi-loop server (a request may land on either)
+        self.workers = 2
         self.write_config()
 
     def write_config(self, port=None):
@@ -594,6 +603,7 @@ token_cache_ms = 200
 shutdown_grace_ms = 5000
 max_body_bytes = 1048576
 log_flush_ms = 0
+workers = {self.workers}
 {f"usage_journal = {self.journal}" if self.journal else ""}
 {self.extra_config}
 """)

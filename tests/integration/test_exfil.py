@@ -15,12 +15,13 @@ problem, never the token).
 """
 import hashlib
 import json
+import time
 import os
 import sqlite3
 
 import pytest
 
-from conftest import (CANARIES, PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, FakeVendor,
+from conftest import (CACHE_SETTLE, CANARIES, PLATFORM_ANTHROPIC_KEY, PLATFORM_OPENAI_KEY, TENANT_OAUTH, FakeVendor,
                       http, parse_responses, raw_exchange, sha256, wait_until)
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
@@ -236,6 +237,7 @@ def test_expired_and_revoked_tokens_never_echoed(kr, vendor, evil, tmp_path):
     c.close()
     wait_until(lambda: anthropic(kr, tok)[0] == 401 and anthropic(kr, old)[0] == 401, timeout=5,
                what="revocation and expiry seen")
+    time.sleep(CACHE_SETTLE)  # every event loop's token cache
     bodies = []
     for t in (tok, old):
         for h in ({"x-api-key": t}, {"authorization": f"Bearer {t}"}):

@@ -241,7 +241,9 @@ def test_revoked_token_is_refused_by_every_instance_within_token_cache_ms(cluste
         late = [s for s in accepted_after if s[1] >= bound]
         assert not late, (f"{name} accepted the revoked token in a request sent {late[0][1] - t_rev:.0f} ms "
                           f"after the revocation (bound: token_cache_ms = {TOKEN_CACHE_MS})")
-        assert all(s[2] == 401 for s in mine if s[1] > first[1]), f"{name}: refused, then accepted again"
+        # each event loop has its own cache: one loop may refuse while another's
+        # entry still lives, but none accepts past the bound (checked above)
+        assert all(s[2] == 401 for s in mine if s[1] >= bound), f"{name}: accepted past the bound"
         last_ok = max((s[1] - t_rev for s in accepted_after), default=0)
         print(f"{name}: last acceptance before the revocation sent {t_rev - before[-1][1]:.0f} ms before "
               f"it; {len(accepted_after)} accepted after it from the cache (the last sent at "
