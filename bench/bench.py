@@ -4,11 +4,13 @@
 Targets, all in front of one keyrail-fakevendor (release build, --quiet):
   direct    the fake vendor itself: the zero-overhead baseline
   nginx     nginx proxy_pass, upstream keep-alive, proxy_buffering off, 1 worker
-  nginx-2w  the same with 2 workers (an extra line; keyrail is one loop thread)
+  nginx-2w  the same with 2 workers
+  keyrail-2w  keyrail with server.workers = 2 (two event loops), next to nginx-2w
   keyrail   `keyrail serve` (release build), a real workspace token, metering
             on, usage rows in its SQLite store, server.usage_sync = 1 (the
             default: each usage row is journaled before the response ends),
-            upstream.client = native (the default: keyrail's own client)
+            upstream.client = native (the default: keyrail's own client),
+            server.workers = 1 (one event loop: the per-core line next to nginx)
   keyrail-curl  the same with upstream.client = curl (libcurl carries the
             upstream requests): the two clients side by side
   keyrail-async  the same with server.usage_sync = 0 (an extra line that
@@ -29,8 +31,11 @@ table.txt, the plot). Only loopback addresses are used.
 
 Environment knobs (defaults in brackets): BENCH_ROUNDS [3], BENCH_ACTIVE_S
 [4] seconds of load per wrk cell, BENCH_TAIL_S [1], BENCH_CONCS [1,16,64,256],
-BENCH_TARGETS [direct,nginx,nginx-2w,keyrail,keyrail-curl,keyrail-async,portkey],
+BENCH_TARGETS [direct,nginx,nginx-2w,keyrail,keyrail-2w,keyrail-curl,keyrail-async,portkey],
 BENCH_STREAMS [1000],
+BENCH_MANY_STREAMS [10000] and BENCH_MANY_INTERVAL_MS [33]: after the rounds,
+that many streams at once, an event every that many ms, through direct and
+keyrail-2w (0 streams: skipped).
 BENCH_TTFB_SAMPLES [2000], BENCH_TTFB_S [2.5], BENCH_WARMUP_S [1].
 """
 import json
@@ -63,8 +68,11 @@ ACTIVE_S = float(os.environ.get("BENCH_ACTIVE_S", "4"))
 TAIL_S = float(os.environ.get("BENCH_TAIL_S", "1"))
 CONCS = [int(c) for c in os.environ.get("BENCH_CONCS", "1,16,64,256").split(",")]
 TARGETS = os.environ.get("BENCH_TARGETS",
-                         "direct,nginx,nginx-2w,keyrail,keyrail-curl,keyrail-async,portkey").split(",")
+                         "direct,nginx,nginx-2w,keyrail,keyrail-2w,keyrail-curl,keyrail-async,portkey").split(",")
 NSTREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+MANY_STREAMS = int(os.environ.get("BENCH_MANY_STREAMS", "10000"))
+MANY_INTERVAL_MS = int(os.environ.get("BENCH_MANY_INTERVAL_MS", "33"))
+MANY_EVENTS = 60  # + 6 framing events: ~2 s of events per stream at 33 ms
 TTFB_SAMPLES = int(os.environ.get("BENCH_TTFB_SAMPLES", "2000"))
 TTFB_S = float(os.environ.get("BENCH_TTFB_S", "2.5"))
 WARMUP_S = float(os.environ.get("BENCH_WARMUP_S", "1"))
@@ -400,9 +408,10 @@ price_cache_write = 3.75
 class Keyrail(Target):
     path = "/anthropic/v1/messages"
 
-    def __init__(self, vendor, name="keyrail", usage_sync=1, client="native"):
+    def __init__(self, vendor, name="keyrail", usage_sync=1, client="native", workers=1):
         self.vendor = vendor
         self.name = name
+        self.workers = workers
         self.dir = os.path.join(OUT, name)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
@@ -427,6 +436,8 @@ public_url = http://127.0.0.1:{self.port}
 log_file = {self.log}
 log_level = info
 usage_sync = {usage_sync}
+workers = {workers}
+max_connections = 100000
 [upstream]
 client = {client}
 """)
@@ -491,6 +502,20 @@ client = {client}
             c.close()
         return {"rows": row[0], "max_id": row[1], "input": row[2], "output": row[3],
                 "cache_read": row[4], "cache_write": row[5], "status": st}
+
+    def log_statuses(self, start_off):
+        """The statuses keyrail logged since start_off ({status: count}): what a
+        wrk cell's errors were, seen from keyrail's side."""
+        out = {}
+        with open(self.log, "rb") as f:
+            f.seek(start_off)
+            for line in f:
+                if b'"msg":"request"' not in line:
+                    continue
+                m = re.search(rb'"status":(\d+)', line)
+                if m:
+                    out[m.group(1).decode()] = out.get(m.group(1).decode(), 0) + 1
+        return out
 
     def log_offset(self):
         try:
@@ -641,6 +666,57 @@ def run_streams(target, body, tag):
     return r
 
 
+def run_many_streams(all_targets, meters, vendor):
+    """MANY_STREAMS streams at once, an event every MANY_INTERVAL_MS each,
+    straight to the vendor and through keyrail-2w: memory, every event's
+    lateness (keyrail's minus direct's is what keyrail adds), stalls, and
+    metered == served."""
+    out = {"streams": MANY_STREAMS, "interval_ms": MANY_INTERVAL_MS, "events": MANY_EVENTS + 6}
+    drip = f"mode=drip interval_ms={MANY_INTERVAL_MS} events={MANY_EVENTS} in=1000 out=40"
+    body = json.dumps(dict(json.loads(small_body()), stream=True), separators=(",", ":")).encode()
+    for name in ("direct", "keyrail-2w"):
+        t = all_targets[name]
+        t.stop()
+        t.start()
+        wait_quiet()
+        h = t.headers("small")
+        h["x-fake"] = drip
+        head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        req = (f"POST {t.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}content-length: {len(body)}\r\n"
+               f"connection: close\r\n\r\n").encode() + body
+        reqfile = os.path.join(RAW, f"req-many-{name}.http")
+        with open(reqfile, "wb") as f:
+            f.write(req)
+        meter = meters.get(name)
+        if meter:
+            meter.begin()
+        pids = t.pids()
+        args = [KBENCH, "streams", "127.0.0.1", str(t.port), reqfile, "--conns", str(MANY_STREAMS),
+                "--timeout", "240", "--interval-ms", str(MANY_INTERVAL_MS)]
+        for pid in pids:
+            args += ["--pid", str(pid)]
+        c0, v0 = cpu_ticks(pids), cpu_ticks(vendor.pids())
+        p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        c1, v1 = cpu_ticks(pids), cpu_ticks(vendor.pids())
+        with open(os.path.join(RAW, f"many-streams-{name}.json"), "w") as f:
+            f.write(p.stdout + p.stderr)
+        r = json.loads(p.stdout)
+        r["cpu_s"] = (c1 - c0) / CLK_TCK
+        r["vendor_cpu_s"] = (v1 - v0) / CLK_TCK
+        if meter:
+            m = meter.end()
+            r["meter_ok"] = m["ok"]
+            r["metered"], r["served"] = m["metered"], m["served"]
+        out[name] = r
+        log(f"  many streams {name:11s} completed {r['completed']}/{r['conns']} max_open {r['max_open']} "
+            f"peak RSS {r['peak_rss_kb'] / 1024:.1f} MB HWM {r['hwm_kb'] / 1024:.1f} MB events {r['events']} "
+            f"late p50 {r['late_us']['p50']:.0f} p99 {r['late_us']['p99']:.0f} max {r['late_us']['max']} us "
+            f"max gap {r['max_gap_ms']:.0f} ms stalled {r['stalled']} cpu {r['cpu_s']:.1f} s"
+            + (f" metered==served {r['meter_ok']}" if meter else ""))
+        t.stop()
+    return out
+
+
 def sys_ticks():
     """(busy, steal, nice) jiffies of the whole machine, from /proc/stat. Busy
     is user + nice + system: interrupt and softirq time (loopback packet
@@ -705,6 +781,8 @@ def main():
                    "nginx-2w": Nginx(vendor, 2)}
     if "keyrail" in TARGETS:
         all_targets["keyrail"] = Keyrail(vendor)
+    if "keyrail-2w" in TARGETS or MANY_STREAMS:
+        all_targets["keyrail-2w"] = Keyrail(vendor, "keyrail-2w", workers=2)
     if "keyrail-curl" in TARGETS:
         all_targets["keyrail-curl"] = Keyrail(vendor, "keyrail-curl", client="curl")
     if "keyrail-async" in TARGETS:
@@ -713,12 +791,14 @@ def main():
         all_targets["portkey"] = Portkey(vendor)
     targets = [all_targets[t] for t in TARGETS]
     meters = {t.name: Meter(t, vendor) for t in targets if isinstance(t, Keyrail)}
+    if MANY_STREAMS and "keyrail-2w" not in meters:
+        meters["keyrail-2w"] = Meter(all_targets["keyrail-2w"], vendor)
     results = {"rounds": [], "config": {
         "rounds": ROUNDS, "active_s": ACTIVE_S, "tail_s": TAIL_S, "concs": CONCS,
         "targets": TARGETS, "streams": NSTREAMS, "drip": DRIP, "cc_events": CC_EVENTS + 6,
         "small_bytes": len(bodies["small"]), "cc_bytes": len(bodies["cc"]),
         "ttfb_samples": TTFB_SAMPLES, "ttfb_seconds": TTFB_S}}
-    mem_targets = [t for t in targets if t.name in ("nginx", "keyrail", "keyrail-curl", "portkey")]
+    mem_targets = [t for t in targets if t.name in ("nginx", "keyrail", "keyrail-2w", "keyrail-curl", "portkey")]
 
     for rnd in range(ROUNDS):
         waited = wait_quiet()
@@ -790,6 +870,11 @@ def main():
                         m = meter.end()
                         m["what"] = f"{t.name} wrk {w} c{c}"
                         R["meter"].append(m)
+                        if r["nerrors"]:
+                            # what keyrail answered in a cell with errors (the cell does not count)
+                            r["keyrail_statuses"] = t.log_statuses(off)
+                            log(f"    {t.name} errors {r['errors']}: keyrail logged statuses "
+                                f"{r['keyrail_statuses']}")
                         if c == 1:
                             R["keyrail_log"][f"{t.name}/wrk-{w}-c1"] = t.log_stats(off)
                     R["wrk"][f"{t.name}/{w}/{c}"] = r
@@ -816,6 +901,8 @@ def main():
             json.dump(results, f, indent=1)
     for t in targets:
         t.stop()
+    if MANY_STREAMS:
+        results["many_streams"] = run_many_streams(all_targets, meters, vendor)
     stop(vendor.p)
     results["elapsed_s"] = time.time() - t_start
     results["loadavg_end"] = loadavg()
@@ -836,9 +923,12 @@ def summarise(res):
         for w in WORKLOADS:
             for c in CONCS:
                 key = f"{name}/{w}/{c}"
-                rs = [R["wrk"][key] for R in rounds if key in R["wrk"]]
-                ds = [R["wrk"].get(f"direct/{w}/{c}") for R in rounds if key in R["wrk"]]
-                if not rs:
+                every = [R["wrk"][key] for R in rounds if key in R["wrk"]]
+                # a round whose cell had errors does not count (its req/s counts failures)
+                ok = [R for R in rounds if key in R["wrk"] and not R["wrk"][key]["nerrors"]]
+                rs = [R["wrk"][key] for R in ok]
+                ds = [R["wrk"].get(f"direct/{w}/{c}") for R in ok]
+                if not every:
                     continue
                 added50 = [r["latency_us"]["p50"] - d["latency_us"]["p50"] for r, d in zip(rs, ds) if d]
                 added99 = [r["latency_us"]["p99"] - d["latency_us"]["p99"] for r, d in zip(rs, ds) if d]
@@ -849,7 +939,8 @@ def summarise(res):
                     "added_p50_us": median(added50), "added_p99_us": median(added99),
                     "cpu_us_per_req": median([r["cpu_us_per_req"] for r in rs]),
                     "vendor_cpu_us_per_req": median([r["vendor_cpu_us_per_req"] for r in rs]),
-                    "errors": sum(r["nerrors"] for r in rs),
+                    "errors": sum(r["nerrors"] for r in every),
+                    "rounds_with_errors": sum(1 for r in every if r["nerrors"]),
                     "rps_rounds": [round(r["rps"]) for r in rs]}
         for w in WORKLOADS:
             key = f"{name}/{w}"
@@ -918,6 +1009,7 @@ def summarise(res):
                                   "added_p50_native_us": a["added_p50_us"], "added_p50_curl_us": b["added_p50_us"],
                                   "added_p99_native_us": a["added_p99_us"], "added_p99_curl_us": b["added_p99_us"]}
     S["native_vs_curl"] = nc
+    S["many_streams"] = res.get("many_streams")
     S["goals"] = goals(S)
     res["summary"] = S
     table = render_table(res)
@@ -984,6 +1076,27 @@ def goals(S):
     add("round bar: added p99 at 1 connection <= half the previous run's 1,141 us", a99, 570,
         a99 is not None and a99 <= 570,
         f"libcurl in this run: {c99:.0f} us" if c99 is not None else "")
+    k2, n2 = g(W, "keyrail-2w/small/64", "rps"), g(W, "nginx-2w/small/64", "rps")
+    add("2 event loops: throughput, small, 64 connections >= 0.9 x nginx with 2 workers",
+        k2 / n2 if k2 and n2 else None, 0.9, k2 and n2 and k2 >= 0.9 * n2,
+        f"keyrail-2w {k2:.0f} req/s vs nginx-2w {n2:.0f} req/s" if k2 and n2 else "")
+    b50, b99 = g(W, "keyrail-2w/small/1", "added_p50_us"), g(W, "keyrail-2w/small/1", "added_p99_us")
+    add("2 event loops: added latency, 1 connection, p50 <= 30 us", b50, 30,
+        b50 is not None and b50 <= 30, "small request, wrk p50 over direct")
+    add("2 event loops: added latency, 1 connection, p99 <= 150 us", b99, 150,
+        b99 is not None and b99 <= 150, "small request, wrk p99 over direct")
+    ms = S.get("many_streams")
+    if ms and ms.get("keyrail-2w"):
+        k, d = ms["keyrail-2w"], ms.get("direct") or {}
+        add(f"{ms['streams']} streams at once: peak RSS <= 256 MB", k["hwm_kb"] / 1024, 256,
+            k["hwm_kb"] <= 256 * 1024, f"event every {ms['interval_ms']} ms, keyrail-2w VmHWM")
+        added = k["late_us"]["p99"] - d.get("late_us", {}).get("p99", 0)
+        add(f"{ms['streams']} streams at once: added p99 per event <= 1 ms", added, 1000,
+            added <= 1000, f"lateness p99 {k['late_us']['p99']:.0f} us vs direct "
+            f"{d.get('late_us', {}).get('p99', 0):.0f} us")
+        add(f"{ms['streams']} streams at once: no stalled stream, all completed, metered == served",
+            k["stalled"], 0, k["stalled"] == 0 and k["completed"] == ms["streams"] and k.get("meter_ok"),
+            f"completed {k['completed']}, stalled {k['stalled']}, metered==served {k.get('meter_ok')}")
     add("metered tokens == served tokens, every run", S["meter_runs"], None,
         S["meter_ok_every_round"], f"{S['meter_runs']} keyrail runs compared")
     return out
@@ -1013,7 +1126,8 @@ def render_table(res):
                 add99 = "—" if n == "direct" else fmt(r["added_p99_us"])
                 cpu = (f"({fmt(r['vendor_cpu_us_per_req'], '{:.1f}')} vendor)" if n == "direct"
                        else fmt(r["cpu_us_per_req"], "{:.1f}"))
-                err = f" ⚠{r['errors']} errors" if r["errors"] else ""
+                err = (f" ⚠{r['errors']} errors in {r['rounds_with_errors']} round(s), not counted"
+                       if r["errors"] else "")
                 L.append(f"| {n} | {c} | {fmt(r['rps'])}{err} | {fmt(r['p50_us'])} | "
                          f"{fmt(r['p99_us'])} | {add50} | {add99} | {cpu} |")
         L.append("")
@@ -1046,6 +1160,25 @@ def render_table(res):
                  f"{fmt(r['hwm_mb'], '{:.1f}')} | {r['completed']} | {r['max_open']} | "
                  f"{fmt(end / 1024 if end else None, '{:.1f}')} |")
     L.append("")
+    ms = S.get("many_streams")
+    if ms:
+        L.append(f"### {ms['streams']} streams at once, an event every {ms['interval_ms']} ms "
+                 f"({ms['events']} events each)")
+        L.append("")
+        L.append("| target | completed | most open | all open after s | peak RSS MB | VmHWM MB | events "
+                 "| lateness p50 µs | p99 µs | p99.9 µs | max µs | longest gap ms | stalled | CPU s "
+                 "| metered == served |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for n in ("direct", "keyrail-2w"):
+            r = ms.get(n)
+            if not r:
+                continue
+            L.append(f"| {n} | {r['completed']} | {r['max_open']} | {r['all_open_s']:.2f} | "
+                     f"{r['peak_rss_kb'] / 1024:.1f} | {r['hwm_kb'] / 1024:.1f} | {r['events']} | "
+                     f"{r['late_us']['p50']:.0f} | {r['late_us']['p99']:.0f} | {r['late_us']['p999']:.0f} | "
+                     f"{r['late_us']['max']} | {r['max_gap_ms']:.0f} | {r['stalled']} | {r['cpu_s']:.1f} | "
+                     f"{r.get('meter_ok', '—')} |")
+        L.append("")
     nz = S.get("noise") or {}
     if nz.get("other_cpu_cores_median") is not None:
         L.append(f"Machine noise during the wrk cells: other processes used a median "
@@ -1099,6 +1232,7 @@ def plot(res):
     png = os.path.join(OUT, "perf-latency.png")
     idx = {(w, n): i for i, (w, n) in enumerate((w, n) for w in WORKLOADS for n in names)}
     colors = {"direct": "#777777", "nginx": "#1f77b4", "nginx-2w": "#17becf", "keyrail": "#d62728",
+              "keyrail-2w": "#8c564b",
               "keyrail-curl": "#9467bd", "keyrail-async": "#ff7f0e",
               "portkey": "#2ca02c"}
     gp = [f"set terminal pngcairo size 1400,560 font 'DejaVu Sans,10'",

@@ -24,6 +24,11 @@
  *       JSON object: streams completed, failed, the most open at once, the
  *       seconds until all were open, peak summed VmRSS while >= 90% of N
  *       were open, and the summed VmHWM of the PIDs at the end (kB).
+ *       With --interval-ms I (the vendor's gap between events): every
+ *       server-sent event's lateness, its arrival minus when it was due
+ *       (the stream's first event + k x I), as p50/p99/p999/max (µs), the
+ *       longest gap between two events of one stream (ms) and the streams
+ *       with a gap over 1 s ("stalled").
  *
  * Responses are parsed just enough to find their end: status line,
  * content-length or chunked transfer-encoding, or close-delimited.
@@ -378,6 +383,10 @@ static int cmd_ttfb(int argc, char **argv)
 typedef struct {
     int fd;
     size_t sent;
+    uint64_t t_first, t_last; /* the first and the latest event's arrival */
+    unsigned events;
+    char prev;                /* the last byte read: "\n\n" may straddle reads */
+    bool stalled;
     bool open;      /* response head arrived, not finished */
     bool done;
     bool failed;
@@ -401,6 +410,38 @@ static long proc_kb(int pid, const char *key)
     return v;
 }
 
+/* Lateness histogram: 10 µs buckets up to 1 s, then one overflow bucket. */
+#define LATE_BUCKETS 100001
+static uint64_t *late_hist;
+static uint64_t late_n, late_max_us, max_gap_ns;
+
+static void note_event(sconn *c, uint64_t t, uint64_t interval_ns)
+{
+    if (!c->events) c->t_first = t;
+    else {
+        uint64_t due = c->t_first + (uint64_t)c->events * interval_ns;
+        uint64_t late = t > due ? (t - due) / 1000 : 0;
+        size_t b = late / 10 < LATE_BUCKETS - 1 ? late / 10 : LATE_BUCKETS - 1;
+        late_hist[b]++;
+        late_n++;
+        if (late > late_max_us) late_max_us = late;
+        if (t - c->t_last > max_gap_ns) max_gap_ns = t - c->t_last;
+        if (t - c->t_last > 1000000000u) c->stalled = true;
+    }
+    c->t_last = t;
+    c->events++;
+}
+
+static double late_pct(double q)
+{
+    uint64_t want = (uint64_t)(q * (double)late_n), acc = 0;
+    for (size_t b = 0; b < LATE_BUCKETS; b++) {
+        acc += late_hist[b];
+        if (acc > want) return (double)b * 10;
+    }
+    return (double)late_max_us;
+}
+
 static int cmd_streams(int argc, char **argv)
 {
     if (argc < 3) {
@@ -412,9 +453,10 @@ static int cmd_streams(int argc, char **argv)
     size_t reqn;
     char *req = read_file(argv[2], &reqn);
     int nconn = 1000, npid = 0, pids[16];
-    double timeout = 120;
+    double timeout = 120, interval_ms = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--conns")) nconn = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--interval-ms")) interval_ms = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--pid") && npid < 16) pids[npid++] = atoi(argv[i + 1]);
     }
@@ -424,7 +466,9 @@ static int cmd_streams(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     sconn *cs = calloc((size_t)nconn, sizeof *cs);
-    if (!cs) die("calloc");
+    late_hist = calloc(LATE_BUCKETS, sizeof *late_hist);
+    if (!cs || !late_hist) die("calloc");
+    uint64_t interval_ns = (uint64_t)(interval_ms * 1e6);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     uint64_t t0 = now_ns();
@@ -471,6 +515,14 @@ static int cmd_streams(int argc, char **argv)
                         if (r == 0 && c->r.state == RS_CLOSE) c->r.state = RS_DONE;
                         else fail = true;
                         break;
+                    }
+                    if (interval_ns) {
+                        /* an event ends with a blank line; the read's time is its arrival */
+                        uint64_t t = now_ns();
+                        for (ssize_t i = 0; i < r; i++) {
+                            if (buf[i] == '\n' && c->prev == '\n') note_event(c, t, interval_ns);
+                            if (buf[i] != '\r') c->prev = buf[i];
+                        }
                     }
                     resp_feed(&c->r, buf, (size_t)r);
                     if (c->r.state == RS_ERROR) {
@@ -519,10 +571,16 @@ static int cmd_streams(int argc, char **argv)
             failed++;
             close(cs[i].fd);
         }
+    int stalled = 0;
+    for (int i = 0; i < nconn; i++)
+        if (cs[i].stalled) stalled++;
     printf("{\"conns\":%d,\"completed\":%d,\"failed\":%d,\"max_open\":%d,\"all_open_s\":%.3f,"
-           "\"seconds\":%.3f,\"peak_rss_kb\":%ld,\"last_rss_kb\":%ld,\"hwm_kb\":%ld}\n",
+           "\"seconds\":%.3f,\"peak_rss_kb\":%ld,\"last_rss_kb\":%ld,\"hwm_kb\":%ld,"
+           "\"events\":%llu,\"late_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f,\"max\":%llu},"
+           "\"max_gap_ms\":%.1f,\"stalled\":%d}\n",
            nconn, completed, failed, max_open, all_open_s, (double)(now_ns() - t0) / 1e9, peak_rss,
-           last_rss, hwm);
+           last_rss, hwm, (unsigned long long)late_n, late_pct(0.5), late_pct(0.99), late_pct(0.999),
+           (unsigned long long)late_max_us, (double)max_gap_ns / 1e6, stalled);
     return completed == nconn ? 0 : 1;
 }
 

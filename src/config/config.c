@@ -112,8 +112,8 @@ static const opt opts[] = {
       "one per CPU this process may run on. Admission state and the usage writer are shared "
       "(docs/PERFORMANCE.md)."),
     I("server", "max_connections", max_connections, "10000", 1, 1000000,
-      "Client connections beyond this are refused (counted per instance: each loop takes its "
-      "share)."),
+      "Client connections beyond this are refused (counted over every event loop of the "
+      "instance)."),
     I("server", "token_cache_ms", token_cache_ms, "1000", 0, 600000,
       "How long a token lookup is cached; bounds how late a revocation on another instance is "
       "seen. 0 disables the cache."),

@@ -41,6 +41,7 @@
 #ifndef KR_HTTP_H
 #define KR_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -102,7 +103,9 @@ struct kr_http_server {
     void *refusal_ctx;
     bool draining;    /* no new connections; keep-alive ends after the current request */
     int worker;       /* the event loop's index in request lines; -1: the only loop */
-    int64_t max_connections; /* this server's share of server.max_connections */
+    /* server.max_connections counts every loop's connections: the count
+     * they share (one atomic add per connection), or NULL for one loop */
+    atomic_int_fast64_t *shared_conns;
     uint64_t reqseq;
     char instance[17]; /* random per process: request ids are unique across instances */
 };

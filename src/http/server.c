@@ -138,6 +138,7 @@ void kr_conn_close(kr_conn *c)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->metrics.open_connections--;
+    if (s->shared_conns) atomic_fetch_sub_explicit(s->shared_conns, 1, memory_order_relaxed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->xtimer, on_handle_closed);
@@ -459,7 +460,11 @@ static void on_connection(uv_stream_t *ls, int status)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->metrics.open_connections++;
-    if (s->draining || s->metrics.open_connections > s->max_connections) {
+    /* the limit is the instance's: with several loops, their shared count */
+    int64_t open = s->shared_conns
+                       ? (int64_t)atomic_fetch_add_explicit(s->shared_conns, 1, memory_order_relaxed) + 1
+                       : s->metrics.open_connections;
+    if (s->draining || open > s->cfg->max_connections) {
         kr_conn_close(c);
         return;
     }
@@ -612,7 +617,6 @@ void kr_http_server_init(kr_http_server *s, uv_loop_t *loop, const kr_config *cf
     memset(s, 0, sizeof *s);
     s->loop = loop;
     s->worker = -1;
-    s->max_connections = cfg->max_connections;
     s->cfg = cfg;
     s->limits = (kr_http_limits){(size_t)cfg->max_header_bytes, (unsigned)cfg->max_headers,
                                  (uint64_t)cfg->max_body_bytes};

@@ -129,7 +129,7 @@ static int loop_up(kr_serve *s, int i, kr_diag *d)
     l->loop_up = true;
     kr_http_server_init(&l->http, &l->loop, cfg);
     l->http.worker = s->nloops > 1 ? i : -1;
-    l->http.max_connections = (cfg->max_connections + s->nloops - 1) / s->nloops;
+    if (s->nloops > 1) l->http.shared_conns = &s->conns;
     l->http.refusal = kr_proxy_refusal;
     l->http.refusal_ctx = &l->proxy;
     kr_serve_loop_init(l);

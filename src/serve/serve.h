@@ -93,6 +93,7 @@ struct kr_serve {
     /* loop 0's */
     uv_signal_t sigterm, sigint;
     int loops_done; /* other loops that have stopped */
+    atomic_int_fast64_t conns; /* client connections of every loop (server.max_connections) */
 };
 
 /* Runs until SIGTERM/SIGINT and the drain. 0, or 1 after a refusal to start
