@@ -64,8 +64,11 @@ def test_google_genai_sdk_through_the_gemini_routes(kr, vendor):
     rows = kr.usage()
     # generateContent, the stream (input: 444 + the 4 tool-use prompt tokens; output 9 with 2
     # thoughts; 5 cached), two tool calls; countTokens is not billed; the 429 costs nothing
-    assert [(r["input"], r["output"], r["cache_read"]) for r in rows[:2]] == [(333, 7, 0), (448, 9, 5)]
-    assert all(r["status"] == "complete" for r in rows[:4])
-    assert rows[-1]["cost_micros"] == 0 and rows[-1]["status"] == "error"
+    # (rows are in commit order: with several event loops not always request order)
+    got = [(r["input"], r["output"], r["cache_read"]) for r in rows]
+    assert (333, 7, 0) in got and (448, 9, 5) in got
+    assert sum(r["status"] == "complete" for r in rows) == 4
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(errors) == 1 and errors[0]["cost_micros"] == 0
     assert all(r["auth_sha256"] == sha256(PLATFORM_GOOGLE_KEY) for r in vendor.requests())
     assert tok not in json.dumps(vendor.requests())

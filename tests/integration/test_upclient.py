@@ -143,6 +143,10 @@ def raw(tmp_path):
         d = tmp_path / f"k{len(made)}"
         os.makedirs(d, exist_ok=True)
         k = Keyrail(str(d), v, extra_config=NATIVE + extra)
+        # one event loop: these tests count connections of one upstream pool
+        # (each loop keeps its own)
+        k.workers = 1
+        k.write_config()
         tok = k.setup_org()
         k.start()
         made.append((v, k))
@@ -338,6 +342,8 @@ def test_tls_calls_share_one_handshake(tmp_path):
     pki = TestPKI(str(tmp_path / "pki"))
     v = FakeVendor(str(tmp_path), tls=pki.pair("good"))
     k = Keyrail(str(tmp_path), v, extra_config=f"[upstream]\nca_file = {pki.ca}\nclient = native\n")
+    k.workers = 1  # one loop, one upstream pool: the handshake is shared within it
+    k.write_config()
     try:
         tok = k.setup_org()
         k.start()
