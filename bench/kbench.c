@@ -24,11 +24,13 @@
  *       JSON object: streams completed, failed, the most open at once, the
  *       seconds until all were open, peak summed VmRSS while >= 90% of N
  *       were open, and the summed VmHWM of the PIDs at the end (kB).
- *       With --interval-ms I (the vendor's gap between events): every
- *       server-sent event's lateness, its arrival minus when it was due
- *       (the stream's first event + k x I), as p50/p99/p999/max (µs), the
- *       longest gap between two events of one stream (ms) and the streams
- *       with a gap over 1 s ("stalled").
+ *       With --interval-ms I (the vendor's gap between events, x-fake
+ *       stamp=1 in the request): every event's delay, its arrival minus the
+ *       "sent_ns" the vendor put in it (both CLOCK_MONOTONIC on this host),
+ *       as p50/p99/p999/max (µs), the longest gap between two events of one
+ *       stream (ms) and the streams with a gap over 1 s ("stalled").
+ *       --ramp-ms R opens the connections evenly over R ms instead of all
+ *       at once (a burst of 10,000 connects overflows accept queues).
  *
  * Responses are parsed just enough to find their end: status line,
  * content-length or chunked transfer-encoding, or close-delimited.
@@ -415,18 +417,21 @@ static long proc_kb(int pid, const char *key)
 static uint64_t *late_hist;
 static uint64_t late_n, late_max_us, max_gap_ns;
 
-static void note_event(sconn *c, uint64_t t, uint64_t interval_ns)
+/* An event arrived at t; sent: the vendor's stamp (0: none). */
+static void note_event(sconn *c, uint64_t t, uint64_t sent)
 {
-    if (!c->events) c->t_first = t;
-    else {
-        uint64_t due = c->t_first + (uint64_t)c->events * interval_ns;
-        uint64_t late = t > due ? (t - due) / 1000 : 0;
+    if (sent) {
+        uint64_t late = t > sent ? (t - sent) / 1000 : 0;
         size_t b = late / 10 < LATE_BUCKETS - 1 ? late / 10 : LATE_BUCKETS - 1;
         late_hist[b]++;
         late_n++;
         if (late > late_max_us) late_max_us = late;
+    }
+    if (c->events) {
         if (t - c->t_last > max_gap_ns) max_gap_ns = t - c->t_last;
         if (t - c->t_last > 1000000000u) c->stalled = true;
+    } else {
+        c->t_first = t;
     }
     c->t_last = t;
     c->events++;
@@ -453,10 +458,11 @@ static int cmd_streams(int argc, char **argv)
     size_t reqn;
     char *req = read_file(argv[2], &reqn);
     int nconn = 1000, npid = 0, pids[16];
-    double timeout = 120, interval_ms = 0;
+    double timeout = 120, interval_ms = 0, ramp_ms = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--conns")) nconn = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--interval-ms")) interval_ms = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ramp-ms")) ramp_ms = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--pid") && npid < 16) pids[npid++] = atoi(argv[i + 1]);
     }
@@ -472,26 +478,35 @@ static int cmd_streams(int argc, char **argv)
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     uint64_t t0 = now_ns();
-    for (int i = 0; i < nconn; i++) {
-        resp_init(&cs[i].r);
-        cs[i].fd = connect_to(host, port, true);
-        if (cs[i].fd < 0) {
-            cs[i].failed = true;
-            continue;
-        }
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev)) die("epoll_ctl");
-    }
+    /* connections open evenly over ramp_ms (0: all at once) */
+    int opened = 0;
     int open_now = 0, max_open = 0, finished = 0, failed = 0, completed = 0;
-    for (int i = 0; i < nconn; i++)
-        if (cs[i].failed) failed++, finished++;
+#define OPEN_DUE()                                                                                 \
+    do {                                                                                           \
+        uint64_t tn = now_ns();                                                                    \
+        while (opened < nconn &&                                                                   \
+               (ramp_ms <= 0 || t0 + (uint64_t)(ramp_ms * 1e6 * opened / nconn) <= tn)) {        \
+            int i = opened++;                                                                      \
+            resp_init(&cs[i].r);                                                                   \
+            cs[i].fd = connect_to(host, port, true);                                               \
+            if (cs[i].fd < 0) {                                                                    \
+                cs[i].failed = true;                                                               \
+                failed++, finished++;                                                              \
+                continue;                                                                          \
+            }                                                                                      \
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};       \
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev)) die("epoll_ctl");                     \
+        }                                                                                          \
+    } while (0)
+    OPEN_DUE();
     double all_open_s = -1;
     long peak_rss = 0, last_rss = 0;
     uint64_t next_sample = 0, deadline = t0 + (uint64_t)(timeout * 1e9);
     static char buf[1 << 16];
     struct epoll_event evs[256];
     while (finished < nconn && now_ns() < deadline) {
-        int k = epoll_wait(ep, evs, 256, 20);
+        OPEN_DUE();
+        int k = epoll_wait(ep, evs, 256, opened < nconn ? 1 : 20);
         if (k < 0 && errno != EINTR) die("epoll_wait");
         for (int e = 0; e < k; e++) {
             sconn *c = &cs[evs[e].data.u32];
@@ -517,10 +532,21 @@ static int cmd_streams(int argc, char **argv)
                         break;
                     }
                     if (interval_ns) {
-                        /* an event ends with a blank line; the read's time is its arrival */
-                        uint64_t t = now_ns();
+                        /* an event ends with a blank line; the read's time is its
+                         * arrival; its stamp is the last "sent_ns" before the end */
+                        uint64_t t = now_ns(), sent = 0;
+                        static const char key[] = "\"sent_ns\":";
                         for (ssize_t i = 0; i < r; i++) {
-                            if (buf[i] == '\n' && c->prev == '\n') note_event(c, t, interval_ns);
+                            if (buf[i] == '"' && (size_t)(r - i) > sizeof key &&
+                                !memcmp(buf + i, key, sizeof key - 1)) {
+                                sent = 0;
+                                for (ssize_t k = i + (ssize_t)sizeof key - 1; k < r && buf[k] >= '0' && buf[k] <= '9'; k++)
+                                    sent = sent * 10 + (uint64_t)(buf[k] - '0');
+                            }
+                            if (buf[i] == '\n' && c->prev == '\n') {
+                                note_event(c, t, sent);
+                                sent = 0;
+                            }
                             if (buf[i] != '\r') c->prev = buf[i];
                         }
                     }
@@ -567,7 +593,9 @@ static int cmd_streams(int argc, char **argv)
     long hwm = 0;
     for (int i = 0; i < npid; i++) hwm += proc_kb(pids[i], "VmHWM");
     for (int i = 0; i < nconn; i++)
-        if (!cs[i].done && !cs[i].failed) {
+        if (i >= opened) {
+            failed++; /* never opened before the deadline */
+        } else if (!cs[i].done && !cs[i].failed) {
             failed++;
             close(cs[i].fd);
         }

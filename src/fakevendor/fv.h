@@ -137,8 +137,11 @@
  *
  * OVERRIDES, per request.  Keys:
  *   in out cache_read cache_write events reply mode delay_ms after status
- *   interval_ms reasoning pad tool_use_prompt tool tool_name
+ *   interval_ms reasoning pad tool_use_prompt tool tool_name stamp
  *                                      (reply: one word, '_' becomes ' ')
+ *   stamp=1      Anthropic content_block_delta events carry "sent_ns": the
+ *                vendor's CLOCK_MONOTONIC when the event was made (the
+ *                benchmark's per-event delay, bench/kbench.c)
  *   reasoning=N  reasoning tokens within OUT (clamped to OUT); OpenAI and
  *                Gemini shapes
  *   tool_use_prompt=N  Gemini only: toolUsePromptTokenCount (tokens of tool
@@ -529,7 +532,7 @@ static inline void buf_jstr(buf_t *b, const char *s, size_t n)
 
 enum {
     K_IN, K_OUT, K_CACHE_READ, K_CACHE_WRITE, K_EVENTS, K_DELAY_MS, K_AFTER, K_STATUS,
-    K_INTERVAL_MS, K_REASONING, K_PAD, K_TOOL_USE_PROMPT, K_NNUM, /* numeric keys end here */
+    K_INTERVAL_MS, K_REASONING, K_PAD, K_TOOL_USE_PROMPT, K_STAMP, K_NNUM, /* numeric keys end here */
     K_REPLY = K_NNUM, K_MODE, K_TOOL, K_TOOL_NAME
 };
 
@@ -648,6 +651,7 @@ typedef struct {
     bool     tool_call;  /* answer with the scripted tool call (tool_*) */
     int      err_status; /* nonzero: answer with this error */
     int64_t  in, out, cr, cw, events, delay_ms, after, status, interval_ms;
+    bool     stamp; /* stamp=1: Anthropic text deltas carry "sent_ns" (CLOCK_MONOTONIC) */
     int64_t  reasoning, pad, max_out; /* max_out: the request's limit, -1 if none */
     int64_t  tool_use_prompt; /* tool_use_prompt= (protocols with the field) */
     int      ev_idx, ev_total;

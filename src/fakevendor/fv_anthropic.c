@@ -15,6 +15,8 @@
 
 #include "fv.h"
 
+#include <time.h>
+
 static const char MODELS_ANTHROPIC[] =
     "{\"data\":["
     "{\"type\":\"model\",\"id\":\"claude-sonnet-4-5-20250929\",\"display_name\":\"Claude Sonnet 4.5\","
@@ -165,7 +167,16 @@ static void anth_event(buf_t *b, job_t *j, int k)
         const char *s;
         size_t n;
         BUF_LIT(b, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
-                   "\"index\":0,\"delta\":");
+                   "\"index\":0,");
+        if (j->stamp) {
+            /* when it left, for a client on this host measuring each event's delay */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            BUF_LIT(b, "\"sent_ns\":");
+            buf_u64(b, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+            BUF_LIT(b, ",");
+        }
+        BUF_LIT(b, "\"delta\":");
         if (j->tool_call) {
             fv_tool_piece(j, k - 3, &s, &n);
             BUF_LIT(b, "{\"type\":\"input_json_delta\",\"partial_json\":");

@@ -864,6 +864,7 @@ void fv_handle_request(conn_t *c)
         j->clamped = true;
     }
     j->reasoning = OV_HAS(&eff, K_REASONING) ? eff.num[K_REASONING] : 0;
+    j->stamp = OV_HAS(&eff, K_STAMP) && eff.num[K_STAMP] != 0;
     if (j->reasoning > j->out)
         j->reasoning = j->out;
     j->pad = OV_HAS(&eff, K_PAD) ? eff.num[K_PAD] : 0;

@@ -726,6 +726,7 @@ static void upstream_end(kr_req *r, CURLcode rc)
         else {
             char why[400];
             kr_upstream_describe(rc, r->up.err, why, sizeof why); /* TLS: the cause, named */
+            kr_strlcpy(r->up_error, why, sizeof r->up_error); /* the log line says it too */
             kr_respond_error(r, 502, "api_error", "%s", why);
         }
         kr_req_unref(r);

@@ -213,6 +213,7 @@ struct kr_req {
     bool admitted;       /* counted in the rate windows */
     int64_t cost;        /* priced usage, handed to the usage writer */
     int retry_after;     /* seconds, for a 429 */
+    char up_error[160];  /* why the upstream could not be reached (a 502), for the log line */
     int refs; /* the connection + a running upstream transfer */
 };
 

@@ -100,6 +100,11 @@ void kr_req_log(kr_req *r, const kr_usage *u, int64_t cost)
         kr_buf_puts(b, ",\"org_id\":");
         kr_buf_put_i64(b, r->auth.org_id);
     }
+    if (r->up_error[0]) {
+        kr_buf_puts(b, ",\"upstream_error\":\"");
+        kr_buf_json_str(b, r->up_error, strlen(r->up_error));
+        kr_buf_putc(b, '"');
+    }
     if (r->model_id[0]) {
         kr_buf_puts(b, ",\"model\":\"");
         kr_buf_json_str(b, r->model_id, strlen(r->model_id));

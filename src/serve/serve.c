@@ -6,6 +6,7 @@
 #include "core/log.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,6 +42,33 @@ static void tune_malloc(void)
     if (getenv("GLIBC_TUNABLES")) return;
     mallopt(M_MMAP_THRESHOLD, 4 << 20); /* above any body (server.max_body_bytes 1 MiB) */
     mallopt(M_TRIM_THRESHOLD, 32 << 20);
+}
+
+/*
+ * Every open stream holds two descriptors (the client's connection and the
+ * upstream one). The soft limit is raised to the hard one (as nginx's
+ * worker_rlimit_nofile would be set by hand); when even that cannot carry
+ * server.max_connections streams, the operator is told at start, not by
+ * 502s ("too many open files") under load.
+ */
+static void raise_nofile(const kr_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    uint64_t need = 2 * (uint64_t)cfg->max_connections + 256;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        KR_WARN("the file descriptor limit (%llu) carries about %llu concurrent streams (two "
+                "descriptors each), fewer than server.max_connections (%lld): raise it "
+                "(LimitNOFILE= in the unit, ulimit -n) to at least %llu, or lower "
+                "server.max_connections (docs/DEPLOYMENT.md)",
+                (unsigned long long)rl.rlim_cur,
+                (unsigned long long)(rl.rlim_cur > 256 ? (rl.rlim_cur - 256) / 2 : 0),
+                (long long)cfg->max_connections, (unsigned long long)need);
 }
 
 /* Every refusal to start is logged and, when the log is not stderr (or
@@ -240,6 +268,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
         goto refused;
     }
     s->limits = kr_limits_new();
+    raise_nofile(cfg);
     /* bound now, served once the loops run: nothing is accepted before the rest */
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < s->nloops; i++)
