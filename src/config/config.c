@@ -154,6 +154,17 @@ static const opt opts[] = {
     I("upstream", "idle_timeout_ms", upstream_idle_timeout_ms, "20000", 1000, 3600000,
       "native client: an idle upstream connection is closed after this long (sooner when the "
       "vendor's Keep-Alive header says so)."),
+    S("otel", "traces_endpoint", otel_traces_endpoint, "",
+      "OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces): one span per proxied "
+      "request with the GenAI semantic conventions, exported as JSON in batches off the "
+      "request path (docs/PROXY.md, \"Traces\"). Empty: no traces."),
+    S("otel", "service_name", otel_service_name, "keyrail",
+      "The spans' service.name."),
+    I("otel", "batch_ms", otel_batch_ms, "1000", 10, 60000,
+      "Spans are exported at least this often."),
+    I("otel", "queue_spans", otel_queue_spans, "8192", 256, 1000000,
+      "Spans waiting for export, over all event loops; beyond it spans are dropped and counted "
+      "(keyrail_otel_spans_total{result=\"dropped\"})."),
     S("provision", "concierge_default_model", concierge_default_model, "",
       "Model a concierge gets when neither its payload nor the store names one. Empty: the "
       "platform route with the agent's own default model."),

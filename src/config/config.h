@@ -53,6 +53,10 @@ typedef struct kr_config {
     char log_level[16];
     int64_t log_flush_ms;
     /* [upstream] */
+    char otel_traces_endpoint[512];
+    char otel_service_name[128];
+    int64_t otel_batch_ms;
+    int64_t otel_queue_spans;
     char upstream_ca_file[512];
     char upstream_client[16];
     int64_t upstream_pool_size;

@@ -308,6 +308,7 @@
  *    "auth_multiple": true if more than one credential was present (the
  *                     headers and ?key=; auth_header prefers x-api-key,
  *                     then x-goog-api-key, then ?key=, then Authorization),
+ *    "traceparent": str|null (W3C trace context, as received),
  *    "anthropic_version": str|null, "anthropic_beta": str|null (repeated
  *    headers joined with ','), "model": str|null (Gemini: the path's),
  *    "stream": bool (Gemini: streamGenerateContent), "include_usage": bool,
@@ -592,7 +593,8 @@ enum { M_NONE, M_DELAY, M_STALL, M_STALL_MID, M_RESET_MID, M_STATUS, M_MALFORMED
 enum { EP_GEN = 1, EP_COUNT, EP_MODELS, EP_MODEL, EP_404 };
 enum { PH_NONE, PH_DELAY, PH_STREAM, PH_STALL, PH_RESET };
 enum { T_DELAY = 1, T_DRIP, T_RESET };
-enum { H_OTHER, H_XAPIKEY, H_XGOOGKEY, H_AUTHZ, H_VER, H_BETA, H_FAKE, H_FAKE_KEY, H_EXPECT };
+enum { H_OTHER, H_XAPIKEY, H_XGOOGKEY, H_AUTHZ, H_VER, H_BETA, H_FAKE, H_FAKE_KEY, H_EXPECT,
+       H_TRACEPARENT };
 
 typedef struct {
     uint64_t seq; /* 0 = empty slot */
@@ -626,6 +628,9 @@ typedef struct {
     char   ver[VER_MAX];
     size_t ver_len;
     bool   has_ver;
+    char   tp[VER_MAX]; /* traceparent (the last one) */
+    size_t tp_len;
+    bool   has_tp;
     char   beta[BETA_MAX];
     size_t beta_len;
     bool   has_beta;

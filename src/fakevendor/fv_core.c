@@ -670,6 +670,11 @@ static void rec_open(conn_t *c, int method, const char *path, size_t plen, const
     }
     BUF_LIT(b, ",\"auth_multiple\":");
     buf_bool(b, r->nauth > 1);
+    BUF_LIT(b, ",\"traceparent\":");
+    if (r->has_tp)
+        buf_jstr(b, r->tp, r->tp_len);
+    else
+        BUF_LIT(b, "null");
     BUF_LIT(b, ",\"anthropic_version\":");
     if (r->has_ver)
         buf_jstr(b, r->ver, r->ver_len);

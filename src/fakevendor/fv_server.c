@@ -59,8 +59,8 @@ static int cb_message_begin(http_parser *p)
     r->hkind = H_OTHER;
     r->names_len = 0;
     r->names_over = false;
-    r->ver_len = r->beta_len = 0;
-    r->has_ver = r->has_beta = false;
+    r->ver_len = r->beta_len = r->tp_len = 0;
+    r->has_ver = r->has_beta = r->has_tp = false;
     r->xkey.present = r->gkey.present = r->qkey.present = r->authz.present = false;
     r->nauth = 0;
     r->hov.set = 0;
@@ -119,6 +119,8 @@ static void header_name_done(req_t *r)
         r->hkind = H_FAKE_KEY;
     else if (HN("expect"))
         r->hkind = H_EXPECT;
+    else if (HN("traceparent"))
+        r->hkind = H_TRACEPARENT;
     else
         r->hkind = H_OTHER;
 #undef HN
@@ -169,6 +171,11 @@ static void header_done(conn_t *c)
         r->ver_len = n < VER_MAX ? n : VER_MAX;
         memcpy(r->ver, v, r->ver_len);
         r->has_ver = true;
+        break;
+    case H_TRACEPARENT:
+        r->tp_len = n < VER_MAX ? n : VER_MAX;
+        memcpy(r->tp, v, r->tp_len);
+        r->has_tp = true;
         break;
     case H_BETA:
         if (r->has_beta && r->beta_len < BETA_MAX)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define WRITE_HIGH_WATER (256 * 1024)
 #define OUT_CAP          (64 * 1024) /* staged bytes of a non-SSE body before a write */
@@ -355,6 +356,75 @@ void kr_req_forward_thread_end(void)
     kr_buf_free(&hb);
 }
 
+/* ---- traces ---- */
+
+/* The span starts: the client's trace continues (a valid traceparent) or a
+ * new one begins; keyrail's span id is the vendor's parent. */
+static void trace_begin(kr_req *r, const kr_http_req *h)
+{
+    const kr_http_header *tp = kr_http_find(h, "traceparent");
+    r->traced = true;
+    r->trace_parent = tp && !kr_traceparent_parse(tp->value.p, tp->value.n, r->trace_id,
+                                                  r->parent_id, &r->trace_flags);
+    if (!r->trace_parent) {
+        do
+            randombytes_buf(r->trace_id, sizeof r->trace_id);
+        while (!r->trace_id[0] && !r->trace_id[15]); /* never all zero */
+        r->trace_flags = 1; /* sampled: keyrail exports every span */
+    }
+    do
+        randombytes_buf(r->span_id, sizeof r->span_id);
+    while (!r->span_id[0] && !r->span_id[7]);
+}
+
+static const char *gen_ai_system(const char *provider)
+{
+    if (!strcmp(provider, "google")) return "gcp.gemini";
+    return provider; /* anthropic, openai, deepseek, ...: the convention's names */
+}
+
+void kr_req_span(kr_req *r)
+{
+    kr_span sp;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, r->trace_id, 16);
+    memcpy(sp.span_id, r->span_id, 8);
+    memcpy(sp.parent_id, r->parent_id, 8);
+    sp.has_parent = r->trace_parent;
+    sp.flags = r->trace_flags;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sp.end_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t took = kr_mono_ns() - r->x.t0_ns;
+    sp.start_ns = sp.end_ns > took ? sp.end_ns - took : 0;
+    kr_route_id id = r->x.route;
+    kr_strlcpy(sp.operation,
+               id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS || id == KR_ROUTE_GEMINI_COUNT_TOKENS
+                   ? "count_tokens"
+               : id == KR_ROUTE_GEMINI_GENERATE || id == KR_ROUTE_GEMINI_STREAM ? "generate_content"
+                                                                               : "chat",
+               sizeof sp.operation);
+    const char *prov = r->prov ? r->prov->name : "";
+    kr_strlcpy(sp.system, gen_ai_system(prov), sizeof sp.system);
+    kr_strlcpy(sp.provider, prov, sizeof sp.provider);
+    kr_strlcpy(sp.model, r->model_id, sizeof sp.model);
+    kr_strlcpy(sp.request_id, r->x.id, sizeof sp.request_id);
+    kr_strlcpy(sp.route, r->auth.route == KR_ROUTE_BYOK ? "byok" : "platform", sizeof sp.route);
+    kr_strlcpy(sp.http_route, kr_route_label(id), sizeof sp.http_route);
+    kr_strlcpy(sp.error_type, r->x.error_type, sizeof sp.error_type);
+    sp.org_id = r->auth.org_id;
+    sp.ws_id = r->auth.ws_id;
+    sp.usage = r->usage_read;
+    sp.input_tokens = r->usage.input_tokens;
+    sp.output_tokens = r->usage.output_tokens;
+    sp.cache_read_tokens = r->usage.cache_read_tokens;
+    sp.cache_write_tokens = r->usage.cache_write_tokens;
+    sp.cost_micros = r->cost;
+    sp.status = r->x.status;
+    sp.stream = r->stream;
+    kr_otel_submit(r->px->otel, &sp);
+}
+
 void kr_req_forward(kr_req *r)
 {
     kr_proxy *s = r->px;
@@ -394,15 +464,28 @@ void kr_req_forward(kr_req *r)
     /* the headers: what passes of the client's, then keyrail's own and the
      * platform key, in one block either client takes */
     kr_buf_reset(&hb);
+    if (s->otel) trace_begin(r, h);
     for (unsigned i = 0; i < h->nheaders; i++) {
         const kr_http_header *f = &h->headers[i];
         if (!header_forwarded(f->name, conn)) continue;
+        /* traced: the vendor gets keyrail's traceparent, and the client's
+         * tracestate only along with a valid traceparent of the client's */
+        if (r->traced && (kr_slice_eq_ci(f->name, "traceparent") ||
+                          (!r->trace_parent && kr_slice_eq_ci(f->name, "tracestate"))))
+            continue;
         kr_buf_append(&hb, f->name.p, f->name.n);
         kr_buf_append(&hb, ": ", 2);
         kr_buf_append(&hb, f->value.p, f->value.n);
         kr_buf_append(&hb, "\r\n", 2);
     }
     kr_buf_puts(&hb, "Content-Type: application/json\r\nAccept-Encoding: identity\r\n");
+    if (r->traced) {
+        char tp[56];
+        kr_traceparent_format(r->trace_id, r->span_id, r->trace_flags, tp);
+        kr_buf_puts(&hb, "traceparent: ");
+        kr_buf_puts(&hb, tp);
+        kr_buf_puts(&hb, "\r\n");
+    }
     /* the key line (the platform's from the environment, or the org's for
      * BYOK): one line, or nothing is sent */
     if (strpbrk(auth, "\r\n") || kr_buf_puts(&hb, auth) || kr_buf_append(&hb, "\r\n", 2)) {
@@ -660,6 +743,9 @@ static void record_usage(kr_req *r, const char *status)
                                              : "no usage object in its body");
     }
     int64_t cost = r->model ? kr_model_cost(r->model, &u) : 0;
+    r->usage = u;
+    r->usage_read = u.seen;
+    r->cost = cost;
     kr_metrics_tokens(r->px->metrics, &u);
     kr_req_log(r, &u, cost);
     if (!r->meter) {
@@ -669,7 +755,6 @@ static void record_usage(kr_req *r, const char *status)
     /* BYOK: metered, and priced at list price for the org's information,
      * never debited (the org pays its vendor) */
     bool byok = r->auth.route == KR_ROUTE_BYOK;
-    r->cost = cost;
     kr_limits_settle(r->px, r, &u, byok ? 0 : cost);
     kr_usage_rec rec;
     memset(&rec, 0, sizeof rec);

@@ -40,6 +40,7 @@
 #include "core/usage.h"
 #include "http/http.h"
 #include "http/upstream.h"
+#include "otel/otel.h"
 #include "provision/provision.h"
 #include "proxy/limits.h"
 #include "proxy/meter.h"
@@ -111,6 +112,7 @@ typedef struct kr_proxy_env {
     kr_limits *limits;    /* the instance's admission state */
     bool limits_sync;     /* this proxy runs the admission sync */
     int index;            /* the loop's index (0 says what is loaded) */
+    kr_otel_port *otel;   /* the loop's span port; NULL: no traces */
 } kr_proxy_env;
 
 struct kr_proxy {
@@ -122,6 +124,7 @@ struct kr_proxy {
     kr_workq *workers;
     kr_meter *meter;
     kr_meter_port *port;
+    kr_otel_port *otel; /* NULL: no traces */
     /* platform credentials, one per registry provider (NULL: none) */
     char *platform_auth[KR_REGISTRY_MAX_PROVIDERS]; /* full header line */
     kr_upstream up;
@@ -214,6 +217,11 @@ struct kr_req {
     int64_t cost;        /* priced usage, handed to the usage writer */
     int retry_after;     /* seconds, for a 429 */
     char up_error[160];  /* why the upstream could not be reached (a 502), for the log line */
+    /* tracing (when the proxy has a span port): this request's span */
+    bool traced, trace_parent;
+    uint8_t trace_id[16], span_id[8], parent_id[8], trace_flags;
+    kr_usage usage; /* what record_usage read */
+    bool usage_read;
     int refs; /* the connection + a running upstream transfer */
 };
 
@@ -224,6 +232,8 @@ kr_req *kr_req_new(kr_proxy *px, kr_conn *c, const kr_http_req *h, kr_route_id r
 void kr_req_unref(kr_req *r);
 /* The request's log line (with usage when u is not NULL). */
 void kr_req_log(kr_req *r, const kr_usage *u, int64_t cost);
+/* The request's span, at its end (forward.c; when traced). */
+void kr_req_span(kr_req *r);
 /* The checked request goes to the vendor (forward.c). */
 void kr_req_forward(kr_req *r);
 /* The client went away: cancel upstream work, record what was used. */

@@ -44,6 +44,7 @@ void kr_req_unref(kr_req *r)
     if (--r->refs > 0) return;
     KR_ASSERT(!r->up.active);
     kr_req_undirty(r);
+    if (r->traced) kr_req_span(r);
     if (r->admitted) {
         kr_usage none = {0};
         kr_limits_settle(r->px, r, &none, 0); /* admitted, never served */
@@ -649,6 +650,7 @@ int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, k
     px->port = env->port;
     px->lim = env->limits;
     px->limits_sync = env->limits_sync;
+    px->otel = env->otel;
     load_platform_keys(px, env->index > 0); /* said once, by the first loop */
     if (kr_upstream_init(&px->up, px->loop, px->cfg, kr_proxy_flush_dirty, px))
         return kr_fail(d, KR_ECONFIG, "the upstream client could not be created");

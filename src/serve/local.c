@@ -89,7 +89,7 @@ static void metrics_done(void *ctx, const kr_metrics *m, uint64_t hits, uint64_t
     kr_serve *s = mc->s;
     free(mc);
     if (!r->x.finished) {
-        char extra[1024];
+        char extra[2048];
         snprintf(extra, sizeof extra,
                  "# HELP keyrail_usage_queue Usage rows waiting to be written.\n"
                  "# TYPE keyrail_usage_queue gauge\nkeyrail_usage_queue %zu\n"
@@ -112,6 +112,17 @@ static void metrics_done(void *ctx, const kr_metrics *m, uint64_t hits, uint64_t
                  (unsigned long long)atomic_load(&kr_lock_contended[KR_LOCK_LIMITS]),
                  kr_lock_name(KR_LOCK_METER),
                  (unsigned long long)atomic_load(&kr_lock_contended[KR_LOCK_METER]));
+        if (s->otel) {
+            uint64_t exported, dropped;
+            kr_otel_counts(s->otel, &exported, &dropped);
+            size_t el = strlen(extra);
+            snprintf(extra + el, sizeof extra - el,
+                     "# HELP keyrail_otel_spans_total Spans of proxied requests, by what became of "
+                     "them.\n# TYPE keyrail_otel_spans_total counter\n"
+                     "keyrail_otel_spans_total{result=\"exported\"} %llu\n"
+                     "keyrail_otel_spans_total{result=\"dropped\"} %llu\n",
+                     (unsigned long long)exported, (unsigned long long)dropped);
+        }
         kr_buf b = KR_BUF_INIT(1 << 20);
         kr_metrics_render(m, extra, &b);
         kr_x_respond(&r->x, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, NULL);

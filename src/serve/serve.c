@@ -191,7 +191,8 @@ static int loop_up(kr_serve *s, int i, kr_diag *d)
         while (ul && s->proxy_url[ul - 1] == '/') s->proxy_url[--ul] = 0;
     }
     kr_plane plane = {cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
-    kr_proxy_env penv = {plane, l->workers, s->meter, l->port, s->limits, i == 0, i};
+    kr_proxy_env penv = {plane,     l->workers, s->meter, l->port, s->limits,
+                         i == 0,    i,          kr_otel_port_of(s->otel, i)};
     if ((rc = kr_proxy_init(&l->proxy, &l->http, &penv, d))) return rc;
     l->proxy_up = true;
     l->admin = (kr_admin){plane, l->workers};
@@ -269,6 +270,10 @@ int kr_serve_run(const kr_config *cfg, bool dev)
     }
     s->limits = kr_limits_new();
     raise_nofile(cfg);
+    if ((rc = kr_otel_start(&s->otel, cfg, s->nloops, &d))) {
+        refuse_to_start("%s", d.msg);
+        goto refused;
+    }
     /* bound now, served once the loops run: nothing is accepted before the rest */
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < s->nloops; i++)
@@ -284,6 +289,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
         KR_INFO("admin API and console on the proxy's listener: /admin/v1, /console");
     kr_serve_loops_run(s);
     kr_meter_stop(s->meter); /* writes every usage row */
+    kr_otel_stop(s->otel);   /* exports the last spans */
     serve_free(s);
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
@@ -294,6 +300,7 @@ refused:
     for (int i = s->nloops - 1; i >= 0; i--)
         if (s->loops[i] && s->loops[i]->loop_up) kr_serve_loop_teardown(s->loops[i]);
     kr_meter_stop(s->meter);
+    kr_otel_stop(s->otel);
     serve_free(s);
     return 1;
 }

@@ -88,6 +88,7 @@ struct kr_serve {
     char proxy_url[300];
     kr_meter *meter;
     kr_limits *limits;
+    kr_otel *otel; /* NULL: no traces */
     int nloops;
     kr_serve_loop *loops[KR_SERVE_MAX_LOOPS];
     /* loop 0's */
