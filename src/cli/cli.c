@@ -303,6 +303,7 @@ static const struct {
     {"credits", kr_cmd_credits, "top up and inspect org credits"},
     {"limits", kr_cmd_limits, "rate limits and model allow-lists per org or workspace"},
     {"usage", kr_cmd_usage, "report token usage and cost"},
+    {"alert", kr_cmd_alert, "budget and balance alerts, sent to webhooks"},
     {"config", kr_cmd_config, "print the effective configuration or its reference"},
     {"keygen", kr_cmd_keygen, "create a master key file"},
     {"rekey", kr_cmd_rekey, "re-encrypt every stored secret under a new master key"},

@@ -105,6 +105,7 @@ int kr_cmd_keygen(int argc, char **argv);
 int kr_cmd_serve(int argc, char **argv);
 int kr_cmd_run(int argc, char **argv);
 int kr_cmd_credits(int argc, char **argv);
+int kr_cmd_alert(int argc, char **argv);
 int kr_cmd_usage(int argc, char **argv);
 int kr_cmd_limits(int argc, char **argv);
 int kr_cmd_rekey(int argc, char **argv);

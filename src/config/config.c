@@ -154,6 +154,14 @@ static const opt opts[] = {
     I("upstream", "idle_timeout_ms", upstream_idle_timeout_ms, "20000", 1000, 3600000,
       "native client: an idle upstream connection is closed after this long (sooner when the "
       "vendor's Keep-Alive header says so)."),
+    I("alerts", "interval_ms", alerts_interval_ms, "5000", 50, 3600000,
+      "How often each instance checks budget and balance alerts and sends due webhooks."),
+    I("alerts", "max_attempts", alerts_max_attempts, "12", 1, 100,
+      "A webhook delivery is retried (backoff from 1 s doubling to 1 h) until this many "
+      "attempts, then marked failed in the delivery log."),
+    I("alerts", "allow_private_urls", alerts_allow_private_urls, "0", 0, 1,
+      "1: webhooks may reach loopback, private and link-local addresses (an org admin names the "
+      "URL: by default it cannot make keyrail call into the operator's network)."),
     S("otel", "traces_endpoint", otel_traces_endpoint, "",
       "OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces): one span per proxied "
       "request with the GenAI semantic conventions, exported as JSON in batches off the "

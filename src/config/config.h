@@ -53,6 +53,9 @@ typedef struct kr_config {
     char log_level[16];
     int64_t log_flush_ms;
     /* [upstream] */
+    int64_t alerts_interval_ms;
+    int64_t alerts_max_attempts;
+    int64_t alerts_allow_private_urls;
     char otel_traces_endpoint[512];
     char otel_service_name[128];
     int64_t otel_batch_ms;

@@ -116,6 +116,21 @@ static const kr_op_param p_admin_mint[] = {
     {"ttl", KR_P_STR, KR_IN_BODY, false, "lifetime: 90m, 12h, 30d (at most 3650d)"},
 };
 static const kr_op_param p_admin_revoke[] = {{"id", KR_P_INT, KR_IN_PATH, true, "admin token id"}};
+static const kr_op_param p_alert_create[] = {
+    P_ORG,
+    {"kind", KR_P_STR, KR_IN_BODY, true,
+     "budget (spend per period against a budget) or balance (the org's balance below a threshold)"},
+    {"url", KR_P_STR, KR_IN_BODY, true, "webhook: http:// or https://, POSTed once per crossing"},
+    {"budget", KR_P_STR, KR_IN_BODY, false, "budget: the amount per period, \"100\""},
+    {"period", KR_P_STR, KR_IN_BODY, false, "budget: day or month (UTC; default month)"},
+    {"percents", KR_P_STR, KR_IN_BODY, false, "budget: the percents that alert, \"50,80,100\" (default 100)"},
+    {"workspace", KR_P_STR, KR_IN_BODY, false, "budget: one workspace's spend instead of the org's"},
+    {"threshold", KR_P_STR, KR_IN_BODY, false, "balance: alert when the balance falls below this"},
+};
+static const kr_op_param p_alert_delete[] = {P_ORG, {"id", KR_P_INT, KR_IN_PATH, true, "alert id"}};
+static const kr_op_param p_alert_deliveries[] = {
+    P_ORG, {"limit", KR_P_INT, KR_IN_QUERY, false, "newest deliveries to show (1..1000, default 100)"},
+};
 
 /* ---- the table ---- */
 
@@ -171,6 +186,17 @@ static const kr_op ops[] = {
     {"ws.limits.set", "Set a workspace's rpm, tpm or model allow-list", "PUT",
      "/orgs/{org}/workspaces/{ws}/limits", KR_OPS_ORG, true, false, false,
      PARAMS(p_limits_set_ws), kr_op_limits_set, 200, false},
+    {"alert.create", "Create a budget or balance alert (its webhook secret is shown once)", "POST",
+     "/orgs/{org}/alerts", KR_OPS_ORG, true, true, false, PARAMS(p_alert_create),
+     kr_op_alert_create, 201, true},
+    {"alert.list", "An org's budget and balance alerts", "GET", "/orgs/{org}/alerts", KR_OPS_ORG,
+     false, false, false, PARAMS(p_org), kr_op_alert_list, 200, false},
+    {"alert.delete", "Delete an alert (its undelivered notices go with it)", "DELETE",
+     "/orgs/{org}/alerts/{id}", KR_OPS_ORG, true, false, false, PARAMS(p_alert_delete),
+     kr_op_alert_delete, 200, false},
+    {"alert.deliveries", "The delivery log of an org's alert webhooks, newest first", "GET",
+     "/orgs/{org}/alert-deliveries", KR_OPS_ORG, false, false, false, PARAMS(p_alert_deliveries),
+     kr_op_alert_deliveries, 200, false},
     {"usage", "Tokens and cost per org, workspace, model and day", "GET", "/usage",
      KR_OPS_ANY_ADMIN, false, false, false, PARAMS(p_usage), kr_op_usage, 200, false},
     {"audit.list", "The audit log, newest first", "GET", "/audit", KR_OPS_ANY_ADMIN, false, false,

@@ -39,6 +39,12 @@ int kr_op_admin_token_list(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_admin_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d);
 
+/* ops_alerts.c: budget alerts and their webhook deliveries */
+int kr_op_alert_create(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_alert_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_alert_delete(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_alert_deliveries(kr_op_call *c, cJSON *out, kr_diag *d);
+
 /* shared by the handlers */
 /* The org an any-admin operation reports on: an org admin's own (403 when it
  * names another), else the "org" parameter's, else 0 (every org). */

@@ -3,6 +3,7 @@
  * stop (serve.h; the loops themselves run in serve_loops.c).
  */
 #include "serve/serve.h"
+#include "alerts/alerts.h"
 #include "core/log.h"
 
 #include <malloc.h>
@@ -270,6 +271,10 @@ int kr_serve_run(const kr_config *cfg, bool dev)
     }
     s->limits = kr_limits_new();
     raise_nofile(cfg);
+    if ((rc = kr_notifier_start(&s->notifier, cfg, &s->mk, &d))) {
+        refuse_to_start("%s", d.msg);
+        goto refused;
+    }
     if ((rc = kr_otel_start(&s->otel, cfg, s->nloops, &d))) {
         refuse_to_start("%s", d.msg);
         goto refused;
@@ -290,6 +295,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
     kr_serve_loops_run(s);
     kr_meter_stop(s->meter); /* writes every usage row */
     kr_otel_stop(s->otel);   /* exports the last spans */
+    kr_notifier_stop(s->notifier);
     serve_free(s);
     KR_INFO("keyrail stopped");
     kr_log_set_buffered(false);
@@ -301,6 +307,7 @@ refused:
         if (s->loops[i] && s->loops[i]->loop_up) kr_serve_loop_teardown(s->loops[i]);
     kr_meter_stop(s->meter);
     kr_otel_stop(s->otel);
+    kr_notifier_stop(s->notifier);
     serve_free(s);
     return 1;
 }

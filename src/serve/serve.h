@@ -89,6 +89,7 @@ struct kr_serve {
     kr_meter *meter;
     kr_limits *limits;
     kr_otel *otel; /* NULL: no traces */
+    struct kr_notifier *notifier; /* budget alerts (src/alerts) */
     int nloops;
     kr_serve_loop *loops[KR_SERVE_MAX_LOOPS];
     /* loop 0's */

@@ -1311,3 +1311,236 @@ int kr_idem_put(kr_store *s, const char *actor, const char *key, const char *op,
              NULL, d, KR_DB_TEXT(actor), KR_DB_TEXT(key), KR_DB_TEXT(op), KR_DB_TEXT(hash),
              KR_DB_INT(status), KR_DB_TEXT(response), KR_DB_INT(kr_now_ms()));
 }
+
+/* ---- budget alerts ---- */
+
+void kr_alerts_free(kr_alert *a, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        free(a[i].secret);
+    free(a);
+}
+
+void kr_alert_deliveries_free(kr_alert_delivery *a, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        free(a[i].body);
+    free(a);
+}
+
+static const char *alert_kind_name(kr_alert_kind k)
+{
+    return k == KR_ALERT_BALANCE ? "balance" : "budget";
+}
+
+int kr_alert_create(kr_store *s, kr_alert *a, int (*seal)(void *ctx, int64_t id, kr_buf *out),
+                    void *ctx, kr_diag *d)
+{
+    int rc = tx_begin(s, d);
+    if (rc) return rc;
+    a->created_at = kr_now_ms();
+    kr_dbres r = {0};
+    rc = Q(s,
+           "INSERT INTO budget_alerts (org_id, workspace_id, kind, period, amount_micros, percents,"
+           " url, secret, armed, seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '', 1, 0, $8)"
+           " RETURNING id",
+           &r, d, KR_DB_INT(a->org_id), a->ws_id ? KR_DB_INT(a->ws_id) : KR_DB_NULL,
+           KR_DB_TEXT(alert_kind_name(a->kind)), KR_DB_TEXT(a->period), KR_DB_INT(a->amount_micros),
+           KR_DB_TEXT(a->percents), KR_DB_TEXT(a->url), KR_DB_INT(a->created_at));
+    if (!rc) {
+        a->id = kr_dbres_int(&r, 0, 0);
+        kr_dbres_free(&r);
+        kr_buf sealed = KR_BUF_INIT(4096);
+        rc = seal(ctx, a->id, &sealed);
+        if (!rc)
+            rc = Q(s, "UPDATE budget_alerts SET secret = $2 WHERE id = $1", NULL, d,
+                   KR_DB_INT(a->id), KR_DB_TEXT(sealed.data ? sealed.data : ""));
+        kr_buf_free(&sealed);
+    }
+    if (!rc) rc = tx_commit(s, d);
+    if (rc) tx_rollback(s);
+    a->armed = true;
+    return rc;
+}
+
+#define ALERT_COLS                                                                                 \
+    "id, org_id, workspace_id, kind, period, amount_micros, percents, url, secret, armed, seq,"   \
+    " created_at"
+
+int kr_alert_list(kr_store *s, int64_t org_id, kr_alert **out, size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = org_id ? Q(s, "SELECT " ALERT_COLS " FROM budget_alerts WHERE org_id = $1 ORDER BY id",
+                        &r, d, KR_DB_INT(org_id))
+                    : Q(s, "SELECT " ALERT_COLS " FROM budget_alerts WHERE id > $1 ORDER BY id", &r,
+                        d, KR_DB_INT(0));
+    if (rc) return rc;
+    *n = r.nrows;
+    *out = kr_xcalloc(r.nrows ? r.nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r.nrows; i++) {
+        kr_alert *a = &(*out)[i];
+        a->id = kr_dbres_int(&r, i, 0);
+        a->org_id = kr_dbres_int(&r, i, 1);
+        a->ws_id = kr_dbres_int(&r, i, 2);
+        const char *k = kr_dbres_get(&r, i, 3);
+        a->kind = k && !strcmp(k, "balance") ? KR_ALERT_BALANCE : KR_ALERT_BUDGET;
+        cpy(a->period, sizeof a->period, kr_dbres_get(&r, i, 4));
+        a->amount_micros = kr_dbres_int(&r, i, 5);
+        cpy(a->percents, sizeof a->percents, kr_dbres_get(&r, i, 6));
+        cpy(a->url, sizeof a->url, kr_dbres_get(&r, i, 7));
+        const char *sec = kr_dbres_get(&r, i, 8);
+        a->secret = kr_strdup(sec ? sec : "");
+        a->armed = kr_dbres_int(&r, i, 9) != 0;
+        a->seq = kr_dbres_int(&r, i, 10);
+        a->created_at = kr_dbres_int(&r, i, 11);
+    }
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_delete(kr_store *s, int64_t org_id, int64_t id, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s, "DELETE FROM budget_alerts WHERE id = $1 AND org_id = $2 RETURNING id", &r, d,
+               KR_DB_INT(id), KR_DB_INT(org_id));
+    if (rc) return rc;
+    size_t gone = r.nrows;
+    kr_dbres_free(&r);
+    if (!gone) return kr_fail(d, KR_ENOTFOUND, "no alert %lld in this org", (long long)id);
+    /* undelivered notices of a deleted alert go with it; the log of sent ones stays */
+    return Q(s, "DELETE FROM alert_deliveries WHERE alert_id = $1 AND status = 'pending'", NULL, d,
+             KR_DB_INT(id));
+}
+
+int kr_alert_spend(kr_store *s, int64_t org, int64_t ws, const char *from, const char *to,
+                   int64_t *spend, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = ws ? Q(s,
+                    "SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily WHERE workspace_id = $1"
+                    " AND day >= $2 AND day <= $3 AND route = 'platform'",
+                    &r, d, KR_DB_INT(ws), KR_DB_TEXT(from), KR_DB_TEXT(to))
+                : Q(s,
+                    "SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily WHERE org_id = $1"
+                    " AND day >= $2 AND day <= $3 AND route = 'platform'",
+                    &r, d, KR_DB_INT(org), KR_DB_TEXT(from), KR_DB_TEXT(to));
+    if (rc) return rc;
+    *spend = kr_dbres_int(&r, 0, 0);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_crossing_add(kr_store *s, const kr_alert *a, const char *crossing, const char *body,
+                          bool *added, kr_diag *d)
+{
+    kr_dbres r;
+    int64_t now = kr_now_ms();
+    int rc = Q(s,
+               "INSERT INTO alert_deliveries (alert_id, org_id, crossing, body, status, attempts,"
+               " next_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)"
+               " ON CONFLICT (alert_id, crossing) DO NOTHING RETURNING id",
+               &r, d, KR_DB_INT(a->id), KR_DB_INT(a->org_id), KR_DB_TEXT(crossing), KR_DB_TEXT(body),
+               KR_DB_INT(now));
+    if (rc) return rc;
+    *added = r.nrows == 1;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_disarm(kr_store *s, int64_t id, int64_t *seq, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "UPDATE budget_alerts SET armed = 0, seq = seq + 1 WHERE id = $1 AND armed = 1"
+               " RETURNING seq",
+               &r, d, KR_DB_INT(id));
+    if (rc) return rc;
+    *seq = r.nrows ? kr_dbres_int(&r, 0, 0) : 0;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_rearm(kr_store *s, int64_t id, kr_diag *d)
+{
+    return Q(s, "UPDATE budget_alerts SET armed = 1 WHERE id = $1 AND armed = 0", NULL, d,
+             KR_DB_INT(id));
+}
+
+#define DELIVERY_COLS                                                                              \
+    "id, alert_id, org_id, crossing, body, status, attempts, next_at, last_status, last_error,"   \
+    " created_at, delivered_at"
+
+static void delivery_rows(const kr_dbres *r, kr_alert_delivery **out, size_t *n)
+{
+    *n = r->nrows;
+    *out = kr_xcalloc(r->nrows ? r->nrows : 1, sizeof **out);
+    for (size_t i = 0; i < r->nrows; i++) {
+        kr_alert_delivery *v = &(*out)[i];
+        v->id = kr_dbres_int(r, i, 0);
+        v->alert_id = kr_dbres_int(r, i, 1);
+        v->org_id = kr_dbres_int(r, i, 2);
+        cpy(v->crossing, sizeof v->crossing, kr_dbres_get(r, i, 3));
+        const char *b = kr_dbres_get(r, i, 4);
+        v->body = kr_strdup(b ? b : "");
+        cpy(v->status, sizeof v->status, kr_dbres_get(r, i, 5));
+        v->attempts = kr_dbres_int(r, i, 6);
+        v->next_at = kr_dbres_int(r, i, 7);
+        v->last_status = kr_dbres_int(r, i, 8);
+        cpy(v->last_error, sizeof v->last_error, kr_dbres_get(r, i, 9));
+        v->created_at = kr_dbres_int(r, i, 10);
+        v->delivered_at = kr_dbres_int(r, i, 11);
+    }
+}
+
+int kr_alert_due(kr_store *s, int64_t now, size_t limit, kr_alert_delivery **out, size_t *n,
+                 kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "SELECT " DELIVERY_COLS " FROM alert_deliveries WHERE status = 'pending'"
+               " AND next_at <= $1 AND claimed_until < $1 ORDER BY next_at, id LIMIT $2",
+               &r, d, KR_DB_INT(now), KR_DB_INT(limit));
+    if (rc) return rc;
+    delivery_rows(&r, out, n);
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_claim(kr_store *s, int64_t id, int64_t now, int64_t until, bool *won, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "UPDATE alert_deliveries SET claimed_until = $3 WHERE id = $1 AND status = 'pending'"
+               " AND claimed_until < $2 RETURNING id",
+               &r, d, KR_DB_INT(id), KR_DB_INT(now), KR_DB_INT(until));
+    if (rc) return rc;
+    *won = r.nrows == 1;
+    kr_dbres_free(&r);
+    return 0;
+}
+
+int kr_alert_attempted(kr_store *s, int64_t id, const char *status, int64_t last_status,
+                       const char *err, int64_t next_at, int64_t now, kr_diag *d)
+{
+    return Q(s,
+             "UPDATE alert_deliveries SET status = $2, attempts = attempts + 1, last_status = $3,"
+             " last_error = $4, next_at = $5, claimed_until = 0,"
+             " delivered_at = CASE WHEN $2 = 'delivered' THEN $6 ELSE delivered_at END"
+             " WHERE id = $1",
+             NULL, d, KR_DB_INT(id), KR_DB_TEXT(status), KR_DB_INT(last_status), KR_DB_TEXT(err),
+             KR_DB_INT(next_at), KR_DB_INT(now));
+}
+
+int kr_alert_deliveries(kr_store *s, int64_t org_id, size_t limit, kr_alert_delivery **out,
+                        size_t *n, kr_diag *d)
+{
+    kr_dbres r;
+    int rc = Q(s,
+               "SELECT " DELIVERY_COLS " FROM alert_deliveries WHERE org_id = $1"
+               " ORDER BY id DESC LIMIT $2",
+               &r, d, KR_DB_INT(org_id), KR_DB_INT(limit));
+    if (rc) return rc;
+    delivery_rows(&r, out, n);
+    kr_dbres_free(&r);
+    return 0;
+}

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "core/usage.h"
 #include "store/db.h"
@@ -330,5 +331,65 @@ int kr_store_secret_rewrite_all(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
 int kr_store_secret_rewrite_all_keyed(kr_store *s, kr_secret_rewrite_fn fn, void *arg,
                                       bool commit, const char *check_from,
                                       const char *check_to, size_t *n, kr_diag *d);
+
+/* ---- budget alerts (src/alerts) ---- */
+
+typedef enum { KR_ALERT_BUDGET = 0, KR_ALERT_BALANCE = 1 } kr_alert_kind;
+
+typedef struct kr_alert {
+    int64_t id, org_id, ws_id; /* ws_id 0: the org's */
+    kr_alert_kind kind;
+    char period[8];            /* budget: "day" or "month" */
+    int64_t amount_micros;     /* budget: the budget; balance: the threshold */
+    char percents[64];         /* budget: "50,80,100" */
+    char url[512];
+    char *secret;              /* sealed (base64); heap, freed by kr_alert_free */
+    bool armed;                /* balance: not below since the last crossing */
+    int64_t seq;               /* balance: crossings so far */
+    int64_t created_at;
+} kr_alert;
+
+typedef struct kr_alert_delivery {
+    int64_t id, alert_id, org_id;
+    char crossing[64];
+    char *body; /* heap */
+    char status[12]; /* pending, delivered, failed */
+    int64_t attempts, next_at, last_status, created_at, delivered_at;
+    char last_error[200];
+} kr_alert_delivery;
+
+void kr_alerts_free(kr_alert *a, size_t n);
+void kr_alert_deliveries_free(kr_alert_delivery *a, size_t n);
+/* The secret is sealed by the caller (its AAD names the alert: the id comes
+ * from the store, so the row is written, sealed and updated in one
+ * transaction by seal(ctx, id, out)). */
+int kr_alert_create(kr_store *s, kr_alert *a, int (*seal)(void *ctx, int64_t id, kr_buf *out),
+                    void *ctx, kr_diag *d);
+/* org_id 0: every org's. */
+int kr_alert_list(kr_store *s, int64_t org_id, kr_alert **out, size_t *n, kr_diag *d);
+int kr_alert_delete(kr_store *s, int64_t org_id, int64_t id, kr_diag *d);
+/* Platform spend (debited cost) of an org, or of one workspace (ws > 0),
+ * over days [from, to] ("YYYY-MM-DD"). */
+int kr_alert_spend(kr_store *s, int64_t org, int64_t ws, const char *from, const char *to,
+                   int64_t *spend, kr_diag *d);
+/* A crossing's delivery, at most once per (alert, crossing) across every
+ * instance: *added says whether this call made it. */
+int kr_alert_crossing_add(kr_store *s, const kr_alert *a, const char *crossing, const char *body,
+                          bool *added, kr_diag *d);
+/* balance: disarm (one caller wins: *seq is the crossing's number, 0 when
+ * another instance won) or re-arm. */
+int kr_alert_disarm(kr_store *s, int64_t id, int64_t *seq, kr_diag *d);
+int kr_alert_rearm(kr_store *s, int64_t id, kr_diag *d);
+/* Deliveries due now (pending, next_at reached, not claimed). */
+int kr_alert_due(kr_store *s, int64_t now, size_t limit, kr_alert_delivery **out, size_t *n,
+                 kr_diag *d);
+/* Claims a due delivery until `until`; *won says whether this caller got it. */
+int kr_alert_claim(kr_store *s, int64_t id, int64_t now, int64_t until, bool *won, kr_diag *d);
+/* After an attempt: delivered, or retried at next_at, or failed for good. */
+int kr_alert_attempted(kr_store *s, int64_t id, const char *status, int64_t last_status,
+                       const char *err, int64_t next_at, int64_t now, kr_diag *d);
+/* An org's deliveries, newest first. */
+int kr_alert_deliveries(kr_store *s, int64_t org_id, size_t limit, kr_alert_delivery **out,
+                        size_t *n, kr_diag *d);
 
 #endif
