@@ -69,6 +69,19 @@ scenario(async (env, t) => {
   await t.submit("#credits-cap");
   await t.waitText("#credits-now", "55.000000"); // available = balance + cap
 
+  // ---- a budget alert: its secret shown once, listed, deleted ----
+  log("alerts");
+  await t.fill("#alert-create input[name=amount]", "10");
+  await t.fill("#alert-create input[name=percents]", "50,100");
+  await t.fill("#alert-create input[name=url]", "https://hooks.example/keyrail");
+  await t.submit("#alert-create");
+  await t.waitText("#alert-secret", "whsec_");
+  await t.waitText("#alert-list", "10.000000 per month");
+  check((await t.text("#alert-list")).includes("50 %, 100 %"), "the alert's percents are listed");
+  check(!(await t.text("#alert-list")).includes("whsec_"), "the list never shows the secret");
+  await page.click("#alert-list .alert-delete");
+  await t.waitText("#alert-list", "No alerts.");
+
   // ---- workspaces ----
   log("workspaces");
   await t.go("#/orgs/acme/workspaces");
