@@ -92,9 +92,17 @@ def sample(kr, op, operator):
         return p, {}, {"token": operator}
     if name == "ws.provision":
         return p, {}, {"rebuild": True}
+    if name == "alert.create":
+        return p, {}, {"kind": "budget", "budget": "10", "url": "https://hooks.example/k"}
+    if name == "alert.delete":
+        st, _, data = api(kr, "POST", "/orgs/acme/alerts", operator,
+                          {"kind": "balance", "threshold": "1", "url": "https://hooks.example/k"})
+        assert st == 201, data
+        return dict(p, id=json.loads(data)["id"]), {}, None
     if name in ("org.list", "org.get", "ws.list", "ws.explain", "secret.list", "token.list",
                 "credits.show", "credits.history", "limits.show", "ws.limits.show", "usage",
-                "audit.list", "admin_token.list", "session.get", "session.delete", "openapi"):
+                "audit.list", "admin_token.list", "session.get", "session.delete", "openapi",
+                "alert.list", "alert.deliveries"):
         return p, {}, None
     raise AssertionError(f"the access matrix has no sample call for {name}: add one")
 
@@ -308,7 +316,7 @@ def test_openapi_matches_the_implemented_routes(kr, world):
                        .replace("{key}", "K").replace("{id}", "999999"), world["operator"],
                        {} if method in ("POST", "PUT") else None)
         assert st not in (404, 405) or op["operationId"] in ("token.revoke", "admin_token.revoke",
-                                                            "secret.unset"), (method, path, st)
+                                                            "secret.unset", "alert.delete"), (method, path, st)
         for p in op.get("parameters", []):
             assert p["in"] in ("path", "query", "header") and "schema" in p
     # and nothing else answers
