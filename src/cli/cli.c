@@ -185,7 +185,7 @@ int kr_cli_op(kr_cli *c, const char *name, const char *what, cJSON *params, cJSO
     char proxy[300];
     kr_provision_ctx pctx;
     kr_cli_provision_ctx(c, &pctx, proxy, sizeof proxy);
-    kr_ops_env env = {&c->cfg, c->reg, c->rts, &c->pol, c->have_mk ? &c->mk : NULL, proxy};
+    kr_ops_env env = {&c->cfg, c->reg, c->rts, &c->pol, c->have_mk ? &c->mk : NULL, proxy, NULL};
     kr_actor actor;
     kr_actor_cli(&actor);
     kr_op_call call;

@@ -139,6 +139,10 @@
  *   in out cache_read cache_write events reply mode delay_ms after status
  *   interval_ms reasoning pad tool_use_prompt tool tool_name stamp
  *                                      (reply: one word, '_' becomes ' ')
+ *   fail_auth=N  the mode (status=, reset_mid, ...) applies only to requests whose
+ *                credential's SHA-256 begins with the 4 bytes N (big-endian,
+ *                decimal); others are answered normally (a key pool's one
+ *                failing key, tests/integration/test_pool.py)
  *   stamp=1      Anthropic content_block_delta events carry "sent_ns": the
  *                vendor's CLOCK_MONOTONIC when the event was made (the
  *                benchmark's per-event delay, bench/kbench.c)
@@ -533,7 +537,8 @@ static inline void buf_jstr(buf_t *b, const char *s, size_t n)
 
 enum {
     K_IN, K_OUT, K_CACHE_READ, K_CACHE_WRITE, K_EVENTS, K_DELAY_MS, K_AFTER, K_STATUS,
-    K_INTERVAL_MS, K_REASONING, K_PAD, K_TOOL_USE_PROMPT, K_STAMP, K_NNUM, /* numeric keys end here */
+    K_INTERVAL_MS, K_REASONING, K_PAD, K_TOOL_USE_PROMPT, K_STAMP, K_FAIL_AUTH,
+    K_NNUM, /* numeric keys end here */
     K_REPLY = K_NNUM, K_MODE, K_TOOL, K_TOOL_NAME
 };
 

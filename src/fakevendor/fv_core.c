@@ -850,6 +850,17 @@ void fv_handle_request(conn_t *c)
     j->cr = OV_HAS(&eff, K_CACHE_READ) ? eff.num[K_CACHE_READ] : 0;
     j->cw = OV_HAS(&eff, K_CACHE_WRITE) ? eff.num[K_CACHE_WRITE] : 0;
     j->mode = parse_mode(&eff);
+    if (OV_HAS(&eff, K_FAIL_AUTH)) {
+        /* the mode is for one credential only (x-api-key, x-goog-api-key,
+         * ?key=, then Authorization: the one auth_sha256 names) */
+        const cred_t *cr = r->xkey.present ? &r->xkey : r->gkey.present ? &r->gkey
+                         : r->qkey.present ? &r->qkey : &r->authz;
+        uint32_t want = (uint32_t)eff.num[K_FAIL_AUTH];
+        uint32_t got = cr->present ? ((uint32_t)cr->sha[0] << 24 | (uint32_t)cr->sha[1] << 16 |
+                                      (uint32_t)cr->sha[2] << 8 | cr->sha[3])
+                                   : 0;
+        if (got != want) j->mode = M_NONE;
+    }
     j->delay_ms = OV_HAS(&eff, K_DELAY_MS) ? eff.num[K_DELAY_MS] : (j->mode == M_DELAY ? 1000 : 0);
     j->interval_ms =
         OV_HAS(&eff, K_INTERVAL_MS) ? eff.num[K_INTERVAL_MS] : (j->mode == M_DRIP ? 100 : 0);

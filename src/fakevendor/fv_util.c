@@ -379,6 +379,7 @@ static const struct {
     {"interval_ms", K_INTERVAL_MS}, {"interval", K_INTERVAL_MS}, {"reasoning", K_REASONING},
     {"pad", K_PAD}, {"tool_use_prompt", K_TOOL_USE_PROMPT}, {"reply", K_REPLY},
     {"mode", K_MODE}, {"tool", K_TOOL}, {"tool_name", K_TOOL_NAME}, {"stamp", K_STAMP},
+    {"fail_auth", K_FAIL_AUTH},
 };
 
 /* tool=HEX: the command, hex-encoded UTF-8 (either case).  An unusable value

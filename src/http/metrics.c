@@ -64,6 +64,7 @@ void kr_metrics_add(kr_metrics *dst, const kr_metrics *src)
     dst->inflight += src->inflight;
     dst->client_disconnects += src->client_disconnects;
     dst->usage_unreadable += src->usage_unreadable;
+    dst->upstream_retries += src->upstream_retries;
 }
 
 void kr_metrics_upstream_latency(kr_metrics *m, double s)
@@ -128,10 +129,15 @@ void kr_metrics_render(const kr_metrics *m, const char *extra, kr_buf *out)
                   "# HELP keyrail_usage_unreadable_total Metered responses whose usage could not be "
                   "read (an event or body over its cap, or none sent); their rows say so.\n"
                   "# TYPE keyrail_usage_unreadable_total counter\n"
-                  "keyrail_usage_unreadable_total %llu\n",
+                  "keyrail_usage_unreadable_total %llu\n"
+                  "# HELP keyrail_upstream_retries_total Requests sent again with another platform "
+                  "key (the first one refused before any byte reached the client).\n"
+                  "# TYPE keyrail_upstream_retries_total counter\n"
+                  "keyrail_upstream_retries_total %llu\n",
                   (long long)m->open_streams, (long long)m->open_connections, (long long)m->inflight,
                   (unsigned long long)m->upstream_errors,
                   (unsigned long long)m->client_disconnects,
-                  (unsigned long long)m->usage_unreadable);
+                  (unsigned long long)m->usage_unreadable,
+                  (unsigned long long)m->upstream_retries);
     if (extra) kr_buf_puts(out, extra);
 }

@@ -53,6 +53,7 @@ typedef struct kr_metrics {
     int64_t inflight;
     uint64_t client_disconnects;
     uint64_t usage_unreadable; /* metered responses whose usage could not be read */
+    uint64_t upstream_retries; /* requests sent again with another platform key */
 } kr_metrics;
 
 /* The metrics and log label of a route. */

@@ -197,6 +197,9 @@ static const kr_op ops[] = {
     {"alert.deliveries", "The delivery log of an org's alert webhooks, newest first", "GET",
      "/orgs/{org}/alert-deliveries", KR_OPS_ORG, false, false, false, PARAMS(p_alert_deliveries),
      kr_op_alert_deliveries, 200, false},
+    {"upstream.keys", "The platform key pools: each key's state (in rotation, cooling, refused), "
+     "class, fingerprint and requests", "GET", "/upstream/keys", KR_OPS_OPERATOR, false, false,
+     false, NULL, 0, kr_op_upstream_keys, 200, false},
     {"usage", "Tokens and cost per org, workspace, model and day", "GET", "/usage",
      KR_OPS_ANY_ADMIN, false, false, false, PARAMS(p_usage), kr_op_usage, 200, false},
     {"audit.list", "The audit log, newest first", "GET", "/audit", KR_OPS_ANY_ADMIN, false, false,

@@ -2,6 +2,7 @@
  * ops_admin.c -- admin tokens and the audit log (ops_handlers.h).
  */
 #include "ops/ops_handlers.h"
+#include "proxy/pool.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -136,5 +137,50 @@ int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d)
         cJSON_AddNullToObject(out, "next_cursor");
     }
     free(rows);
+    return 0;
+}
+
+/* ---- the platform key pools ---- */
+
+int kr_op_upstream_keys(kr_op_call *c, cJSON *out, kr_diag *d)
+{
+    (void)d;
+    const kr_registry *reg = c->env->reg;
+    const kr_pools *ps = c->env->pools;
+    cJSON *items = cJSON_AddArrayToObject(out, "items");
+    int64_t now = kr_now_ms();
+    for (size_t i = 0; i < reg->nproviders; i++) {
+        const kr_provider *pr = &reg->providers[i];
+        if (!pr->platform) continue;
+        size_t n = pr->nplatform_keys ? pr->nplatform_keys : 1;
+        for (size_t k = 0; k < n; k++) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "provider", pr->name);
+            cJSON_AddStringToObject(j, "key_env",
+                                    pr->nplatform_keys ? pr->platform_keys[k] : pr->platform_key_env);
+            cJSON_AddNumberToObject(j, "weight", pr->nplatform_keys ? pr->key_weight[k] : 1);
+            if (ps && k < ps->pools[i].nkeys) {
+                const kr_pool_key *key = &ps->pools[i].keys[k];
+                int out_st = atomic_load(&((kr_pool_key *)key)->out_status);
+                const char *state = !key->auth ? "not-set"
+                                    : out_st   ? "refused"
+                                    : atomic_load(&((kr_pool_key *)key)->cool_until) > now ? "cooling"
+                                                                                          : "in-rotation";
+                cJSON_AddStringToObject(j, "state", state);
+                if (out_st) cJSON_AddNumberToObject(j, "refused_with", out_st);
+                if (key->auth) {
+                    cJSON_AddStringToObject(j, "class", key->cls);
+                    cJSON_AddStringToObject(j, "fingerprint", key->fp);
+                }
+                cJSON_AddNumberToObject(j, "requests",
+                                        (double)atomic_load(&((kr_pool_key *)key)->picked));
+            } else {
+                /* the command line: the configuration; the state is the server's */
+                cJSON_AddStringToObject(j, "state", "unknown here (GET /admin/v1/upstream/keys on "
+                                                    "the server)");
+            }
+            cJSON_AddItemToArray(items, j);
+        }
+    }
     return 0;
 }

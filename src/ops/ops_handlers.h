@@ -38,6 +38,7 @@ int kr_op_admin_token_mint(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_admin_token_list(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_admin_token_revoke(kr_op_call *c, cJSON *out, kr_diag *d);
 int kr_op_audit_list(kr_op_call *c, cJSON *out, kr_diag *d);
+int kr_op_upstream_keys(kr_op_call *c, cJSON *out, kr_diag *d);
 
 /* ops_alerts.c: budget alerts and their webhook deliveries */
 int kr_op_alert_create(kr_op_call *c, cJSON *out, kr_diag *d);

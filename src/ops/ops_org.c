@@ -272,6 +272,16 @@ static cJSON *upstream_view(const kr_registry *reg)
             cJSON_AddStringToObject(u, "key_owner", "platform");
             cJSON_AddStringToObject(u, "class", k && *k ? kr_cred_class_name(cls) : "not-set-here");
             cJSON_AddStringToObject(u, "fingerprint", fp);
+            if (pr->nplatform_keys > 1) {
+                /* a key pool: requests spread over these (docs/PROXY.md) */
+                cJSON *pool = cJSON_AddArrayToObject(u, "key_pool");
+                for (size_t q = 0; q < pr->nplatform_keys; q++) {
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddStringToObject(e, "key_env", pr->platform_keys[q]);
+                    cJSON_AddNumberToObject(e, "weight", pr->key_weight[q]);
+                    cJSON_AddItemToArray(pool, e);
+                }
+            }
             break;
         }
     return j;

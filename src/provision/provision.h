@@ -115,6 +115,7 @@ typedef struct kr_plane {
     const kr_policy *pol;
     const kr_master_key *mk;
     const char *proxy_url; /* where workspaces reach the proxy ("" = none) */
+    const struct kr_pools *pools; /* a running server's platform key pools; NULL elsewhere */
 } kr_plane;
 
 /* The provisioning context of a plane (persisting). */

@@ -203,6 +203,24 @@ static const char *use_route(kr_proto p)
                                   : "/anthropic/v1/messages";
 }
 
+/* A session the client names (its requests keep one platform key, so the
+ * vendor's prompt cache stays warm): the hash of the first of these headers,
+ * 0 for none. */
+static uint64_t session_hash(const kr_http_req *h)
+{
+    static const char *const names[] = {"x-claude-code-session-id", "session_id", "x-session-id",
+                                        "conversation_id", "x-conversation-id"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const kr_http_header *f = kr_http_find(h, names[i]);
+        if (!f || !f->value.n) continue;
+        uint64_t x = 1469598103934665603ull;
+        for (size_t k = 0; k < f->value.n; k++)
+            x = (x ^ (unsigned char)f->value.p[k]) * 1099511628211ull;
+        return x ? x : 1;
+    }
+    return 0;
+}
+
 /* The platform route: the model must be a priced platform model of the
  * route's protocol; the platform's key for its provider. Sets r->model,
  * r->prov and r->model_id; NULL once answered. */
@@ -232,14 +250,19 @@ static const char *platform_target(kr_req *r, const char *model)
                          r->model_id);
         return NULL;
     }
-    if (!s->platform_auth[m->provider]) {
-        kr_respond_error(r, 503, "api_error",
-                         "the platform key for provider '%s' is not configured", claim->name);
-        return NULL;
-    }
     r->model = m;
     r->prov = claim;
-    return s->platform_auth[m->provider];
+    r->pool_provider = m->provider;
+    r->pool_session = session_hash(r->x.http);
+    r->pool_key = kr_pool_pick(s->pools, m->provider, r->pool_session, 0);
+    if (r->pool_key < 0) {
+        kr_respond_error(r, 503, "api_error",
+                         "no platform key of provider '%s' is usable (not configured, or every key "
+                         "of its pool was refused by the vendor)",
+                         claim->name);
+        return NULL;
+    }
+    return kr_pool_auth(s->pools, m->provider, r->pool_key);
 }
 
 /* BYOK through the proxy: the workspace's own provider, whatever model name
@@ -425,6 +448,8 @@ void kr_req_span(kr_req *r)
     kr_otel_submit(r->px->otel, &sp);
 }
 
+static void send_upstream(kr_req *r, const char *auth);
+
 void kr_req_forward(kr_req *r)
 {
     kr_proxy *s = r->px;
@@ -448,7 +473,6 @@ void kr_req_forward(kr_req *r)
     const char *auth = r->auth.route == KR_ROUTE_BYOK ? byok_target(r, model)
                                                       : platform_target(r, model);
     if (!auth) return;
-    const kr_provider *claim = r->prov;
     /* admission: allow-list, credits, rate limits (limits.h). The token
      * estimate is the prompt's size / 4 plus the output cap the request names
      * (any of its spellings; 4096 without one). */
@@ -458,13 +482,28 @@ void kr_req_forward(kr_req *r)
         kr_respond_error(r, 413, "request_too_large", "the request body is too large");
         return;
     }
+    if (s->otel) trace_begin(r, h);
+    r->fwd_body = body; /* the request's (or r->upbody's): alive until the request ends */
+    r->fwd_len = n;
+    send_upstream(r, auth);
+}
+
+/* The upstream request (again, for a retry on another platform key): the
+ * URL, the headers that pass, keyrail's own, the key line. */
+static void send_upstream(kr_req *r, const char *auth)
+{
+    kr_proxy *s = r->px;
+    const kr_http_req *h = r->x.http;
+    const kr_route_def *rd = r->rd;
+    const kr_provider *claim = r->prov;
+    const char *body = r->fwd_body;
+    size_t n = r->fwd_len;
     char url[512];
     if (!upstream_url(r, url, sizeof url)) return;
     const kr_http_header *conn = kr_http_find(h, "connection"); /* once, not per header */
     /* the headers: what passes of the client's, then keyrail's own and the
      * platform key, in one block either client takes */
     kr_buf_reset(&hb);
-    if (s->otel) trace_begin(r, h);
     for (unsigned i = 0; i < h->nheaders; i++) {
         const kr_http_header *f = &h->headers[i];
         if (!header_forwarded(f->name, conn)) continue;
@@ -494,7 +533,8 @@ void kr_req_forward(kr_req *r)
                          r->auth.route == KR_ROUTE_BYOK ? "org's" : "platform", r->prov->name);
         return;
     }
-    r->auth.upstream_auth = NULL; /* the cache slot's: not the request's to keep */
+    if (r->auth.route == KR_ROUTE_BYOK)
+        r->auth.upstream_auth = NULL; /* the cache slot's: not the request's to keep */
     kr_upx_req q = {url, hb.data, hb.len, body, n,
                     /* counting tokens is free and changes nothing: safe to repeat */
                     rd->id == KR_ROUTE_ANTHROPIC_COUNT_TOKENS || rd->id == KR_ROUTE_GEMINI_COUNT_TOKENS,
@@ -613,15 +653,37 @@ static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
             r->up_status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
         kr_buf_reset(&r->resp_head);
         r->is_sse = false;
+        r->up_retry_after = 0;
         return n;
     }
     if (n <= 2) { /* end of a header block */
-        if (r->up_status >= 200) send_head(r);
+        if (r->up_status < 200) return n;
+        if (r->pool_key >= 0) {
+            /* the platform key's answer: the pool learns it; a refusal the
+             * client has not seen a byte of goes to another key instead */
+            int st = r->up_status;
+            kr_pool_report(r->px->pools, r->pool_provider, r->pool_key, st, r->up_retry_after);
+            if ((st == 401 || st == 403 || st == 429) && r->x.conn && !r->head_sent &&
+                r->pool_tries < KR_POOL_MAX_TRIES &&
+                kr_pool_pick(r->px->pools, r->pool_provider, 0,
+                             r->pool_tried | (1u << r->pool_key)) >= 0) {
+                r->pool_retry = true;
+                return 0; /* ends this transfer: upstream_end sends it again */
+            }
+        }
+        send_head(r);
         return n;
     }
     const char *colon = memchr(buf, ':', n);
     if (!colon || r->up_status < 200) return n;
     size_t nl = (size_t)(colon - buf);
+    if (nl == 11 && !strncasecmp(buf, "retry-after", 11)) {
+        int64_t v = 0;
+        const char *p = colon + 1, *e = buf + n;
+        while (p < e && *p == ' ') p++;
+        while (p < e && *p >= '0' && *p <= '9' && v < 100000) v = v * 10 + (*p++ - '0');
+        r->up_retry_after = (int)v;
+    }
     if (!passthrough_header(buf, nl)) return n;
     if (nl == 12 && !strncasecmp(buf, "content-type", 12)) {
         const char *v = colon + 1;
@@ -779,10 +841,48 @@ static void upstream_done(kr_upx *x, CURLcode rc)
     upstream_end(x->ud, rc);
 }
 
+/* A platform key refused the request before the client saw a byte: the same
+ * request goes out again with another key of the pool, from a fresh loop
+ * turn (not from inside the ended transfer's callbacks). */
+static void on_retry(uv_timer_t *t)
+{
+    kr_conn *c = t->data;
+    kr_req *r = (kr_req *)c->x;
+    if (!r || !r->pool_retry_due) return;
+    r->pool_retry_due = false;
+    r->pool_tried |= 1u << r->pool_key;
+    r->pool_key = kr_pool_pick(r->px->pools, r->pool_provider, 0, r->pool_tried);
+    r->refs--; /* the ended transfer's; send_upstream takes the new one's */
+    if (r->pool_key < 0) {
+        kr_respond_error(r, 503, "api_error", "no platform key of provider '%s' is usable now",
+                         r->prov->name);
+        return;
+    }
+    r->pool_tries++;
+    r->px->metrics->upstream_retries++;
+    send_upstream(r, kr_pool_auth(r->px->pools, r->pool_provider, r->pool_key));
+}
+
 static void upstream_end(kr_req *r, CURLcode rc)
 {
     kr_proxy *s = r->px;
     KR_ASSERT(!r->up.active && r->refs >= 2);
+    if (r->pool_retry) {
+        r->pool_retry = false;
+        if (r->x.conn && !r->head_sent) {
+            /* nothing of this answer is kept: a fresh head, body and usage */
+            kr_buf_reset(&r->resp_head);
+            kr_buf_reset(&r->json);
+            if (r->is_sse) kr_sse_usage_free(&r->sse);
+            r->is_sse = false;
+            r->up_status = 0;
+            r->usage_unreadable = false;
+            r->pool_retry_due = true;
+            r->x.conn->xtimer.data = r->x.conn;
+            uv_timer_start(&r->x.conn->xtimer, on_retry, 0, 0);
+            return;
+        }
+    }
     if (r->x.conn) uv_timer_stop(&r->x.conn->xtimer);
     if (rc == CURLE_OK && !r->head_sent && r->x.conn) send_head(r); /* empty body */
     if (rc == CURLE_OK) {

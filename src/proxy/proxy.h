@@ -44,6 +44,7 @@
 #include "provision/provision.h"
 #include "proxy/limits.h"
 #include "proxy/meter.h"
+#include "proxy/pool.h"
 #include "proxy/sse_usage.h"
 #include "registry/registry.h"
 #include "secrets/secrets.h"
@@ -113,6 +114,7 @@ typedef struct kr_proxy_env {
     bool limits_sync;     /* this proxy runs the admission sync */
     int index;            /* the loop's index (0 says what is loaded) */
     kr_otel_port *otel;   /* the loop's span port; NULL: no traces */
+    kr_pools *pools;      /* the instance's platform key pools */
 } kr_proxy_env;
 
 struct kr_proxy {
@@ -125,8 +127,7 @@ struct kr_proxy {
     kr_meter *meter;
     kr_meter_port *port;
     kr_otel_port *otel; /* NULL: no traces */
-    /* platform credentials, one per registry provider (NULL: none) */
-    char *platform_auth[KR_REGISTRY_MAX_PROVIDERS]; /* full header line */
+    kr_pools *pools;    /* the platform keys (shared by the loops) */
     kr_upstream up;
     kr_auth_cache auth; /* this loop's (a revocation reaches each within its lifetime) */
     kr_limits *lim;     /* admission control state (limits.c), shared */
@@ -217,6 +218,17 @@ struct kr_req {
     int64_t cost;        /* priced usage, handed to the usage writer */
     int retry_after;     /* seconds, for a 429 */
     char up_error[160];  /* why the upstream could not be reached (a 502), for the log line */
+    /* the platform key pool (pool.h): the key this attempt uses (-1: BYOK
+     * or none), the keys tried, a retry on another key before any byte */
+    size_t pool_provider;
+    int pool_key;
+    uint32_t pool_tried;
+    int pool_tries;
+    uint64_t pool_session;
+    bool pool_retry, pool_retry_due;
+    int up_retry_after; /* the vendor's retry-after, seconds */
+    const char *fwd_body; /* the body sent upstream (kept for a retry) */
+    size_t fwd_len;
     /* tracing (when the proxy has a span port): this request's span */
     bool traced, trace_parent;
     uint8_t trace_id[16], span_id[8], parent_id[8], trace_flags;

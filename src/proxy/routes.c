@@ -30,6 +30,7 @@ kr_req *kr_req_new(kr_proxy *s, kr_conn *c, const kr_http_req *h, kr_route_id ro
     kr_req *r = kr_xcalloc(1, sizeof *r);
     r->px = s;
     r->refs = 1;
+    r->pool_key = -1;
     kr_x_init(&r->x, &req_ops, c, h, route);
     kr_buf_init(&r->upbody, (size_t)s->cfg->max_body_bytes + 4096);
     kr_buf_init(&r->resp_head, 16 * 1024);
@@ -78,6 +79,14 @@ static void req_abort(kr_exchange *x)
     }
     if (r->up.active) {
         kr_req_abort_upstream(r);
+        return;
+    }
+    if (r->pool_retry_due) {
+        /* gone between a refused key and the retry: nothing was served */
+        r->pool_retry_due = false;
+        r->meter = false;
+        kr_x_abandon(&r->x);
+        kr_req_unref(r); /* the ended transfer's */
         return;
     }
     kr_x_abandon(&r->x);
@@ -609,34 +618,6 @@ void kr_proxy_start(void *ctx, kr_conn *c, const kr_http_req *h)
 
 /* ---- the gateway's start and stop ---- */
 
-/* The platform keys, one header line per provider, from the environment
- * variables the registry names; a missing one makes its models answer 503. */
-static void load_platform_keys(kr_proxy *s, bool quiet)
-{
-    for (size_t i = 0; i < s->p.reg->nproviders; i++) {
-        const kr_provider *p = &s->p.reg->providers[i];
-        if (!p->platform) continue;
-        const char *k = getenv(p->platform_key_env);
-        if (!k || !*k) {
-            if (!quiet)
-                KR_WARN("platform provider '%s': %s is not set; its models will answer 503",
-                    p->name, p->platform_key_env);
-            continue;
-        }
-        kr_buf b = KR_BUF_INIT(8192);
-        if (kr_buf_puts(&b, kr_auth_style_prefix(p->header)) || kr_buf_puts(&b, k)) {
-            kr_buf_free(&b);
-            continue;
-        }
-        s->platform_auth[i] = kr_buf_steal(&b);
-        if (quiet) continue;
-        char fp[KR_FP_LEN];
-        kr_cred_fingerprint(k, strlen(k), fp);
-        KR_INFO("platform provider '%s': key loaded (%s %s)", p->name,
-                kr_cred_class_name(kr_cred_classify(k, strlen(k))), fp);
-    }
-}
-
 int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, kr_diag *d)
 {
     memset(px, 0, sizeof *px);
@@ -651,7 +632,7 @@ int kr_proxy_init(kr_proxy *px, kr_http_server *http, const kr_proxy_env *env, k
     px->lim = env->limits;
     px->limits_sync = env->limits_sync;
     px->otel = env->otel;
-    load_platform_keys(px, env->index > 0); /* said once, by the first loop */
+    px->pools = env->pools;
     if (kr_upstream_init(&px->up, px->loop, px->cfg, kr_proxy_flush_dirty, px))
         return kr_fail(d, KR_ECONFIG, "the upstream client could not be created");
     kr_auth_init(&px->auth, px->cfg->token_cache_ms);
@@ -674,10 +655,4 @@ void kr_proxy_thread_end(void)
 void kr_proxy_free(kr_proxy *px)
 {
     kr_auth_free(&px->auth);
-    for (size_t i = 0; i < KR_REGISTRY_MAX_PROVIDERS; i++)
-        if (px->platform_auth[i]) {
-            sodium_memzero(px->platform_auth[i], strlen(px->platform_auth[i]));
-            free(px->platform_auth[i]);
-            px->platform_auth[i] = NULL;
-        }
 }

@@ -115,8 +115,29 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
             if (parse_bool(value, &p->platform))
                 return kr_fail(d, KR_EPARSE, "line %d: platform must be true or false", line);
         } else if (!strcmp(key, "platform_key_env")) {
-            if (kr_strlcpy(p->platform_key_env, value, sizeof p->platform_key_env))
-                return kr_fail(d, KR_EPARSE, "line %d: platform_key_env too long", line);
+            /* one name, or a pool: "A, B*3" (a weight after '*', 1..1000) */
+            int rc = split_list(value, p->platform_keys, 64, KR_REG_MAX_LIST, &p->nplatform_keys,
+                                d, line);
+            if (rc) return rc;
+            if (!p->nplatform_keys)
+                return kr_fail(d, KR_EPARSE, "line %d: platform_key_env is empty", line);
+            for (size_t i = 0; i < p->nplatform_keys; i++) {
+                char *star = strchr(p->platform_keys[i], '*');
+                p->key_weight[i] = 1;
+                if (star) {
+                    int64_t w;
+                    if (kr_parse_i64(star + 1, strlen(star + 1), &w) || w < 1 || w > 1000)
+                        return kr_fail(d, KR_EPARSE, "line %d: a key weight is 1..1000 ('%s')",
+                                       line, p->platform_keys[i]);
+                    p->key_weight[i] = (int)w;
+                    *star = 0;
+                    size_t l = strlen(p->platform_keys[i]);
+                    while (l && p->platform_keys[i][l - 1] == ' ') p->platform_keys[i][--l] = 0;
+                }
+                if (!p->platform_keys[i][0])
+                    return kr_fail(d, KR_EPARSE, "line %d: an empty key name", line);
+            }
+            kr_strlcpy(p->platform_key_env, p->platform_keys[0], sizeof p->platform_key_env);
         } else if (!strcmp(key, "model_prefixes")) {
             return split_list(value, p->model_prefixes, 64, KR_REG_MAX_LIST, &p->nmodel_prefixes,
                               d, line);

@@ -47,7 +47,12 @@ typedef struct kr_provider {
     size_t ncredential_env;
     kr_auth_style header;      /* how its API takes the key */
     bool platform;             /* platform-managed */
-    char platform_key_env[64]; /* server env var with the platform key */
+    char platform_key_env[64]; /* server env var with the platform key (the pool's first) */
+    /* the platform key pool: env var names and weights ("NAME*3"; 1 when
+     * not given); requests spread over them (src/proxy/pool.c) */
+    char platform_keys[KR_REG_MAX_LIST][64];
+    int key_weight[KR_REG_MAX_LIST];
+    size_t nplatform_keys;
     char model_prefixes[KR_REG_MAX_LIST][64];
     size_t nmodel_prefixes;
     char key_prefixes[KR_REG_MAX_LIST][32]; /* shapes of its keys, for credential classes */

@@ -125,6 +125,7 @@ static void metrics_done(void *ctx, const kr_metrics *m, uint64_t hits, uint64_t
         }
         kr_buf b = KR_BUF_INIT(1 << 20);
         kr_metrics_render(m, extra, &b);
+        kr_pool_metrics(s->pools, &b);
         kr_x_respond(&r->x, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, NULL);
         kr_buf_free(&b);
     }

@@ -107,6 +107,7 @@ static void serve_free(kr_serve *s)
         free(l);
     }
     kr_limits_free(s->limits);
+    kr_pools_free(s->pools);
     kr_registry_free(s->reg);
     kr_runtimes_free(s->rts);
     sodium_memzero(&s->mk, sizeof s->mk);
@@ -191,9 +192,9 @@ static int loop_up(kr_serve *s, int i, kr_diag *d)
         size_t ul = strlen(s->proxy_url);
         while (ul && s->proxy_url[ul - 1] == '/') s->proxy_url[--ul] = 0;
     }
-    kr_plane plane = {cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url};
-    kr_proxy_env penv = {plane,     l->workers, s->meter, l->port, s->limits,
-                         i == 0,    i,          kr_otel_port_of(s->otel, i)};
+    kr_plane plane = {cfg, s->reg, s->rts, &s->pol, &s->mk, s->proxy_url, s->pools};
+    kr_proxy_env penv = {plane,  l->workers, s->meter, l->port, s->limits, i == 0,
+                         i,      kr_otel_port_of(s->otel, i), s->pools};
     if ((rc = kr_proxy_init(&l->proxy, &l->http, &penv, d))) return rc;
     l->proxy_up = true;
     l->admin = (kr_admin){plane, l->workers};
@@ -270,6 +271,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
         goto refused;
     }
     s->limits = kr_limits_new();
+    s->pools = kr_pools_load(s->reg);
     raise_nofile(cfg);
     if ((rc = kr_notifier_start(&s->notifier, cfg, &s->mk, &d))) {
         refuse_to_start("%s", d.msg);

@@ -88,6 +88,7 @@ struct kr_serve {
     char proxy_url[300];
     kr_meter *meter;
     kr_limits *limits;
+    kr_pools *pools; /* the platform keys, loaded once */
     kr_otel *otel; /* NULL: no traces */
     struct kr_notifier *notifier; /* budget alerts (src/alerts) */
     int nloops;
