@@ -86,6 +86,12 @@ static void text(const cJSON *j, const char *ref, kr_buf *out)
                       S(u, "key_env", c, sizeof c),
                       here ? kr_cli_jstr(u, "class") : "not set in this environment (the server's)",
                       here ? " " : "", here ? kr_cli_jstr(u, "fingerprint") : "");
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(u, "key_pool"))
+            kr_buf_printf(out, "            key pool: %s (weight %.0f)\n", S(e, "key_env", a, sizeof a),
+                          cJSON_GetObjectItemCaseSensitive(e, "weight")->valuedouble);
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(u, "fallbacks"))
+            if (cJSON_IsString(e)) kr_buf_printf(out, "            fallback: %s\n", e->valuestring);
     }
 }
 

@@ -148,6 +148,13 @@ static const opt opts[] = {
       "variable (https_proxy, HTTPS_PROXY, http_proxy, all_proxy, ALL_PROXY) is set at start, "
       "serve uses libcurl whatever this says, and logs so: only libcurl speaks to egress "
       "proxies."),
+    I("upstream", "breaker_failures", upstream_breaker_failures, "5", 1, 1000,
+      "A platform deployment (a provider's base_url or one of its fallbacks) that fails this many "
+      "requests in a row (no connection, or an answer >= 500) is skipped for "
+      "breaker_cooldown_ms, then gets one probe request (docs/PROXY.md, \"Platform deployments "
+      "and key pools\")."),
+    I("upstream", "breaker_cooldown_ms", upstream_breaker_cooldown_ms, "30000", 100, 3600000,
+      "How long an open circuit skips its deployment before one probe request."),
     I("upstream", "pool_size", upstream_pool_size, "256", 0, 100000,
       "native client: idle keep-alive connections kept per vendor origin (more are closed "
       "when their request ends). 0: no reuse."),

@@ -60,6 +60,8 @@ typedef struct kr_config {
     char otel_service_name[128];
     int64_t otel_batch_ms;
     int64_t otel_queue_spans;
+    int64_t upstream_breaker_failures;
+    int64_t upstream_breaker_cooldown_ms;
     char upstream_ca_file[512];
     char upstream_client[16];
     int64_t upstream_pool_size;

@@ -149,37 +149,53 @@ int kr_op_upstream_keys(kr_op_call *c, cJSON *out, kr_diag *d)
     const kr_pools *ps = c->env->pools;
     cJSON *items = cJSON_AddArrayToObject(out, "items");
     int64_t now = kr_now_ms();
-    for (size_t i = 0; i < reg->nproviders; i++) {
+    for (size_t i = 0; i < reg->nproviders && i < KR_REGISTRY_MAX_PROVIDERS; i++) {
         const kr_provider *pr = &reg->providers[i];
         if (!pr->platform) continue;
-        size_t n = pr->nplatform_keys ? pr->nplatform_keys : 1;
-        for (size_t k = 0; k < n; k++) {
-            cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "provider", pr->name);
-            cJSON_AddStringToObject(j, "key_env",
-                                    pr->nplatform_keys ? pr->platform_keys[k] : pr->platform_key_env);
-            cJSON_AddNumberToObject(j, "weight", pr->nplatform_keys ? pr->key_weight[k] : 1);
-            if (ps && k < ps->pools[i].nkeys) {
-                const kr_pool_key *key = &ps->pools[i].keys[k];
-                int out_st = atomic_load(&((kr_pool_key *)key)->out_status);
-                const char *state = !key->auth ? "not-set"
-                                    : out_st   ? "refused"
-                                    : atomic_load(&((kr_pool_key *)key)->cool_until) > now ? "cooling"
-                                                                                          : "in-rotation";
-                cJSON_AddStringToObject(j, "state", state);
-                if (out_st) cJSON_AddNumberToObject(j, "refused_with", out_st);
-                if (key->auth) {
-                    cJSON_AddStringToObject(j, "class", key->cls);
-                    cJSON_AddStringToObject(j, "fingerprint", key->fp);
+        for (size_t dp = 0; dp < 1 + pr->nfallback; dp++) {
+            const char *base = dp ? pr->fallback[dp - 1].base_url : pr->base_url;
+            size_t nk = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].nkeys
+                        : pr->nplatform_keys                ? pr->nplatform_keys
+                                                            : 1;
+            const kr_pool_dep *dep = ps && dp < ps->pools[i].ndeps ? &ps->pools[i].deps[dp] : NULL;
+            char origin[300];
+            if (kr_url_origin(base, origin, sizeof origin)) kr_strlcpy(origin, "(invalid)", sizeof origin);
+            for (size_t k = 0; k < nk; k++) {
+                cJSON *j = cJSON_CreateObject();
+                cJSON_AddStringToObject(j, "provider", pr->name);
+                cJSON_AddStringToObject(j, "deployment", origin);
+                cJSON_AddBoolToObject(j, "fallback", dp > 0);
+                const char *env = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].keys[k]
+                                  : pr->nplatform_keys ? pr->platform_keys[k]
+                                                       : pr->platform_key_env;
+                int w = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].weight[k]
+                        : pr->nplatform_keys ? pr->key_weight[k]
+                                             : 1;
+                cJSON_AddStringToObject(j, "key_env", env);
+                cJSON_AddNumberToObject(j, "weight", w);
+                if (dep && k < dep->nkeys) {
+                    kr_pool_key *key = (kr_pool_key *)&dep->keys[k];
+                    int out_st = atomic_load(&key->out_status);
+                    int64_t open = atomic_load(&((kr_pool_dep *)dep)->open_until);
+                    const char *state = !key->auth                      ? "not-set"
+                                        : out_st                        ? "refused"
+                                        : atomic_load(&key->cool_until) > now ? "cooling"
+                                                                              : "in-rotation";
+                    cJSON_AddStringToObject(j, "state", state);
+                    cJSON_AddStringToObject(j, "circuit", !open ? "closed" : now < open ? "open" : "half-open");
+                    if (out_st) cJSON_AddNumberToObject(j, "refused_with", out_st);
+                    if (key->auth) {
+                        cJSON_AddStringToObject(j, "class", key->cls);
+                        cJSON_AddStringToObject(j, "fingerprint", key->fp);
+                    }
+                    cJSON_AddNumberToObject(j, "requests", (double)atomic_load(&key->picked));
+                } else {
+                    /* the command line: the configuration; the state is the server's */
+                    cJSON_AddStringToObject(j, "state", "unknown here (GET /admin/v1/upstream/keys "
+                                                        "on the server)");
                 }
-                cJSON_AddNumberToObject(j, "requests",
-                                        (double)atomic_load(&((kr_pool_key *)key)->picked));
-            } else {
-                /* the command line: the configuration; the state is the server's */
-                cJSON_AddStringToObject(j, "state", "unknown here (GET /admin/v1/upstream/keys on "
-                                                    "the server)");
+                cJSON_AddItemToArray(items, j);
             }
-            cJSON_AddItemToArray(items, j);
         }
     }
     return 0;

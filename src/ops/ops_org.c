@@ -272,6 +272,16 @@ static cJSON *upstream_view(const kr_registry *reg)
             cJSON_AddStringToObject(u, "key_owner", "platform");
             cJSON_AddStringToObject(u, "class", k && *k ? kr_cred_class_name(cls) : "not-set-here");
             cJSON_AddStringToObject(u, "fingerprint", fp);
+            if (pr->nfallback) {
+                /* where requests go when this deployment fails (docs/PROXY.md) */
+                cJSON *fb = cJSON_AddArrayToObject(u, "fallbacks");
+                for (size_t q = 0; q < pr->nfallback; q++) {
+                    char o[300];
+                    if (kr_url_origin(pr->fallback[q].base_url, o, sizeof o))
+                        kr_strlcpy(o, "(invalid)", sizeof o);
+                    cJSON_AddItemToArray(fb, cJSON_CreateString(o));
+                }
+            }
             if (pr->nplatform_keys > 1) {
                 /* a key pool: requests spread over these (docs/PROXY.md) */
                 cJSON *pool = cJSON_AddArrayToObject(u, "key_pool");

@@ -356,11 +356,14 @@ static bool upstream_url(kr_req *r, char *url, size_t cap)
     const kr_http_req *h = r->x.http;
     const kr_provider *claim = r->prov;
     int rc;
+    /* the platform's deployment this attempt uses, or the provider's own */
+    const char *base = r->pool_key >= 0 ? kr_pool_base(r->px->pools, r->pool_provider, r->pool_key)
+                                        : claim->base_url;
     if (r->proto == KR_PROTO_GEMINI) /* /v1beta/models/{model}:{action}[?alt=sse] */
-        rc = kr_snprintf(url, cap, "%s/%s/models/%s%s%s", claim->base_url, r->api_version,
+        rc = kr_snprintf(url, cap, "%s/%s/models/%s%s%s", base, r->api_version,
                          r->model_id, r->rd->upstream, r->alt_sse ? "?alt=sse" : "");
     else
-        rc = kr_snprintf(url, cap, "%s%s%s", claim->base_url, r->rd->upstream,
+        rc = kr_snprintf(url, cap, "%s%s%s", base, r->rd->upstream,
                          h->query.n == 9 && !memcmp(h->query.p, "beta=true", 9) ? "?beta=true" : "");
     if (rc) {
         kr_respond_error(r, 502, "api_error", "the upstream URL of provider '%s' is too long",
@@ -641,6 +644,16 @@ void kr_proxy_flush_dirty(void *ctx)
         out_flush(s->dirty);
 }
 
+/* Another (deployment, key) is usable beyond `tried`. The pick is only a
+ * look: a half-open circuit's probe it might take is given back. */
+static bool pool_has_other(kr_req *r, uint32_t tried)
+{
+    int id = kr_pool_pick(r->px->pools, r->pool_provider, 0, tried);
+    if (id < 0) return false;
+    r->pool_next = id; /* on_retry uses it, so the probe it took is not lost */
+    return true;
+}
+
 static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
 {
     kr_req *r = ud;
@@ -663,10 +676,10 @@ static size_t on_up_header(char *buf, size_t size, size_t nitems, void *ud)
              * client has not seen a byte of goes to another key instead */
             int st = r->up_status;
             kr_pool_report(r->px->pools, r->pool_provider, r->pool_key, st, r->up_retry_after);
-            if ((st == 401 || st == 403 || st == 429) && r->x.conn && !r->head_sent &&
-                r->pool_tries < KR_POOL_MAX_TRIES &&
-                kr_pool_pick(r->px->pools, r->pool_provider, 0,
-                             r->pool_tried | (1u << r->pool_key)) >= 0) {
+            if ((st == 401 || st == 403 || st == 429 || st == 503 || st == 529) && r->x.conn &&
+                !r->head_sent && r->pool_tries < KR_POOL_MAX_TRIES &&
+                pool_has_other(r, r->pool_tried | (1u << r->pool_key))) {
+                r->pool_tried |= 1u << r->pool_key;
                 r->pool_retry = true;
                 return 0; /* ends this transfer: upstream_end sends it again */
             }
@@ -850,8 +863,7 @@ static void on_retry(uv_timer_t *t)
     kr_req *r = (kr_req *)c->x;
     if (!r || !r->pool_retry_due) return;
     r->pool_retry_due = false;
-    r->pool_tried |= 1u << r->pool_key;
-    r->pool_key = kr_pool_pick(r->px->pools, r->pool_provider, 0, r->pool_tried);
+    r->pool_key = r->pool_next; /* picked when the retry was decided */
     r->refs--; /* the ended transfer's; send_upstream takes the new one's */
     if (r->pool_key < 0) {
         kr_respond_error(r, 503, "api_error", "no platform key of provider '%s' is usable now",
@@ -867,6 +879,19 @@ static void upstream_end(kr_req *r, CURLcode rc)
 {
     kr_proxy *s = r->px;
     KR_ASSERT(!r->up.active && r->refs >= 2);
+    if (rc != CURLE_OK && !r->pool_retry && r->pool_key >= 0 && !r->head_sent) {
+        /* the deployment could not be reached (its keys are not to blame); a
+         * request that never connected was not written: another deployment
+         * may take it */
+        kr_pool_report(s->pools, r->pool_provider, r->pool_key, 0, 0);
+        bool unsent = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+        uint32_t tried = r->pool_tried | kr_pool_dep_mask(s->pools, r->pool_provider, r->pool_key);
+        if (unsent && r->x.conn && !r->timed_out && r->pool_tries < KR_POOL_MAX_TRIES &&
+            pool_has_other(r, tried)) {
+            r->pool_tried = tried;
+            r->pool_retry = true;
+        }
+    }
     if (r->pool_retry) {
         r->pool_retry = false;
         if (r->x.conn && !r->head_sent) {

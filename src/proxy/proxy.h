@@ -221,7 +221,7 @@ struct kr_req {
     /* the platform key pool (pool.h): the key this attempt uses (-1: BYOK
      * or none), the keys tried, a retry on another key before any byte */
     size_t pool_provider;
-    int pool_key;
+    int pool_key, pool_next;
     uint32_t pool_tried;
     int pool_tries;
     uint64_t pool_session;

@@ -27,6 +27,31 @@ static int split_list(const char *v, char (*out)[64], size_t cap_each, size_t ma
     return 0;
 }
 
+/* "A, B*3": environment variable names with weights (1 when not given). */
+static int key_pool(const char *value, char (*keys)[64], int *weight, size_t *n, kr_diag *d,
+                    int line)
+{
+    int rc = split_list(value, keys, 64, KR_REG_MAX_LIST, n, d, line);
+    if (rc) return rc;
+    for (size_t i = 0; i < *n; i++) {
+        char *star = strchr(keys[i], '*');
+        weight[i] = 1;
+        if (star) {
+            int64_t w;
+            if (kr_parse_i64(star + 1, strlen(star + 1), &w) || w < 1 || w > 1000)
+                return kr_fail(d, KR_EPARSE, "line %d: a key weight is 1..1000 ('%s')", line,
+                               keys[i]);
+            weight[i] = (int)w;
+            *star = 0;
+            size_t l = strlen(keys[i]);
+            while (l && keys[i][l - 1] == ' ')
+                keys[i][--l] = 0;
+        }
+        if (!keys[i][0]) return kr_fail(d, KR_EPARSE, "line %d: an empty key name", line);
+    }
+    return 0;
+}
+
 static int parse_bool(const char *v, bool *out)
 {
     if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1")) *out = true;
@@ -116,28 +141,32 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
                 return kr_fail(d, KR_EPARSE, "line %d: platform must be true or false", line);
         } else if (!strcmp(key, "platform_key_env")) {
             /* one name, or a pool: "A, B*3" (a weight after '*', 1..1000) */
-            int rc = split_list(value, p->platform_keys, 64, KR_REG_MAX_LIST, &p->nplatform_keys,
-                                d, line);
+            int rc = key_pool(value, p->platform_keys, p->key_weight, &p->nplatform_keys, d, line);
             if (rc) return rc;
             if (!p->nplatform_keys)
                 return kr_fail(d, KR_EPARSE, "line %d: platform_key_env is empty", line);
-            for (size_t i = 0; i < p->nplatform_keys; i++) {
-                char *star = strchr(p->platform_keys[i], '*');
-                p->key_weight[i] = 1;
-                if (star) {
-                    int64_t w;
-                    if (kr_parse_i64(star + 1, strlen(star + 1), &w) || w < 1 || w > 1000)
-                        return kr_fail(d, KR_EPARSE, "line %d: a key weight is 1..1000 ('%s')",
-                                       line, p->platform_keys[i]);
-                    p->key_weight[i] = (int)w;
-                    *star = 0;
-                    size_t l = strlen(p->platform_keys[i]);
-                    while (l && p->platform_keys[i][l - 1] == ' ') p->platform_keys[i][--l] = 0;
-                }
-                if (!p->platform_keys[i][0])
-                    return kr_fail(d, KR_EPARSE, "line %d: an empty key name", line);
-            }
             kr_strlcpy(p->platform_key_env, p->platform_keys[0], sizeof p->platform_key_env);
+        } else if (!strcmp(key, "fallback") || !strcmp(key, "fallback_2") ||
+                   !strcmp(key, "fallback_3")) {
+            size_t i = key[8] ? (size_t)(key[9] - '1') : 0;
+            if (i != p->nfallback)
+                return kr_fail(d, KR_EPARSE, "line %d: fallbacks go in order: fallback, fallback_2, "
+                                             "fallback_3", line);
+            kr_deployment *dep = &p->fallback[p->nfallback++];
+            /* "URL" then, after a space, the deployment's keys */
+            const char *sp = strchr(value, ' ');
+            size_t ul = sp ? (size_t)(sp - value) : strlen(value);
+            char url[300];
+            if (kr_memlcpy(url, sizeof url, value, ul))
+                return kr_fail(d, KR_EPARSE, "line %d: fallback URL too long", line);
+            kr_provider tmp;
+            memset(&tmp, 0, sizeof tmp);
+            kr_diag inner = {{0}};
+            int rc = set_base_url(&tmp, url, &inner);
+            if (rc) return kr_fail(d, rc, "line %d: %s", line, inner.msg);
+            memcpy(dep->base_url, tmp.base_url, sizeof dep->base_url);
+            if (sp && (rc = key_pool(sp + 1, dep->keys, dep->weight, &dep->nkeys, d, line)))
+                return rc;
         } else if (!strcmp(key, "model_prefixes")) {
             return split_list(value, p->model_prefixes, 64, KR_REG_MAX_LIST, &p->nmodel_prefixes,
                               d, line);

@@ -39,6 +39,16 @@ static inline const char *kr_auth_style_prefix(kr_auth_style s)
                                                                                         : "x-api-key: ";
 }
 
+/* A fallback deployment of a platform provider: another base URL (a region,
+ * a cloud's endpoint, an egress gateway) with its own key pool. */
+#define KR_REG_MAX_FALLBACKS 3
+typedef struct kr_deployment {
+    char base_url[256];
+    char keys[KR_REG_MAX_LIST][64];
+    int weight[KR_REG_MAX_LIST];
+    size_t nkeys;
+} kr_deployment;
+
 typedef struct kr_provider {
     char name[32];
     kr_proto proto;
@@ -53,6 +63,10 @@ typedef struct kr_provider {
     char platform_keys[KR_REG_MAX_LIST][64];
     int key_weight[KR_REG_MAX_LIST];
     size_t nplatform_keys;
+    /* `fallback`, `fallback_2`, `fallback_3`: "URL [KEY[*W], ...]", tried in
+     * order when the deployments before are failing (no keys: the primary's) */
+    kr_deployment fallback[KR_REG_MAX_FALLBACKS];
+    size_t nfallback;
     char model_prefixes[KR_REG_MAX_LIST][64];
     size_t nmodel_prefixes;
     char key_prefixes[KR_REG_MAX_LIST][32]; /* shapes of its keys, for credential classes */

@@ -271,7 +271,7 @@ int kr_serve_run(const kr_config *cfg, bool dev)
         goto refused;
     }
     s->limits = kr_limits_new();
-    s->pools = kr_pools_load(s->reg);
+    s->pools = kr_pools_load(s->reg, cfg);
     raise_nofile(cfg);
     if ((rc = kr_notifier_start(&s->notifier, cfg, &s->mk, &d))) {
         refuse_to_start("%s", d.msg);
