@@ -94,7 +94,7 @@ if [ "${KEYRAIL_SKIP_TSAN:-0}" != 1 ]; then
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ASAN_OPTIONS= \
       run_pytest tsan $TSAN_BUILD tests/integration/test_workers.py tests/integration/test_proxy.py \
       tests/integration/test_limits.py tests/integration/test_crash.py tests/integration/test_otel.py \
-      tests/integration/test_alerts.py
+      tests/integration/test_alerts.py tests/integration/test_pool.py
   else
     failed=$((failed + 1)); echo "FAIL tsan build"; tail -30 "$OUT/tsan-build.log"
   fi
