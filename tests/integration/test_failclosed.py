@@ -32,7 +32,7 @@ import threading
 
 import pytest
 
-from conftest import (KEYRAIL, ROOT, TENANT_OAUTH, Keyrail, check_log_clean, http, metrics,
+from conftest import (CACHE_SETTLE, KEYRAIL, ROOT, TENANT_OAUTH, Keyrail, check_log_clean, http, metrics,
                       wait_until)
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}]}
@@ -271,6 +271,7 @@ def concierge_pin(kr):
 
 def assert_refused_as_unreadable(kr, vendor, tok):
     wait_until(lambda: anthropic(kr, tok)[0] == 503, timeout=5, what="503 for the unreadable workspace")
+    time.sleep(CACHE_SETTLE)  # every event loop's cache, not only the one that refused first
     st, _, data = anthropic(kr, tok)
     err = json.loads(data)["error"]
     assert st == 503 and "SECRET_UNREADABLE" in err["message"], err
