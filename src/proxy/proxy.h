@@ -16,6 +16,8 @@
  *   auth.c      workspace-token authentication with a short-lived cache;
  *               lookups and provider resolution run on the store workers
  *   limits.c    admission: allow-lists, credits, rpm/tpm (limits.h)
+ *   pool.c      the platform's deployments and key pools, circuit breakers
+ *               (pool.h)
  *   jscan.c     the non-DOM scan of request bodies (jscan.h)
  *   sse_usage.c usage read from the response as it streams by (sse_usage.h)
  *   meter.c     usage rows, rollup and credit debit, batched on a thread
