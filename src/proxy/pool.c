@@ -45,7 +45,7 @@ static void init_dep(kr_pool_dep *dep, const char *base)
     atomic_init(&dep->rr, 0);
     atomic_init(&dep->fails, 0);
     atomic_init(&dep->open_until, 0);
-    atomic_init(&dep->probing, false);
+    atomic_init(&dep->probe_at, 0);
 }
 
 kr_pools *kr_pools_load(const kr_registry *reg, const kr_config *cfg)
@@ -173,13 +173,20 @@ static int pick_key(kr_pool_dep *dep, int d, uint64_t session, uint32_t tried, i
 
 /* The circuit lets a request through: closed, or open past its cooldown
  * and this request takes the one probe. */
-static bool circuit_admits(kr_pool_dep *dep, int64_t now)
+static bool probe_out(kr_pools *ps, kr_pool_dep *dep, int64_t now, int64_t *at)
+{
+    *at = atomic_load(&dep->probe_at);
+    return *at && now - *at < ps->breaker_cooldown_ms;
+}
+
+static bool circuit_admits(kr_pools *ps, kr_pool_dep *dep, int64_t now)
 {
     int64_t until = atomic_load(&dep->open_until);
     if (!until) return true;
     if (now < until) return false;
-    bool no = false;
-    return atomic_compare_exchange_strong(&dep->probing, &no, true);
+    int64_t at;
+    if (probe_out(ps, dep, now, &at)) return false;
+    return atomic_compare_exchange_strong(&dep->probe_at, &at, now);
 }
 
 int kr_pool_pick(kr_pools *ps, size_t provider, uint64_t session, uint32_t tried)
@@ -194,12 +201,12 @@ int kr_pool_pick(kr_pools *ps, size_t provider, uint64_t session, uint32_t tried
         for (size_t d = 0; d < p->ndeps; d++) {
             kr_pool_dep *dep = &p->deps[d];
             if (pass < 2) {
-                int64_t until = atomic_load(&dep->open_until);
-                if (until && (now < until || atomic_load(&dep->probing))) continue;
+                int64_t until = atomic_load(&dep->open_until), at;
+                if (until && (now < until || probe_out(ps, dep, now, &at))) continue;
             }
             int k = pick_key(dep, (int)d, session, tried, now, pass > 0);
             if (k < 0) continue;
-            if (pass < 2 && !circuit_admits(dep, now)) continue;
+            if (pass < 2 && !circuit_admits(ps, dep, now)) continue;
             atomic_fetch_add(&dep->keys[k].picked, 1);
             return KR_POOL_ID((int)d, k);
         }
@@ -224,7 +231,7 @@ void kr_pool_report(kr_pools *ps, size_t provider, int id, int status, int retry
     }
     /* the deployment: no connection, or a server-side failure */
     bool failed = status == 0 || status >= 500;
-    bool was_probe = atomic_exchange(&dep->probing, false);
+    bool was_probe = atomic_exchange(&dep->probe_at, 0) != 0;
     if (!failed) {
         atomic_store(&dep->fails, 0);
         if (atomic_exchange(&dep->open_until, 0))

@@ -64,7 +64,9 @@ typedef struct kr_pool_dep {
     atomic_uint_fast64_t rr;
     atomic_int fails;               /* failures in a row */
     atomic_int_fast64_t open_until; /* ms; 0: closed */
-    atomic_bool probing;            /* half-open: a probe is out */
+    atomic_int_fast64_t probe_at;   /* half-open: when the probe went out (ms; 0: none); a
+                                       probe never reported (its client went away) expires
+                                       after a cooldown */
 } kr_pool_dep;
 
 typedef struct kr_pool {
