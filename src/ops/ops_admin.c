@@ -152,27 +152,19 @@ int kr_op_upstream_keys(kr_op_call *c, cJSON *out, kr_diag *d)
     for (size_t i = 0; i < reg->nproviders && i < KR_REGISTRY_MAX_PROVIDERS; i++) {
         const kr_provider *pr = &reg->providers[i];
         if (!pr->platform) continue;
-        for (size_t dp = 0; dp < 1 + pr->nfallback; dp++) {
-            const char *base = dp ? pr->fallback[dp - 1].base_url : pr->base_url;
-            size_t nk = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].nkeys
-                        : pr->nplatform_keys                ? pr->nplatform_keys
-                                                            : 1;
+        for (size_t dp = 0; dp < kr_provider_ndeployments(pr); dp++) {
+            kr_deployment_view v;
+            kr_provider_deployment(pr, dp, &v);
             const kr_pool_dep *dep = ps && dp < ps->pools[i].ndeps ? &ps->pools[i].deps[dp] : NULL;
             char origin[300];
-            if (kr_url_origin(base, origin, sizeof origin)) kr_strlcpy(origin, "(invalid)", sizeof origin);
-            for (size_t k = 0; k < nk; k++) {
+            if (kr_url_origin(v.base_url, origin, sizeof origin)) kr_strlcpy(origin, "(invalid)", sizeof origin);
+            for (size_t k = 0; k < v.nkeys; k++) {
                 cJSON *j = cJSON_CreateObject();
                 cJSON_AddStringToObject(j, "provider", pr->name);
                 cJSON_AddStringToObject(j, "deployment", origin);
                 cJSON_AddBoolToObject(j, "fallback", dp > 0);
-                const char *env = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].keys[k]
-                                  : pr->nplatform_keys ? pr->platform_keys[k]
-                                                       : pr->platform_key_env;
-                int w = dp && pr->fallback[dp - 1].nkeys ? pr->fallback[dp - 1].weight[k]
-                        : pr->nplatform_keys ? pr->key_weight[k]
-                                             : 1;
-                cJSON_AddStringToObject(j, "key_env", env);
-                cJSON_AddNumberToObject(j, "weight", w);
+                cJSON_AddStringToObject(j, "key_env", v.keys[k]);
+                cJSON_AddNumberToObject(j, "weight", v.weight[k]);
                 if (dep && k < dep->nkeys) {
                     kr_pool_key *key = (kr_pool_key *)&dep->keys[k];
                     int out_st = atomic_load(&key->out_status);

@@ -58,23 +58,13 @@ kr_pools *kr_pools_load(const kr_registry *reg, const kr_config *cfg)
         const kr_provider *pr = &reg->providers[i];
         if (!pr->platform) continue;
         kr_pool *pool = &ps->pools[i];
-        kr_pool_dep *dep = &pool->deps[pool->ndeps++];
-        init_dep(dep, pr->base_url);
-        size_t n = pr->nplatform_keys ? pr->nplatform_keys : 1;
-        for (size_t k = 0; k < n; k++)
-            load_key(pr, dep, pr->nplatform_keys ? pr->platform_keys[k] : pr->platform_key_env,
-                     pr->nplatform_keys ? pr->key_weight[k] : 1, n);
-        for (size_t f = 0; f < pr->nfallback; f++) {
-            const kr_deployment *fd = &pr->fallback[f];
-            dep = &pool->deps[pool->ndeps++];
-            init_dep(dep, fd->base_url);
-            if (fd->nkeys)
-                for (size_t k = 0; k < fd->nkeys; k++)
-                    load_key(pr, dep, fd->keys[k], fd->weight[k], fd->nkeys);
-            else /* the primary's keys, at another address */
-                for (size_t k = 0; k < n; k++)
-                    load_key(pr, dep, pr->nplatform_keys ? pr->platform_keys[k] : pr->platform_key_env,
-                             pr->nplatform_keys ? pr->key_weight[k] : 1, n);
+        for (size_t dp = 0; dp < kr_provider_ndeployments(pr); dp++) {
+            kr_deployment_view v;
+            kr_provider_deployment(pr, dp, &v);
+            kr_pool_dep *dep = &pool->deps[pool->ndeps++];
+            init_dep(dep, v.base_url);
+            for (size_t k = 0; k < v.nkeys; k++)
+                load_key(pr, dep, v.keys[k], v.weight[k], v.nkeys);
         }
     }
     return ps;

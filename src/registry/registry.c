@@ -228,6 +228,16 @@ static int on_kv(void *ud, const char *section, const char *name, const char *ke
     return kr_fail(d, KR_EPARSE, "line %d: '%s' outside a [provider] or [model] section", line, key);
 }
 
+void kr_provider_deployment(const kr_provider *p, size_t d, kr_deployment_view *out)
+{
+    const kr_deployment *f = d ? &p->fallback[d - 1] : NULL;
+    bool own = f && f->nkeys;
+    out->base_url = f ? f->base_url : p->base_url;
+    out->keys = (const char(*)[64])(own ? f->keys : p->platform_keys);
+    out->weight = own ? f->weight : p->key_weight;
+    out->nkeys = own ? f->nkeys : p->nplatform_keys;
+}
+
 int kr_registry_parse(const char *text, size_t n, kr_registry **out, kr_diag *d)
 {
     kr_registry *r = kr_xcalloc(1, sizeof *r);

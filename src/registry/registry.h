@@ -118,4 +118,19 @@ const kr_provider *kr_registry_key_issuer(const kr_registry *r, const char *valu
 /* Cost in micro-units, rounded up to the next micro-unit. */
 int64_t kr_model_cost(const kr_model *m, const kr_usage *u);
 
+/* A platform provider's deployments: 0 is base_url with platform_key_env's
+ * pool, 1.. its fallbacks, each with its own keys or, naming none, the
+ * primary's. kr_provider_deployment fills the view of deployment d. */
+typedef struct kr_deployment_view {
+    const char *base_url;
+    const char (*keys)[64];
+    const int *weight;
+    size_t nkeys;
+} kr_deployment_view;
+static inline size_t kr_provider_ndeployments(const kr_provider *p)
+{
+    return 1 + p->nfallback;
+}
+void kr_provider_deployment(const kr_provider *p, size_t d, kr_deployment_view *out);
+
 #endif
