@@ -87,6 +87,9 @@ int kr_parse_i64(const char *s, size_t n, int64_t *out);
 int kr_parse_micros(const char *s, size_t n, int64_t *out);
 /* Lower-case hex. out must hold 2*n+1 bytes. */
 void kr_hex(const uint8_t *in, size_t n, char *out);
+/* A 64-bit FNV-1a-style hash (its offset basis is keyrail's own: the usage
+ * journal's checksums depend on it; never change it). */
+uint64_t kr_fnv64(const void *p, size_t n);
 int kr_unhex(const char *s, size_t slen, uint8_t *out, size_t outlen);
 /* strdup that aborts on OOM; NULL in, NULL out. */
 char *kr_strdup(const char *s);

@@ -43,7 +43,8 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* n hex digits at p into out[n/2]; false on a non-hex (or upper-case) digit. */
+/* n hex digits at p into out[n/2]; false on a non-hex digit. Lower-case only, as
+ * W3C trace context requires (kr_unhex also takes upper case). */
 static bool unhex(const char *p, size_t n, uint8_t *out)
 {
     for (size_t i = 0; i < n; i += 2) {

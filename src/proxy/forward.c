@@ -213,9 +213,7 @@ static uint64_t session_hash(const kr_http_req *h)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const kr_http_header *f = kr_http_find(h, names[i]);
         if (!f || !f->value.n) continue;
-        uint64_t x = 1469598103934665603ull;
-        for (size_t k = 0; k < f->value.n; k++)
-            x = (x ^ (unsigned char)f->value.p[k]) * 1099511628211ull;
+        uint64_t x = kr_fnv64(f->value.p, f->value.n);
         return x ? x : 1;
     }
     return 0;
@@ -644,8 +642,8 @@ void kr_proxy_flush_dirty(void *ctx)
         out_flush(s->dirty);
 }
 
-/* Another (deployment, key) is usable beyond `tried`. The pick is only a
- * look: a half-open circuit's probe it might take is given back. */
+/* Another (deployment, key) is usable beyond `tried`: picked now (a
+ * half-open circuit's probe included) and kept in pool_next for on_retry. */
 static bool pool_has_other(kr_req *r, uint32_t tried)
 {
     int id = kr_pool_pick(r->px->pools, r->pool_provider, 0, tried);
@@ -865,11 +863,6 @@ static void on_retry(uv_timer_t *t)
     r->pool_retry_due = false;
     r->pool_key = r->pool_next; /* picked when the retry was decided */
     r->refs--; /* the ended transfer's; send_upstream takes the new one's */
-    if (r->pool_key < 0) {
-        kr_respond_error(r, 503, "api_error", "no platform key of provider '%s' is usable now",
-                         r->prov->name);
-        return;
-    }
     r->pool_tries++;
     r->px->metrics->upstream_retries++;
     send_upstream(r, kr_pool_auth(r->px->pools, r->pool_provider, r->pool_key));

@@ -41,15 +41,6 @@ _Static_assert(offsetof(frame, rec) == 8 && offsetof(frame, sum) == 8 + sizeof(k
                    JOURNAL_SIZE1 % 8 == 0,
                "journal frames have no padding");
 
-static uint64_t fnv(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 /* Rows wait in blocks: one allocation per BLK rows (kept for reuse), not a
  * malloc on the loop thread and a free on the writer per row. A block
  * belongs to one port. */
@@ -378,7 +369,7 @@ static int replay(kr_meter *m, int jfd, kr_diag *d)
             bad++;
             break; /* a damaged head: where the next frame starts is unknown */
         }
-        if (sum != fnv(&f.rec, size)) {
+        if (sum != kr_fnv64(&f.rec, size)) {
             bad++;
             continue; /* a damaged record: skipped, the next frame follows */
         }
@@ -522,7 +513,7 @@ void kr_meter_submit(kr_meter_port *p, const kr_usage_rec *rec, kr_meter_cb cb, 
         f.magic = JOURNAL_MAGIC;
         f.size = sizeof f.rec;
         f.rec = *rec;
-        f.sum = fnv(&f.rec, sizeof f.rec);
+        f.sum = kr_fnv64(&f.rec, sizeof f.rec);
         /* O_APPEND: one write is one frame; the page cache survives kill -9 */
         if (write(p->jfd, &f, sizeof f) != (ssize_t)sizeof f)
             KR_ERROR("usage journal: write failed: %s; this row is only in memory until committed",
