@@ -330,17 +330,10 @@ static int gem_request(const fv_target_t *t, int ep, bodyinfo_t *bi, char *msg, 
 
 enum { PART_NONE, PART_TEXT, PART_CALL };
 
-static void gem_usage(buf_t *b, const job_t *j, int64_t cand)
+/* The prompt's cached share and its per-modality details, after the counts
+ * (a usageMetadata's and a countTokens answer's alike). */
+static void gem_prompt_details(buf_t *b, const job_t *j, int64_t prompt)
 {
-    int64_t prompt = j->in + j->cr;
-    BUF_LIT(b, "\"usageMetadata\":{\"promptTokenCount\":");
-    buf_num(b, prompt);
-    if (cand > 0) {
-        BUF_LIT(b, ",\"candidatesTokenCount\":");
-        buf_num(b, cand);
-    }
-    BUF_LIT(b, ",\"totalTokenCount\":");
-    buf_num(b, prompt + cand + j->reasoning + j->tool_use_prompt);
     if (j->cr > 0) {
         BUF_LIT(b, ",\"cachedContentTokenCount\":");
         buf_num(b, j->cr);
@@ -355,6 +348,20 @@ static void gem_usage(buf_t *b, const job_t *j, int64_t cand)
         buf_num(b, j->cr);
         BUF_LIT(b, "}]");
     }
+}
+
+static void gem_usage(buf_t *b, const job_t *j, int64_t cand)
+{
+    int64_t prompt = j->in + j->cr;
+    BUF_LIT(b, "\"usageMetadata\":{\"promptTokenCount\":");
+    buf_num(b, prompt);
+    if (cand > 0) {
+        BUF_LIT(b, ",\"candidatesTokenCount\":");
+        buf_num(b, cand);
+    }
+    BUF_LIT(b, ",\"totalTokenCount\":");
+    buf_num(b, prompt + cand + j->reasoning + j->tool_use_prompt);
+    gem_prompt_details(b, j, prompt);
     if (j->tool_use_prompt > 0) {
         BUF_LIT(b, ",\"toolUsePromptTokenCount\":");
         buf_num(b, j->tool_use_prompt);
@@ -411,20 +418,7 @@ static void gem_count_body(buf_t *b, job_t *j)
     int64_t prompt = j->in + j->cr;
     BUF_LIT(b, "{\"totalTokens\":");
     buf_num(b, prompt);
-    if (j->cr > 0) {
-        BUF_LIT(b, ",\"cachedContentTokenCount\":");
-        buf_num(b, j->cr);
-    }
-    if (prompt > 0) {
-        BUF_LIT(b, ",\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":");
-        buf_num(b, prompt);
-        BUF_LIT(b, "}]");
-    }
-    if (j->cr > 0) {
-        BUF_LIT(b, ",\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":");
-        buf_num(b, j->cr);
-        BUF_LIT(b, "}]");
-    }
+    gem_prompt_details(b, j, prompt);
     BUF_LIT(b, "}");
     j->s_in = j->in;
 }
