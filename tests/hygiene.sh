@@ -13,13 +13,14 @@
 #     conftest hook appends every body the tests receive); env.log -- the
 #     2xx bodies of /v1/workspace/env, which hand a workspace its own
 #     credentials by design -- is left out, and minted.log -- the admin
-#     API's token mints, which show a new token once by design -- is scanned
-#     for canaries only
+#     API's token mints and alert creates, which show a new token or webhook
+#     secret once by design -- is scanned for canaries only
 #   - every console page the browser tests saw: */console-pages/*.html (the
 #     DOM as rendered, saved with each screenshot by tests/js/console_lib.mjs)
 #   - every store file: *.db, *.db-wal, *.db-shm, *.db-journal
 # for the bytes of any canary, and for any complete workspace or admin
-# token (krws_ / kradm_ + 43 base64url characters) in a log, an error body
+# token (krws_ / kradm_ + 43 base64url characters) or alert webhook secret
+# (whsec_ + 64 hex digits) in a log, an error body
 # or a store file. The stores keep secrets only as ciphertext and tokens only as
 # hashes, so a raw byte scan of the .db files must find none at all: there
 # is no allowance for "the secrets table". The sweep fails when the
@@ -44,7 +45,7 @@ names = re.search(r"CANARIES\s*=\s*\[(.*?)\]", src, re.S).group(1)
 consts = dict(re.findall(r'^([A-Z_]+)\s*=\s*"([^"]+)"', src, re.M))
 canaries = [consts[n.strip()] for n in names.split(",") if n.strip()]
 assert canaries and all("CANARY" in c for c in canaries), "conftest.py CANARIES not understood"
-TOKEN = re.compile(rb"(?:krws|kradm)_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+TOKEN = re.compile(rb"(?:krws|kradm)_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])|whsec_[0-9a-f]{64}(?![0-9a-f])")
 
 LOG_SUFFIXES = (".log", ".stderr", ".out", ".err")
 STORE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal")
@@ -131,7 +132,7 @@ if counts["log"] == 0 or counts["store"] == 0:
     sys.exit(1)
 if hits:
     sys.exit(1)
-print(f"ok hygiene: no canary and no workspace or admin token in {counts['log']} logs, "
+print(f"ok hygiene: no canary and no workspace or admin token or webhook secret in {counts['log']} logs, "
       f"{counts['body']} response-body files ({counts['issued']} of issued tokens, canaries only), {counts['page']} console pages, {counts['store']} store files ({stores} stores holding {rows} "
       f"encrypted secrets) under {' '.join(roots)}; {len(canaries)} canaries")
 PY

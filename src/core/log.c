@@ -114,7 +114,7 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 /* Prefixes after which a token run is a credential. */
 static const char *const shapes[] = {"sk-",   "krws_", "kradm_", "ghp_", "gho_",  "ghs_",
                                      "ghu_",  "github_pat_", "glpat-", "xoxb-", "xoxp-", "AKIA",
-                                     "ASIA",  "AIza",  "ya29."};
+                                     "ASIA",  "AIza",  "ya29.", "whsec_"};
 
 static size_t match_shape(const char *p, size_t n)
 {
@@ -143,7 +143,7 @@ static int boundary(const char *in, size_t i)
 
 /* First bytes of the shapes above and of "Bearer "/"bearer ". */
 static const bool shape_start[256] = {
-    ['s'] = 1, ['k'] = 1, ['g'] = 1, ['x'] = 1, ['A'] = 1, ['B'] = 1, ['b'] = 1, ['y'] = 1};
+    ['s'] = 1, ['k'] = 1, ['g'] = 1, ['x'] = 1, ['A'] = 1, ['B'] = 1, ['b'] = 1, ['y'] = 1, ['w'] = 1};
 
 size_t kr_redact(const char *in, size_t n, kr_buf *out)
 {

@@ -56,8 +56,8 @@ size_t kr_log_ts(char out[KR_LOG_TS_LEN]);
 /*
  * Appends in[0..n) to out with every credential-shaped run replaced by
  * "[redacted CLASS FP]". Returns the number of redactions. Shapes: sk-…,
- * krws_…, Bearer …, and common operator tokens (ghp_, github_pat_, glpat-,
- * AKIA…).
+ * krws_…, Bearer …, common operator tokens (ghp_, github_pat_, glpat-,
+ * AKIA…), and keyrail's alert webhook secrets (whsec_…).
  */
 size_t kr_redact(const char *in, size_t n, kr_buf *out);
 

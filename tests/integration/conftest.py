@@ -98,8 +98,8 @@ def http(port, method, path, body=None, headers=None, timeout=30):
 # 400, and raw-socket exchanges), ok.log (2xx/3xx), env.log (2xx bodies of
 # /v1/workspace/env, which hand a workspace its own credentials by design).
 # tests/hygiene.sh scans them, the logs and the store files for canaries.
-# minted.log holds the 2xx bodies of the admin API's token mints, which show a
-# new token once by design. Additive: http() behaves exactly as before.
+# minted.log holds the 2xx bodies of the admin API's token mints and alert
+# creates, which show a new token or webhook secret once by design. Additive: http() behaves exactly as before.
 _RESPONSES_DIR = None
 
 
@@ -120,8 +120,9 @@ def save_body(what, status, data, path=""):
     bare = path.split("?")[0]
     if status is not None and status < 400:
         name = "env.log" if bare == "/v1/workspace/env" else "ok.log"
-        if what.startswith("POST ") and (bare.endswith("/tokens") or bare == "/admin/v1/admin-tokens"):
-            name = "minted.log"  # a token shown once, by design
+        if what.startswith("POST ") and (bare.endswith("/tokens") or bare.endswith("/alerts") or
+                                         bare == "/admin/v1/admin-tokens"):
+            name = "minted.log"  # a token or a webhook secret shown once, by design
     else:
         name = "errors.log"
     # the test's name without its parameters (ids may hold credentials)

@@ -164,7 +164,8 @@ Test(log, redaction_covers_every_shape_prefix)
         "sk-abcdefgh1234",     "krws_abcdefgh1234",  "ghp_abcdefgh1234",    "gho_abcdefgh1234",
         "ghs_abcdefgh1234",    "ghu_abcdefgh1234",   "github_pat_abcd1234", "glpat-abcdefgh1234",
         "xoxb-abcdefgh1234",   "xoxp-abcdefgh1234",  "AKIAABCDEFGH1234",    "ASIAABCDEFGH1234",
-        "Bearer abcdefgh1234", "bearer abcdefgh1234", "AIzaSyABCDEFGH1234",  "ya29.abcdefgh1234"};
+        "Bearer abcdefgh1234", "bearer abcdefgh1234", "AIzaSyABCDEFGH1234",  "ya29.abcdefgh1234",
+        "whsec_0123456789abcdef"};
     for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
         char in[128];
         snprintf(in, sizeof in, "{\"v\":\"%s\",\"w\":\"x%s\"}", toks[i], toks[i]);
